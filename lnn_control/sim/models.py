@@ -120,6 +120,7 @@ def diff_drive_mjcf() -> str:
     hz = DIFF_DRIVE_HEIGHT / 2
     return f"""
 <mujoco model="diff_drive_room">
+  <compiler angle="radian"/>
   <option timestep="{SIM_TIMESTEP}" gravity="0 0 -9.81" integrator="Euler"/>
   <worldbody>
     <geom name="floor" type="plane" size="{h + 1} {h + 1} 0.1" rgba="0.9 0.9 0.9 1" group="1"/>
@@ -157,6 +158,7 @@ def arm_mjcf() -> str:
     )
     return f"""
 <mujoco model="lnn_arm">
+  <compiler angle="radian"/>
   <option timestep="{SIM_TIMESTEP}" gravity="0 0 -9.81" integrator="implicitfast"/>
   <default>
     <joint damping="{d}" armature="0.01" limited="true"/>
