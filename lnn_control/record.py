@@ -1,0 +1,184 @@
+"""Expert demonstrations as rosbag2 MCAP bags, on the topics the simulator node publishes.
+
+``python -m lnn_control.record --robot diff_drive --episodes N --out DIR --seed S``
+
+Each episode is one bag directory ``DIR/<robot>_ep<NNN>/`` (``metadata.yaml`` +
+``<robot>_ep<NNN>_0.mcap``). The pure environment is stepped at the sim's publish rate
+(``topics.PUBLISH_RATE``: 50 Hz base, 100 Hz arm). At each tick t (sim time, from 0 per
+episode) the bag gets, all stamped and logged at t: the sensor topics of ``topics.TOPICS``
+(``/odom`` + ``/scan`` or ``/joint_states``, ``/sim/ground_truth``, ``/clock``), then the
+expert's command on the command topic (``/cmd_vel`` Twist or ``/effort_controller/commands``),
+which is held until the next tick. The goal (``/goal_pose`` or ``/goal_joints``) is written at
+t = 0 and then once per second. An episode ends ``hold`` s after the goal is reached, or at
+``max_time``. Random starts and goals come from ``seed`` + episode index.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from lnn_control.bags import BagWriter
+from lnn_control.sim import topics as T
+from lnn_control.sim.arm import ArmEnv
+from lnn_control.sim.diff_drive import DiffDriveEnv, sample_free_position
+from lnn_control.sim.experts import ArmExpert, DiffDriveExpert
+from lnn_control.sim.models import ARM_JOINT_NAMES, ROBOTS
+
+__all__ = ["EpisodeResult", "record_episode", "record", "main"]
+
+_NS = 1_000_000_000
+
+
+@dataclass
+class EpisodeResult:
+    """Outcome of one recorded episode: bag path, goal reached, duration (s), safety extremes."""
+
+    path: pathlib.Path
+    reached: bool
+    duration: float
+    min_clearance: float  # m (diff_drive) or min joint-limit margin, rad (arm)
+    collisions: int  # ticks with the collision flag set
+
+
+def record_episode(
+    robot: str,
+    path: str | pathlib.Path,
+    seed: int,
+    max_time: float | None = None,
+    hold: float = 0.5,
+    noise_std: float = 0.0,
+    rate: float | None = None,
+) -> EpisodeResult:
+    """Run one expert episode of ``robot`` from a seeded random start to a seeded random goal into a bag.
+
+    Args:
+        robot: ``"diff_drive"`` or ``"arm"``.
+        path: bag directory to create.
+        seed: episode seed (start, goal and sensor noise).
+        max_time: episode time limit (s); default 40 (base) / 6 (arm).
+        hold: time (s) recorded after the goal is reached.
+        noise_std: sensor noise std (m, rad, rad/s), 0 for none.
+        rate: publish / control rate (Hz), default ``topics.PUBLISH_RATE[robot]``.
+    """
+    if robot not in ROBOTS:
+        raise ValueError(f"robot must be one of {ROBOTS}, got {robot!r}")
+    rate = T.PUBLISH_RATE[robot] if rate is None else float(rate)
+    if not 1.0 <= rate <= 1000.0:
+        raise ValueError(f"rate must be in [1, 1000] Hz, got {rate}")
+    max_time = (40.0 if robot == "diff_drive" else 6.0) if max_time is None else float(max_time)
+    dt = 1.0 / rate
+    rng = np.random.default_rng([seed, 1])
+    cmd_topic, cmd_type = T.COMMAND_TOPIC[robot]
+    goal_topic, goal_type = T.GOAL_TOPIC[robot]
+    worst = np.inf
+    collisions = 0
+    t_reached: float | None = None
+    with BagWriter(path) as bag:
+        if robot == "diff_drive":
+            dd_env = DiffDriveEnv(noise_std, noise_std, seed=seed)
+            dd_env.reset(seed=seed)
+            env: DiffDriveEnv | ArmEnv = dd_env
+            goal = sample_free_position(rng, 0.15)
+            while np.linalg.norm(goal - dd_env.pose[:2]) < 1.0:
+                goal = sample_free_position(rng, 0.15)
+            env.set_goal(goal)
+            expert_dd = DiffDriveExpert()
+        else:
+            env = ArmEnv(noise_std, seed=seed)
+            env.reset(seed=seed)
+            goal = env.sample_reachable_goal(rng, env.q)
+            env.set_goal(goal)
+            expert_arm = ArmExpert(env.model)
+        k = 0
+        next_goal_t = 0.0
+        while True:
+            t = k * dt
+            t_ns = round(t * _NS)
+            if t >= next_goal_t - 1e-9:
+                if robot == "diff_drive":
+                    bag.write(goal_topic, goal_type, T.pose_stamped(goal[0], goal[1], t_ns), t_ns)
+                else:
+                    msg = {
+                        "header": T.header(t_ns, "base_link"),
+                        "name": list(ARM_JOINT_NAMES),
+                        "position": [float(g) for g in goal],
+                        "velocity": [],
+                        "effort": [],
+                    }
+                    bag.write(goal_topic, goal_type, msg, t_ns)
+                next_goal_t += 1.0
+            gt = env.ground_truth()
+            bag.write("/clock", "rosgraph_msgs/msg/Clock", T.clock(t_ns), t_ns)
+            if isinstance(env, DiffDriveEnv):
+                obs = env.observation()
+                bag.write("/odom", "nav_msgs/msg/Odometry", T.odometry(obs, t_ns), t_ns)
+                bag.write("/scan", "sensor_msgs/msg/LaserScan", T.laser_scan(obs, t_ns, dt), t_ns)
+                worst = min(worst, gt[0])
+                u = expert_dd(obs.pose, goal)
+                bag.write(cmd_topic, cmd_type, T.twist(u[0], u[1]), t_ns)
+            else:
+                obs_arm = env.observation()
+                bag.write("/joint_states", "sensor_msgs/msg/JointState", T.joint_state(obs_arm, t_ns), t_ns)
+                worst = min(worst, float(gt[:3].min()))
+                u = expert_arm(obs_arm.position, obs_arm.velocity, goal)
+                bag.write(cmd_topic, cmd_type, T.float64_array(u), t_ns)
+            bag.write("/sim/ground_truth", "std_msgs/msg/Float64MultiArray", T.float64_array(gt), t_ns)
+            collisions += int(gt[4 if robot == "arm" else 1] > 0.5)
+            if t_reached is None and env.goal_reached():
+                t_reached = t
+            if (t_reached is not None and t - t_reached >= hold) or t >= max_time:
+                break
+            env.step(u, dt)
+            k += 1
+    return EpisodeResult(
+        path=pathlib.Path(path),
+        reached=t_reached is not None,
+        duration=k * dt,
+        min_clearance=float(worst),
+        collisions=collisions,
+    )
+
+
+def record(
+    robot: str, episodes: int, out: str | pathlib.Path, seed: int = 0, noise_std: float = 0.0
+) -> list[EpisodeResult]:
+    """Record ``episodes`` episodes into ``out/<robot>_ep<NNN>/`` with seeds ``seed``, ``seed + 1``, ..."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return [
+        record_episode(robot, out / f"{robot}_ep{i:03d}", seed + i, noise_std=noise_std)
+        for i in range(episodes)
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; prints one line per episode and returns non-zero if an episode failed."""
+    p = argparse.ArgumentParser(prog="python -m lnn_control.record", description=__doc__.split("\n")[0])
+    p.add_argument("--robot", choices=ROBOTS, required=True)
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--out", required=True, help="output directory (one bag directory per episode)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--noise", type=float, default=0.0, help="sensor noise std (m, rad, rad/s)")
+    a = p.parse_args(argv)
+    results = record(a.robot, a.episodes, a.out, a.seed, a.noise)
+    bad = 0
+    for r in results:
+        ok = r.reached and r.collisions == 0
+        bad += not ok
+        print(
+            f"{r.path.name}: reached={r.reached} time={r.duration:.2f}s "
+            f"min_margin={r.min_clearance:.3f} collisions={r.collisions}"
+        )
+    print(f"{len(results) - bad}/{len(results)} episodes reached the goal without collision")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
