@@ -24,7 +24,9 @@ import numpy as np
 
 from lnn_control.bags import BagWriter
 from lnn_control.sim import topics as T
+from lnn_control.sim.arm import GROUND_TRUTH_FIELDS as ARM_FIELDS
 from lnn_control.sim.arm import ArmEnv
+from lnn_control.sim.diff_drive import GROUND_TRUTH_FIELDS as DD_FIELDS
 from lnn_control.sim.diff_drive import DiffDriveEnv, sample_free_position
 from lnn_control.sim.experts import ArmExpert, DiffDriveExpert
 from lnn_control.sim.models import ARM_JOINT_NAMES, ROBOTS
@@ -94,6 +96,7 @@ def record_episode(
             goal = env.sample_reachable_goal(rng, env.q)
             env.set_goal(goal)
             expert_arm = ArmExpert(env.model)
+        gt_label = ",".join(DD_FIELDS if robot == "diff_drive" else ARM_FIELDS)
         k = 0
         next_goal_t = 0.0
         while True:
@@ -127,7 +130,12 @@ def record_episode(
                 worst = min(worst, float(gt[:3].min()))
                 u = expert_arm(obs_arm.position, obs_arm.velocity, goal)
                 bag.write(cmd_topic, cmd_type, T.float64_array(u), t_ns)
-            bag.write("/sim/ground_truth", "std_msgs/msg/Float64MultiArray", T.float64_array(gt), t_ns)
+            bag.write(
+                "/sim/ground_truth",
+                "std_msgs/msg/Float64MultiArray",
+                T.float64_array(gt, label=gt_label),
+                t_ns,
+            )
             collisions += int(gt[4 if robot == "arm" else 1] > 0.5)
             if t_reached is None and env.goal_reached():
                 t_reached = t
