@@ -132,7 +132,7 @@ def diff_drive_mjcf() -> str:
       <joint name="theta" type="hinge" axis="0 0 1"/>
       <geom name="chassis" type="cylinder" size="{DIFF_DRIVE_RADIUS} {hz}" mass="5" rgba="0.2 0.4 0.8 1"/>
       <geom name="heading" type="box" pos="{DIFF_DRIVE_RADIUS * 0.6} 0 {hz}" size="0.05 0.02 0.01"
-            contype="0" conaffinity="0" mass="0.01"/>
+            contype="0" conaffinity="0" mass="0"/>
     </body>
   </worldbody>
 </mujoco>
