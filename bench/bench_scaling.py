@@ -1,0 +1,235 @@
+"""How cost grows: step latency vs neuron count, QP latency vs controls and rows, layer time vs batch.
+
+Three sweeps, each a figure drawn by ``bench.plots`` from the rows' extra ``plot`` key
+(``figure``, ``x``, ``x_label``, ``log_x``):
+
+- ``step vs neurons``: one control step, batch 1, 8 inputs, 2 outputs, of a CfC on an
+  ``AutoNCP(N, 2)`` wiring, N in 19 ... 256. Ours: ``lnn_control.policy.from_ncps(m).runtime()``
+  (``PolicyStepper.step``); reference: the ncps module call under ``no_grad``.
+- ``QP vs size``: min 1/2 u'Pu + q'u s.t. Gu <= h, -10 <= u <= 10, for n controls and m
+  rows (random, strictly feasible, P = A'A + I). Ours: ``barriernet.qp.solve_qp`` with
+  its default solver; reference: cvxpy with OSQP on a parametrized problem (what a user
+  would write), values updated per call.
+- ``layer vs batch``: a batched differentiable QP (2 controls, 4 rows), forward + backward,
+  float64, with qpth's ``QPFunction`` (the anchor's tool), batch 1 ... 1,024.
+
+Where our implementation is not importable the sweep times the reference alone (row
+name prefixed ``[ref]``, ``notes`` says so) so the curve still exists; the row then has
+no speedup. Torch runs single-threaded, as in every benchmark here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.common import row, time_calls
+
+__all__ = ["run"]
+
+_N_IN, _N_OUT = 8, 2
+
+
+def _optional(module: str, name: str) -> Any | None:
+    """``module.name`` if our implementation of it exists yet, else None."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _plot(figure: str, x: float, x_label: str, log_x: bool = True) -> dict[str, Any]:
+    return {"figure": figure, "x": x, "x_label": x_label, "log_x": log_x}
+
+
+def _pair_row(
+    group: str,
+    label: str,
+    ours: Callable[[], Any] | None,
+    ref: Callable[[], Any],
+    ref_name: str,
+    n: int,
+    missing: str,
+    plot: dict[str, Any],
+) -> dict[str, Any]:
+    """Time ours against the reference, or the reference alone when ours is missing."""
+    t_ref = time_calls(ref, n, warmup=max(5, n // 20))
+    if ours is None:
+        r = row(group, f"[ref] {ref_name} {label}", t_ref, notes=f"reference only: {missing} not present")
+    else:
+        t_ours = time_calls(ours, n, warmup=max(5, n // 20))
+        r = row(group, label, t_ours, t_ref, ref_name=ref_name)
+    r["plot"] = plot
+    return r
+
+
+def _step_sweep(quick: bool) -> list[dict[str, Any]]:
+    from ncps.torch import CfC
+    from ncps.wirings import AutoNCP
+
+    from_ncps = _optional("lnn_control.policy", "from_ncps")
+    sizes = [19, 64, 256] if quick else [19, 32, 64, 128, 256]
+    n = 100 if quick else 2000
+    rows = []
+    for units in sizes:
+        torch.manual_seed(0)
+        model = CfC(_N_IN, AutoNCP(units, _N_OUT, seed=0), batch_first=True).eval()
+        x = torch.randn(1, 1, _N_IN)
+        hx = torch.zeros(1, units)
+
+        def ref(model: Any = model, x: torch.Tensor = x, hx: torch.Tensor = hx) -> Any:
+            with torch.no_grad():
+                return model(x, hx=hx, timespans=torch.ones(1, 1))
+
+        ours = None
+        if from_ncps is not None:
+            stepper = from_ncps(model).runtime()
+            obs = x.numpy().reshape(-1).astype(np.float64)
+
+            def ours(stepper: Any = stepper, obs: np.ndarray = obs) -> Any:
+                return stepper.step(obs, 0.01)
+
+        rows.append(
+            _pair_row(
+                "scaling: step latency vs neurons",
+                f"CfC-NCP({units}) step",
+                ours,
+                ref,
+                "ncps CfC",
+                n,
+                "lnn_control.policy.from_ncps",
+                _plot("step_vs_neurons", units, "neurons (AutoNCP, 2 motor)", log_x=True),
+            )
+        )
+    return rows
+
+
+def _random_qp(n: int, m: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """A strictly feasible random QP: P = A'A + I, h = G u0 + s with s > 0 and |u0| < 10."""
+    a = rng.standard_normal((n, n))
+    p = a.T @ a + np.eye(n)
+    q = rng.standard_normal(n) * 3.0
+    g = rng.standard_normal((m, n))
+    u0 = rng.uniform(-1.0, 1.0, n)
+    h = g @ u0 + rng.uniform(0.1, 1.0, m)
+    return p, q, g, h, -10.0 * np.ones(n), 10.0 * np.ones(n)
+
+
+def _qp_sweep(quick: bool) -> list[dict[str, Any]]:
+    import cvxpy as cp
+
+    solve_qp = _optional("barriernet.qp", "solve_qp")
+    sizes = (
+        [(2, 1), (2, 16), (8, 4)] if quick else [(2, 1), (2, 4), (2, 16), (2, 64), (4, 4), (8, 4), (16, 4)]
+    )
+    n_calls = 50 if quick else 1000
+    rng = np.random.default_rng(8)
+    rows = []
+    for n, m in sizes:
+        p, q, g, h, lb, ub = _random_qp(n, m, rng)
+        # The reference as a user writes it: a parametrized cvxpy problem, values set per call.
+        u = cp.Variable(n)
+        qp_, hp_ = cp.Parameter(n), cp.Parameter(m)
+        prob = cp.Problem(
+            cp.Minimize(0.5 * cp.quad_form(u, cp.psd_wrap(p)) + qp_ @ u), [g @ u <= hp_, u >= lb, u <= ub]
+        )
+        qp_.value, hp_.value = q, h
+        prob.solve(solver=cp.OSQP, eps_abs=1e-8, eps_rel=1e-8, verbose=False)
+        if prob.status != "optimal":
+            raise RuntimeError(f"cvxpy/OSQP reference failed on the {n}x{m} QP: {prob.status}")
+        u_tight = np.asarray(u.value, dtype=np.float64)
+
+        def ref(
+            prob: Any = prob, qp_: Any = qp_, hp_: Any = hp_, q: np.ndarray = q, h: np.ndarray = h
+        ) -> Any:
+            qp_.value, hp_.value = q, h
+            return prob.solve(solver=cp.OSQP, eps_abs=1e-6, eps_rel=1e-6, verbose=False)
+
+        ours = None
+        if solve_qp is not None:
+            res = solve_qp(p, q, g, h, lb=lb, ub=ub)
+            # A fast wrong answer is no result: check ours against the tight reference first.
+            if res.status != "optimal" or not np.allclose(res.x, u_tight, atol=1e-4):
+                raise RuntimeError(f"solve_qp disagrees with cvxpy on the {n}x{m} QP: {res.status}, {res.x}")
+
+            def ours(
+                p: np.ndarray = p,
+                q: np.ndarray = q,
+                g: np.ndarray = g,
+                h: np.ndarray = h,
+                lb: np.ndarray = lb,
+                ub: np.ndarray = ub,
+            ) -> Any:
+                return solve_qp(p, q, g, h, lb=lb, ub=ub)
+
+        rows.append(
+            _pair_row(
+                "scaling: QP latency vs controls x rows",
+                f"QP n={n} m={m}",
+                ours,
+                ref,
+                "cvxpy+OSQP",
+                n_calls,
+                "barriernet.qp.solve_qp",
+                _plot("qp_vs_size", n * (m + n), "controls x (rows + box rows)", log_x=True),
+            )
+        )
+    return rows
+
+
+def _layer_sweep(quick: bool) -> list[dict[str, Any]]:
+    from qpth.qp import QPFunction
+
+    batches = [1, 16, 128] if quick else [1, 16, 128, 1024]
+    n, m = 2, 4
+    n_calls = 5 if quick else 30
+    rng = np.random.default_rng(11)
+    p0, q0, g0, h0, _, _ = _random_qp(n, m, rng)
+    e = torch.empty(0, dtype=torch.float64)
+    rows = []
+    for b in batches:
+        pt = torch.tensor(p0).expand(b, n, n).contiguous()
+        gt = torch.tensor(g0).expand(b, m, n).contiguous()
+        ht = torch.tensor(h0).expand(b, m).contiguous()
+        qt = (
+            torch.tensor(q0)
+            + 0.1 * torch.randn(b, n, dtype=torch.float64, generator=torch.Generator().manual_seed(b))
+        ).requires_grad_(True)
+
+        def ref(
+            pt: torch.Tensor = pt, qt: torch.Tensor = qt, gt: torch.Tensor = gt, ht: torch.Tensor = ht
+        ) -> Any:
+            u = QPFunction(verbose=-1)(pt, qt, gt, ht, e, e)
+            u.sum().backward()
+            return u
+
+        t = time_calls(ref, n_calls, warmup=2)
+        r = row(
+            "scaling: QP layer time vs batch",
+            f"[ref] qpth fwd+bwd batch {b}",
+            t,
+            notes="2 controls, 4 rows, float64; reference only (QPLayer call signature not in the contract)",
+        )
+        r["plot"] = _plot("layer_vs_batch", b, "batch size", log_x=True)
+        rows.append(r)
+    return rows
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    """All three sweeps; rows per :func:`bench.common.row` plus a ``plot`` key each."""
+    torch.set_num_threads(1)
+    return _step_sweep(quick) + _qp_sweep(quick) + _layer_sweep(quick)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    rows = run(ap.parse_args().quick)
+    for r in rows:
+        sp = "" if r["speedup"] is None else f"{r['speedup']:.2f}x"
+        print(f"{r['group'][:38]:38s} {r['name'][:40]:40s} {r['ours_median_s'] * 1e6:10.1f} us {sp}")
