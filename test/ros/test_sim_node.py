@@ -148,11 +148,26 @@ def test_diff_drive_sim_publishes_and_moves(probe: Probe) -> None:
 
 @pytest.mark.timeout(60)
 def test_arm_sim_responds_to_torque_commands(probe: Probe) -> None:
-    sim = _start_sim("robot:=arm", "initial_state:=[0.0, 0.3, 0.2]")
+    sim = _start_sim(
+        "robot:=arm", "initial_state:=[0.0, 0.3, 0.2]", "use_sim_time:=true", "real_time_factor:=4.0"
+    )
     try:
         probe.listen(JointState, "/joint_states")
         probe.listen(Float64MultiArray, "/sim/ground_truth")
-        assert probe.spin_until(lambda: len(probe.latest) == 2, 15.0), f"got only {sorted(probe.latest)}"
+        probe.listen(Clock, "/clock")
+        assert probe.spin_until(lambda: len(probe.latest) == 3, 15.0), f"got only {sorted(probe.latest)}"
+
+        def sim_time() -> float:
+            c = probe.latest["/clock"].clock  # type: ignore[attr-defined]
+            return c.sec + 1e-9 * c.nanosec
+
+        # Faster than real time: 4 sim seconds per wall second requested; allow for a loaded CI machine.
+        t_sim0, t_wall0 = sim_time(), time.monotonic()
+        probe.spin_until(lambda: False, 1.0)
+        ratio = (sim_time() - t_sim0) / (time.monotonic() - t_wall0)
+        assert 2.0 < ratio < 4.5, ratio
+        js = probe.latest["/joint_states"]
+        assert abs(js.header.stamp.sec + 1e-9 * js.header.stamp.nanosec - sim_time()) < 0.1  # type: ignore[attr-defined]
         js = probe.latest["/joint_states"]
         assert list(js.name) == ["joint1", "joint2", "joint3"]  # type: ignore[attr-defined]
         pub = probe.node.create_publisher(Float64MultiArray, "/effort_controller/commands", 10)
@@ -177,3 +192,11 @@ def test_arm_sim_responds_to_torque_commands(probe: Probe) -> None:
         assert 2.6 - js.position[0] - 0.01 < gt.data[0] < 2.6 - 0.1  # type: ignore[attr-defined]
     finally:
         _stop(sim)
+
+
+@pytest.mark.timeout(30)
+def test_unknown_robot_fails_at_start_with_the_fix() -> None:
+    proc = _start_sim("robot:=tank")
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode != 0
+    assert "robot must be one of" in out and "diff_drive" in out
