@@ -152,3 +152,13 @@ def test_bad_input_names_the_argument() -> None:
         DiffDriveEnv(scan_noise_std=-1.0)
     with pytest.raises(ValueError, match="robot"):
         M.mjcf_for("tank")
+
+
+def test_make_env_by_name() -> None:
+    from lnn_control.sim import ArmEnv, make_env
+
+    env = make_env("diff_drive", noise_std=0.02, seed=1)
+    assert isinstance(env, DiffDriveEnv) and env.scan_noise_std == env.odom_noise_std == 0.02
+    assert isinstance(make_env("arm"), ArmEnv)
+    with pytest.raises(ValueError, match="robot must be one of"):
+        make_env("tank")
