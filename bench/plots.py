@@ -17,61 +17,64 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after use("Agg"): no display needed
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 __all__ = ["make_plots", "plot_scaling", "plot_speedups"]
 
 _TITLES = {
     "step_vs_neurons": "Control step latency vs neuron count (batch 1)",
-    "qp_vs_size": "QP solve latency vs problem size",
+    "qp_vs_rows": "QP solve latency vs inequality rows (2 controls)",
+    "qp_vs_controls": "QP solve latency vs controls (4 rows)",
     "layer_vs_batch": "Differentiable QP layer, forward + backward, vs batch",
 }
 
 
+def _curves(rows: Sequence[dict[str, Any]]) -> dict[str, dict[float, tuple[float, float]]]:
+    """label -> {x: (median_s, p99_s)}: our series, and each reference series once per x."""
+    curves: dict[str, dict[float, tuple[float, float]]] = {}
+    for r in rows:
+        p = r["plot"]
+        x = p["x"]
+        # The measured columns hold ours, or the reference itself in a reference-only row.
+        curves.setdefault(p.get("series", "ours"), {}).setdefault(x, (r["ours_median_s"], r["ours_p99_s"]))
+        if r["ref_median_s"] is not None:
+            label = p.get("ref_series", r["ref_name"] or "reference")
+            curves.setdefault(label, {}).setdefault(x, (r["ref_median_s"], r["ref_p99_s"]))
+    return curves
+
+
 def plot_scaling(rows: Sequence[dict[str, Any]], figure: str, path: Path) -> Path:
-    """Median (line) and p99 (band) vs ``plot['x']`` for ours and the reference.
+    """Median (line) and median..p99 (band) against ``plot['x']`` for every series, log-log.
 
     Args:
-        rows: rows sharing ``row["plot"]["figure"] == figure``; times in seconds.
+        rows: rows sharing ``row["plot"]["figure"] == figure``; times in seconds. The plot
+            dict gives ``x``, ``x_label``, optional ``log_x``, ``series`` (label of the
+            measured columns) and ``ref_series`` (label of the reference columns).
         figure: the figure key; its title comes from ``_TITLES`` (else the key).
         path: PNG file to write.
     """
-    pts = sorted(rows, key=lambda r: r["plot"]["x"])
-    if not pts:
+    if not rows:
         raise ValueError(f"plot_scaling: no rows for figure {figure!r}")
-    xs = [r["plot"]["x"] for r in pts]
+    xs = sorted({r["plot"]["x"] for r in rows})
     fig, ax = plt.subplots(figsize=(7.0, 4.5), dpi=110)
-    series: list[tuple[str, str, str]] = []
-    if any(not r["name"].startswith("[ref]") for r in pts):
-        series.append(("ours", "ours_median_s", "ours_p99_s"))
-    if any(r["ref_median_s"] is not None for r in pts):
-        series.append((pts[0]["ref_name"] or "reference", "ref_median_s", "ref_p99_s"))
-    if not series:  # reference-only sweep: the measured column holds the reference
-        label = pts[0]["name"].removeprefix("[ref] ").split(" ")[0]
-        series.append((f"{label} (reference)", "ours_median_s", "ours_p99_s"))
-    for label, med, p99 in series:
-        keep = [r for r in pts if r[med] is not None]
-        x = [r["plot"]["x"] for r in keep]
-        m = [r[med] * 1e3 for r in keep]
-        hi = [r[p99] * 1e3 for r in keep]
-        (line,) = ax.plot(x, m, marker="o", label=f"{label} median")
-        ax.fill_between(x, m, hi, color=line.get_color(), alpha=0.2, label=f"{label} median..p99")
-        for xi, mi, r in zip(x, m, keep):
-            if figure == "qp_vs_size":  # x alone does not say which (n, m): label the points
-                ax.annotate(
-                    r["name"].split("QP ")[-1],
-                    (xi, mi),
-                    fontsize=7,
-                    xytext=(3, 4),
-                    textcoords="offset points",
-                )
-    if pts[0]["plot"].get("log_x", True):
+    for label, pts in _curves(rows).items():
+        x = sorted(pts)
+        med = [pts[v][0] * 1e3 for v in x]
+        hi = [pts[v][1] * 1e3 for v in x]
+        (line,) = ax.plot(x, med, marker="o", label=f"{label}: median")
+        ax.fill_between(x, med, hi, color=line.get_color(), alpha=0.15)
+    if rows[0]["plot"].get("log_x", True):
         ax.set_xscale("log")
     ax.set_yscale("log")
+    # 1-2-5 ticks with plain numbers: a log axis over one decade otherwise shows one label.
+    ax.yaxis.set_major_locator(LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_locator(NullLocator())
     ax.set_xticks(xs)
     ax.set_xticklabels([f"{x:g}" for x in xs])
-    ax.minorticks_off()
-    ax.set_xlabel(pts[0]["plot"]["x_label"])
-    ax.set_ylabel("time per call (ms, log)")
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel(rows[0]["plot"]["x_label"])
+    ax.set_ylabel("time per call, ms (log); band: median..p99")
     ax.set_title(_TITLES.get(figure, figure))
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)
