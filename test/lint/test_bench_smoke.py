@@ -172,3 +172,20 @@ def test_scaling_plot_writes_png_and_rejects_empty(tmp_path: Path) -> None:
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
     with pytest.raises(ValueError, match="no rows"):
         plot_scaling([], "empty", tmp_path / "x.png")
+
+
+def test_filter_qp_instances_have_known_solutions() -> None:
+    """Even instances cut the command (CBF row active), odd ones leave it alone (u* = u_nom)."""
+    from bench.bench_extra import _tight, make_problems
+
+    probs = make_problems(12, seed=3)
+    sols = _tight(probs)
+    for i, (p, u) in enumerate(zip(probs, sols)):
+        u_nom = -p["q"]
+        slack = float((p["G"] @ u - p["h"])[0])
+        if i % 2:
+            np.testing.assert_allclose(u, u_nom, atol=1e-7)
+            assert slack < 0.0
+        else:
+            assert abs(slack) < 1e-7
+            assert float((p["G"] @ u_nom - p["h"])[0]) > 0.0
