@@ -189,3 +189,20 @@ def test_filter_qp_instances_have_known_solutions() -> None:
         else:
             assert abs(slack) < 1e-7
             assert float((p["G"] @ u_nom - p["h"])[0]) > 0.0
+
+
+def test_anchor_comparison_finds_references_alone_or_beside_ours() -> None:
+    alone = row("g", "[ref] DAQP", np.full(3, 7e-6))
+    paired = row("g", "solve_qp", np.full(3, 1e-6), np.full(3, 29e-6), ref_name="raw OSQP")
+    again = row("g", "solve_qp", np.full(3, 1e-6), np.full(3, 1.0), ref_name="raw OSQP")
+    unknown = row("g", "[ref] something else", np.full(3, 1.0))
+    comp = bench_run.anchor_comparison([alone, paired, again, unknown])
+    assert [c[0] for c in comp] == ["DAQP", "raw OSQP"]
+    assert math.isclose(comp[0][3], 2.0) and math.isclose(comp[1][3], 1.0)
+    md = bench_run.render_markdown(
+        [bench_run.ModuleResult(module="m", ok=True, rows=[alone, paired], error="", wall_s=1.0)],
+        bench_run.machine_info(),
+        "full",
+    )
+    assert "| DAQP | 3.5 us | 7.0 us | 2.00 |" in md
+    assert "| raw OSQP | 29 us | 29.0 us | 1.00 |" in md
