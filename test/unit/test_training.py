@@ -1,0 +1,161 @@
+"""Training pipeline: data loading (bag / CSV / NPZ), split, checkpoint logic, loss decreases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lnn_control import training as tr
+from lnn_control.bags import BagWriter, stamp
+
+torch.set_num_threads(1)
+
+
+def _synthetic(n_eps: int, t: int, seed: int) -> list[tr.Episode]:
+    """Target = first-order lag of a nonlinear function of the observation (needs memory + dt)."""
+    rng = np.random.default_rng(seed)
+    eps = []
+    for _ in range(n_eps):
+        obs = np.cumsum(rng.normal(0, 0.3, (t, 2)), axis=0)
+        dt = rng.uniform(0.02, 0.06, t)
+        u = np.zeros((t, 1))
+        for k in range(1, t):
+            a = dt[k] / 0.2
+            u[k] = u[k - 1] + a * (np.tanh(obs[k, 0] - 0.5 * obs[k, 1]) - u[k - 1])
+        eps.append(tr.Episode(obs, dt, u))
+    return eps
+
+
+def test_training_decreases_loss_and_beats_mean_baseline() -> None:
+    eps = _synthetic(8, 60, seed=1)
+    cfg = tr.TrainConfig(
+        cell="cfc", units=8, epochs=25, window=30, batch=8, lr=1e-2, patience=25, seed=0, progress=False
+    )
+    res = tr.train_policy(eps, cfg)
+    assert res.train_loss[-1] < 0.5 * res.train_loss[0]
+    # Trivial baseline: predict the training mean command -> normalised MSE of the val targets.
+    stats = tr.norm_stats(res.train_episodes)
+    tgt = np.concatenate([e.target for e in res.val_episodes])
+    baseline = float((((tgt - stats.output_mean) / stats.output_std) ** 2).mean())
+    assert tr.evaluate(res.model, res.val_episodes) < 0.5 * baseline
+    assert res.val_loss[res.best_epoch] == min(res.val_loss)
+
+
+def test_ltc_trains_too() -> None:
+    eps = _synthetic(3, 30, seed=2)
+    res = tr.train_policy(
+        eps, tr.TrainConfig(cell="ltc", units=6, epochs=3, window=15, seed=0, progress=False)
+    )
+    assert all(math.isfinite(v) for v in res.train_loss)
+
+
+def test_best_checkpoint_keeps_lowest_and_stops_after_patience() -> None:
+    torch.manual_seed(0)
+    m = torch.nn.Linear(2, 1)
+    best = tr.BestCheckpoint(patience=2)
+    assert not best.update(0, 1.0, m)
+    with torch.no_grad():
+        m.weight.fill_(3.0)
+    assert not best.update(1, 0.5, m)
+    with torch.no_grad():
+        m.weight.fill_(-7.0)
+    assert not best.update(2, 0.7, m)
+    assert best.update(3, 0.6, m)  # second epoch without improvement
+    assert best.best_epoch == 1 and best.best_loss == 0.5
+    assert best.state is not None and torch.all(best.state["weight"] == 3.0)
+    with pytest.raises(FloatingPointError, match="lower lr"):
+        best.update(4, float("nan"), m)
+
+
+def test_split_is_by_episode_and_seeded() -> None:
+    eps = _synthetic(10, 5, seed=3)
+    a_tr, a_va = tr.split_episodes(eps, 0.2, seed=4)
+    b_tr, b_va = tr.split_episodes(eps, 0.2, seed=4)
+    assert len(a_va) == 2 and len(a_tr) == 8
+    assert [id(e) for e in a_va] == [id(e) for e in b_va]
+    assert not {id(e) for e in a_tr} & {id(e) for e in a_va}
+
+
+def test_bag_to_episode_mapping(tmp_path) -> None:
+    """Observation = latest /odom x, scan ranges; target = cmd_vel fields; dt from log times."""
+    path = tmp_path / "ep"
+    with BagWriter(path) as w:
+        for k in range(5):
+            t = 1_000_000_000 + k * 20_000_000 + (5_000_000 if k == 4 else 0)
+            w.write(
+                "/odom",
+                "nav_msgs/msg/Odometry",
+                {
+                    "header": {"stamp": stamp(t), "frame_id": "odom"},
+                    "pose": {"pose": {"position": {"x": 0.1 * k}}},
+                },
+                t,
+            )
+            w.write(
+                "/scan",
+                "sensor_msgs/msg/LaserScan",
+                {"header": {"stamp": stamp(t)}, "ranges": [1.0 + k, 2.0]},
+                t,
+            )
+            w.write(
+                "/cmd_vel", "geometry_msgs/msg/Twist", {"linear": {"x": 0.5 * k}, "angular": {"z": -k}}, t
+            )
+    mapper = tr.FieldMap({"/odom": ["pose.pose.position.x"], "/scan": ["ranges"]})
+    ep = tr.episode_from_bag(path, mapper, "/cmd_vel", ["linear.x", "angular.z"])
+    np.testing.assert_allclose(ep.obs[:, 0], 0.1 * np.arange(5))
+    np.testing.assert_allclose(ep.obs[:, 1:], np.stack([1.0 + np.arange(5), np.full(5, 2.0)], 1), rtol=1e-6)
+    np.testing.assert_allclose(ep.target, np.stack([0.5 * np.arange(5), -np.arange(5.0)], 1))
+    np.testing.assert_allclose(ep.dt, [0.02, 0.02, 0.02, 0.02, 0.025], atol=1e-9)
+    assert mapper.names == ["/odom:pose.pose.position.x", "/scan:ranges[0]", "/scan:ranges[1]"]
+    with pytest.raises(tr.DataError, match="command topic '/nope'"):
+        tr.episode_from_bag(path, tr.FieldMap({"/odom": ["pose.pose.position.x"]}), "/nope", ["data[0]"])
+
+
+def test_csv_and_npz_loading_and_errors(tmp_path) -> None:
+    p = tmp_path / "a.csv"
+    p.write_text("t,o1,u\n0.0,1,2\n0.1,3,4\n0.3,5,6\n")
+    ep = tr.load_csv(p, ["o1"], ["u"])
+    np.testing.assert_allclose(ep.dt, [0.1, 0.1, 0.2])
+    np.testing.assert_allclose(ep.obs[:, 0], [1, 3, 5])
+    with pytest.raises(tr.DataError, match=r"lacks columns \['zz'\]"):
+        tr.load_csv(p, ["zz"], ["u"])
+    q = tmp_path / "b.npz"
+    np.savez(q, obs=np.ones((2, 4, 3)), dt=np.full((2, 4), 0.1), target=np.zeros((2, 4, 1)))
+    assert len(tr.load_recordings([q])) == 2
+    bad = tmp_path / "c.npz"
+    np.savez(bad, obs=np.ones((4, 3)), dt=np.array([0.1, 0.1, -0.1, 0.1]), target=np.zeros((4, 1)))
+    with pytest.raises(tr.DataError, match="dt must be > 0"):
+        tr.load_npz(bad)
+    nan = tmp_path / "d.npz"
+    np.savez(nan, obs=np.full((4, 3), np.nan), dt=np.full(4, 0.1), target=np.zeros((4, 1)))
+    with pytest.raises(tr.DataError, match="obs has non-finite"):
+        tr.load_npz(nan)
+    with pytest.raises(tr.DataError, match="recordings not found.*lnn_control.record"):
+        tr.load_recordings([tmp_path / "missing"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(tr.DataError, match="no recordings"):
+        tr.load_recordings([tmp_path / "empty"])
+
+
+def test_checkpoint_round_trip(tmp_path) -> None:
+    eps = _synthetic(2, 20, seed=5)
+    res = tr.train_policy(eps, tr.TrainConfig(units=6, epochs=1, seed=0, progress=False))
+    path = tr.save_checkpoint(tmp_path / "m.npz", res.model, {"output_names": ["u"]})
+    model, cfg = tr.load_checkpoint(path)
+    assert cfg["output_names"] == ["u"]
+    x = torch.as_tensor(eps[0].obs, dtype=torch.float32)[None]
+    d = torch.as_tensor(eps[0].dt, dtype=torch.float32)[None]
+    torch.testing.assert_close(model(x, d)[0], res.model(x, d)[0])
+    np.savez(tmp_path / "x.npz", a=np.zeros(2))
+    with pytest.raises(tr.DataError, match="no __config__"):
+        tr.load_checkpoint(tmp_path / "x.npz")
+
+
+def test_bad_config_errors() -> None:
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        tr.TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="cell must be"):
+        tr.SequencePolicy("gru", 2, 1, 8, 0, tr.norm_stats(_synthetic(1, 5, 0)))
