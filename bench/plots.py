@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -89,16 +90,26 @@ def plot_speedups(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
     rs = [r for r in rows if r["speedup"] is not None]
     if not rs:
         return None
-    fig, ax = plt.subplots(figsize=(8.0, 0.32 * len(rs) + 1.5), dpi=110)
-    labels = [f"{r['name']}  vs {r['ref_name']}" for r in rs]
+    fig, ax = plt.subplots(figsize=(11.0, 0.45 * len(rs) + 1.6), dpi=110)
+    # Long benchmark names wrap onto two lines instead of squeezing the bars.
+    labels = [textwrap.fill(f"{r['name']} vs {r['ref_name']}", 60) for r in rs]
     colors = ["tab:red" if r["passed"] is False else "tab:blue" for r in rs]
     ax.barh(range(len(rs)), [r["speedup"] for r in rs], color=colors)
+    for i, r in enumerate(rs):
+        ax.annotate(
+            f"{r['speedup']:.3g}x",
+            (r["speedup"], i),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=7,
+        )
     ax.set_yticks(range(len(rs)))
     ax.set_yticklabels(labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.axvline(1.0, color="k", lw=0.8)
-    ax.set_xlabel("speedup = reference median / ours median (log; red: missed target)")
+    ax.set_xlabel("speedup = reference median / ours median, same run (log); red = missed target")
     ax.set_title("Same-run speedups")
     fig.tight_layout()
     fig.savefig(path)
