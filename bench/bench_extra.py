@@ -19,6 +19,7 @@ Accuracy of every solver is measured against a tight Clarabel solve (tolerances 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 from collections.abc import Callable
 from typing import Any
@@ -189,8 +190,72 @@ def _cycled(solve: Callable[[int], np.ndarray], k: int) -> Callable[[], np.ndarr
     return call
 
 
+def _first_output(model: Any, x: Any) -> Any:
+    """ncps modules return (y, h_last); the loss wants y."""
+    return model(x)[0]
+
+
+def _lnn_reference_rows(quick: bool) -> list[dict[str, Any]]:
+    """The anchors' liquid-network references re-measured in this run (no ours here:
+    ``bench.bench_lnn`` holds ours against them): a traced ncps step, and training steps.
+
+    Training step: batch 64 x sequence 64, 8 inputs, 2 outputs, MSE, forward + backward +
+    Adam, float32, as in ANCHORS.md.
+    """
+    import torch
+    from ncps.torch import LTC, CfC
+    from ncps.wirings import AutoNCP
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    group = "liquid-network references (ncps 1.0.1, torch), re-measured"
+    rows = []
+    cfc = CfC(8, AutoNCP(19, 2, seed=0), batch_first=True).eval().requires_grad_(False)
+    x1, h1 = torch.randn(1, 1, 8), torch.zeros(1, 19)
+    with torch.no_grad():
+        traced = torch.jit.trace(lambda x, h: cfc(x, hx=h)[0], (x1, h1), check_trace=False)
+        expect = cfc(x1, hx=h1)[0]
+        if not torch.allclose(traced(x1, h1), expect, atol=1e-6):
+            raise RuntimeError("torch.jit.trace of the ncps CfC disagrees with the module")
+
+    def traced_step() -> Any:
+        with torch.no_grad():
+            return traced(x1, h1)
+
+    n = 100 if quick else 2000
+    rows.append(row(group, "[ref] torch.jit.trace ncps CfC-NCP(19) step", time_calls(traced_step, n)))
+    xb, yb = torch.randn(64, 64, 8), torch.randn(64, 64, 2)
+    models: list[tuple[str, torch.nn.Module]] = [
+        ("ncps CfC-NCP(19)", CfC(8, AutoNCP(19, 2, seed=0), batch_first=True)),
+        ("ncps LTC-NCP(19)", LTC(8, AutoNCP(19, 2, seed=0), batch_first=True)),
+        ("nn.LSTM(64)", torch.nn.Sequential()),
+    ]
+    lstm, head = torch.nn.LSTM(8, 64, batch_first=True), torch.nn.Linear(64, 2)
+    for name, model in models:
+        if name.startswith("nn.LSTM"):
+            params = list(lstm.parameters()) + list(head.parameters())
+            fwd: Callable[[torch.Tensor], torch.Tensor] = lambda x: head(lstm(x)[0])  # noqa: E731
+        else:
+            params = list(model.parameters())
+            fwd = functools.partial(_first_output, model)
+
+        opt = torch.optim.Adam(params, lr=1e-3)
+
+        def train_step(fwd: Any = fwd, opt: torch.optim.Optimizer = opt) -> float:
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(fwd(xb), yb)
+            loss.backward()
+            opt.step()
+            return float(loss)
+
+        t = time_calls(train_step, 3 if quick else 20, warmup=1 if quick else 3)
+        rows.append(row(group, f"[ref] {name} training step", t, notes="batch 64 x seq 64, fwd+bwd+Adam"))
+    return rows
+
+
 def run(quick: bool) -> list[dict[str, Any]]:
-    """One row per reference solver (ours against it when ``barriernet.qp`` exists)."""
+    """One row per reference QP solver (ours against it when ``barriernet.qp`` exists), then
+    the liquid-network references re-measured."""
     k = 8 if quick else 64
     n = 40 if quick else 2000
     probs = make_problems(k, seed=0)
@@ -236,7 +301,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
             )
         r["accuracy"] = {"ref": acc, "ours": ours_acc}
         rows.append(r)
-    return rows
+    return rows + _lnn_reference_rows(quick)
 
 
 if __name__ == "__main__":
