@@ -59,7 +59,7 @@ class DataError(ValueError):
 
 @dataclasses.dataclass
 class Episode:
-    """One demonstration: ``obs`` (T, n_in) raw observations, ``dt`` (T,) s, ``target`` (T, n_out) commands."""
+    """One demonstration: ``obs`` (T, n_in) raw observations, ``dt`` (T,) s, ``target`` (T, n_out)."""
 
     obs: np.ndarray
     dt: np.ndarray
@@ -122,6 +122,7 @@ class FieldMap:
     Args:
         fields: ``{topic: [field path, ...]}`` (dotted paths, ``[i]`` indexes arrays; a path that
             names an array contributes all its elements, its length fixed by the first message).
+            Non-finite values of a message with ``range_max`` (LaserScan) become ``range_max``.
     """
 
     def __init__(self, fields: dict[str, list[str]]) -> None:
@@ -146,6 +147,9 @@ class FieldMap:
         names: list[str] = []
         for p in self._fields[topic]:
             v = np.atleast_1d(np.asarray(_get_path(msg, p), dtype=np.float64)).reshape(-1)
+            if hasattr(msg, "range_max"):
+                # LaserScan: +inf / nan mean "no return within range" -> range_max, as the node sees it.
+                v = np.where(np.isfinite(v), v, float(msg.range_max))
             parts.append(v)
             names += [f"{topic}:{p}"] if v.size == 1 else [f"{topic}:{p}[{i}]" for i in range(v.size)]
         self._latest[topic] = np.concatenate(parts)
@@ -242,11 +246,13 @@ def load_recordings(
     command_topic: str = "",
     command_fields: Sequence[str] = (),
     csv_columns: tuple[Sequence[str], Sequence[str]] | None = None,
+    used_mappers: list[MessageMapper] | None = None,
 ) -> list[Episode]:
     """Every recording under ``paths`` -> episodes (bag dirs / .mcap, .npz, .csv; dirs are searched).
 
     A fresh mapper per bag keeps episodes independent. Raises :class:`DataError` when nothing is
-    found, saying how to record demonstrations.
+    found, saying how to record demonstrations. ``used_mappers`` (when given) collects each
+    bag's mapper after reading, e.g. for its observation ``names``.
     """
     out: list[Episode] = []
     todo = [pathlib.Path(p) for p in paths]
@@ -266,7 +272,10 @@ def load_recordings(
         if p.is_dir() or p.suffix == ".mcap":
             if mapper_factory is None or not command_topic or not command_fields:
                 raise DataError(f"{p} is a bag: an observation mapping and a command topic are needed")
-            out.append(episode_from_bag(p, mapper_factory(), command_topic, command_fields))
+            mapper = mapper_factory()
+            out.append(episode_from_bag(p, mapper, command_topic, command_fields))
+            if used_mappers is not None:
+                used_mappers.append(mapper)  # callers read observation names from these
         elif p.suffix == ".npz":
             out += load_npz(p)
         elif p.suffix == ".csv":
@@ -321,6 +330,11 @@ class SequencePolicy(nn.Module):
 
     ``forward(x (B, T, n_in) raw, timespans (B, T) s) -> (y (B, T, n_out) raw, h (B, units))``.
     """
+
+    input_mean: torch.Tensor
+    input_std: torch.Tensor
+    output_mean: torch.Tensor
+    output_std: torch.Tensor
 
     def __init__(self, cell: str, n_in: int, n_out: int, units: int, seed: int, stats: NormStats) -> None:
         super().__init__()

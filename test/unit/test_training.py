@@ -159,3 +159,24 @@ def test_bad_config_errors() -> None:
         tr.TrainConfig(epochs=0)
     with pytest.raises(ValueError, match="cell must be"):
         tr.SequencePolicy("gru", 2, 1, 8, 0, tr.norm_stats(_synthetic(1, 5, 0)))
+
+
+def test_cli_train_on_recorded_bags(tmp_path, capsys) -> None:
+    from lnn_control import cli, record
+
+    record.record("arm", 2, tmp_path / "bags", seed=0)
+    cfg = tmp_path / "arm.yaml"
+    cfg.write_text("robot: arm\n")
+    out = tmp_path / "m" / "arm.npz"
+    argv = ["train", "--config", str(cfg), "--data", str(tmp_path / "bags"), "--units", "8"]
+    rc = cli.main([*argv, "--epochs", "2", "--window", "16", "--out", str(out), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    model, meta = tr.load_checkpoint(out)
+    assert meta["robot"] == "arm" and meta["output_names"] == ["tau1", "tau2", "tau3"]
+    assert model.n_in == 9 and len(meta["input_names"]) == 9  # q, dq, q_goal
+    assert meta["training"]["n_train"] == 1 and meta["training"]["n_val"] == 1
+    assert (tmp_path / "m" / "arm_loss.png").stat().st_size > 1000
+    assert (tmp_path / "m" / "arm_rollouts.png").stat().st_size > 1000
+    rc = cli.main([*argv[:3], "--data", str(tmp_path / "nope"), "--out", str(out)])
+    assert rc == 2 and "recordings not found" in capsys.readouterr().err
+    assert cli.main(["frobnicate"]) == 2
