@@ -195,6 +195,13 @@ def validate_rows(rows: Any, module: str = "?") -> list[dict[str, Any]]:
     return rows
 
 
+def _jsonable(v: Any) -> Any:
+    """numpy scalars / arrays in extra row keys (e.g. accuracy figures) as plain JSON."""
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    raise TypeError(f"row value {v!r} of type {type(v).__name__} is not JSON-serialisable")
+
+
 def _child(module: str, quick: bool, out_path: str) -> int:
     """Run one module in this (child) process and write its validated rows as JSON."""
     mod = importlib.import_module(module)
@@ -202,7 +209,7 @@ def _child(module: str, quick: bool, out_path: str) -> int:
     if not callable(run):
         raise AttributeError(f"{module} has no run(quick: bool) -> list[dict]")
     rows = validate_rows(run(quick=quick), module)
-    Path(out_path).write_text(json.dumps(rows))
+    Path(out_path).write_text(json.dumps(rows, default=_jsonable))
     return 0
 
 
