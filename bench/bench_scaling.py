@@ -209,7 +209,7 @@ def _qp_sweep(quick: bool) -> list[dict[str, Any]]:
             rows.append(
                 _pair_row(
                     "scaling: QP latency vs controls and rows",
-                    f"QP n={n} m={m}",
+                    f"QP n={n} m={m}" + (" (controls sweep)" if figure == "qp_vs_controls" else ""),
                     ours,
                     ref,
                     ref_name,
