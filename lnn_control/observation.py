@@ -1,0 +1,480 @@
+"""Sensor messages -> policy observation vector, filter state vector and command message fields.
+
+Pure module: no rclpy, no message imports. Messages are any objects with attributes (rclpy
+messages in the node, mcap-ros2-support decoded messages in training) or plain dicts, so the
+node and training map fields with the same code and can never disagree.
+
+Config (the ``observation:`` section of ``config/<robot>.yaml``)::
+
+    observation:
+      stamp_topic: /odom              # dt for the liquid cell = difference of this topic's stamps
+      features:                       # policy inputs, in order
+        - {name: v, topic: /odom, type: nav_msgs/msg/Odometry, field: twist.twist.linear.x}
+        - {name: yaw, topic: /odom, type: nav_msgs/msg/Odometry, extractor: yaw}
+        - {name: goal, topic: /goal_pose, type: geometry_msgs/msg/PoseStamped,
+           extractor: goal_in_body, odom_topic: /odom}
+        - {name: scan, topic: /scan, type: sensor_msgs/msg/LaserScan, extractor: scan_sectors, sectors: 8}
+      state:                          # SafetyFilter state x, in order (same entry format)
+        - ...
+      env:                            # optional SafetyFilter env entries (name -> entry)
+        scan_points: {topic: /scan, type: sensor_msgs/msg/LaserScan, extractor: scan_points_world,
+                      odom_topic: /odom}
+      command:
+        topic: /cmd_vel
+        type: geometry_msgs/msg/Twist
+        fields: [linear.x, angular.z]
+
+Extractors (registry :data:`EXTRACTORS`): ``yaw``, ``goal_in_body``, ``scan_sectors``,
+``scan_points_world``, ``joints`` (``joints: [names]``, ``quantity: position|velocity|effort``).
+A ``field`` entry reads one dotted path (``position[2]``);
+``size: N`` makes it read an array of exactly N values.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "EXTRACTORS",
+    "ObservationError",
+    "ObservationMap",
+    "Feature",
+    "get_field",
+    "set_field",
+    "stamp_seconds",
+    "load_observation_config",
+]
+
+
+class ObservationError(ValueError):
+    """A message cannot give a valid observation; ``kind`` is ``non_finite``, ``wrong_size``,
+    ``missing`` or ``bad_message``. The node turns it into a fallback command."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _parse_path(path: str) -> list[tuple[str, int | None]]:
+    parts: list[tuple[str, int | None]] = []
+    for part in path.split("."):
+        idx: int | None = None
+        if part.endswith("]") and "[" in part:
+            part, rest = part.split("[", 1)
+            idx = int(rest[:-1])
+        if not part.isidentifier():
+            raise ValueError(f"field path {path!r}: {part!r} is not a field name")
+        parts.append((part, idx))
+    return parts
+
+
+def get_field(msg: Any, path: str) -> Any:
+    """Value of ``msg`` at dotted ``path`` (``pose.pose.position.x``, ``position[2]``)."""
+    cur = msg
+    for name, idx in _parse_path(path):
+        cur = cur[name] if isinstance(cur, Mapping) else getattr(cur, name)
+        if idx is not None:
+            cur = cur[idx]
+    return cur
+
+
+def set_field(msg: Any, path: str, value: float) -> None:
+    """Set ``msg`` at dotted ``path`` to ``value`` (indexed leaves are written in place)."""
+    parts = _parse_path(path)
+    cur = msg
+    for name, idx in parts[:-1]:
+        cur = cur[name] if isinstance(cur, Mapping) else getattr(cur, name)
+        if idx is not None:
+            cur = cur[idx]
+    name, idx = parts[-1]
+    if idx is None:
+        if isinstance(cur, Mapping):
+            cur[name] = value  # type: ignore[index]
+        else:
+            setattr(cur, name, value)
+    else:
+        arr = cur[name] if isinstance(cur, Mapping) else getattr(cur, name)
+        arr[idx] = value
+
+
+def stamp_seconds(msg: Any) -> float | None:
+    """``header.stamp`` of ``msg`` in seconds, or None when the message has no header."""
+    try:
+        st = get_field(msg, "header.stamp")
+    except (AttributeError, KeyError, TypeError):
+        return None
+    sec = st["sec"] if isinstance(st, Mapping) else st.sec
+    nsec = st["nanosec"] if isinstance(st, Mapping) else st.nanosec
+    return float(sec) + 1e-9 * float(nsec)
+
+
+def _quat_yaw(q: Any) -> float:
+    g = (lambda k: q[k]) if isinstance(q, Mapping) else (lambda k: getattr(q, k))
+    x, y, z, w = float(g("x")), float(g("y")), float(g("z")), float(g("w"))
+    # yaw of the ZYX Euler decomposition
+    return math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+
+
+def _odom_pose(odom: Any) -> tuple[float, float, float]:
+    p = get_field(odom, "pose.pose.position")
+    x = float(p["x"] if isinstance(p, Mapping) else p.x)
+    y = float(p["y"] if isinstance(p, Mapping) else p.y)
+    return x, y, _quat_yaw(get_field(odom, "pose.pose.orientation"))
+
+
+def _clean_ranges(scan: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Ranges (n,) with invalid beams set to range_max, and the mask of valid beams."""
+    r = np.asarray(get_field(scan, "ranges"), dtype=np.float64).reshape(-1)
+    rmin, rmax = float(get_field(scan, "range_min")), float(get_field(scan, "range_max"))
+    # inf / NaN / outside [range_min, range_max] mean "no valid return": treat as free up to range_max
+    valid = np.isfinite(r) & (r >= rmin) & (r <= rmax)
+    return np.where(valid, r, rmax), valid
+
+
+# Extractor signature: (spec, msg on the feature topic, latest messages by topic) -> values (size,)
+ExtractorFn = Callable[["Feature", Any, Mapping[str, Any]], np.ndarray]
+
+
+def _ex_yaw(f: Feature, msg: Any, latest: Mapping[str, Any]) -> np.ndarray:
+    path = str(f.args.get("quaternion", "pose.pose.orientation"))
+    return np.array([_quat_yaw(get_field(msg, path))])
+
+
+def _need(latest: Mapping[str, Any], topic: str, f: Feature) -> Any:
+    if topic not in latest:
+        raise ObservationError("missing", f"feature {f.name!r}: no message on {topic!r} yet")
+    return latest[topic]
+
+
+def _ex_goal_in_body(f: Feature, msg: Any, latest: Mapping[str, Any]) -> np.ndarray:
+    odom = _need(latest, str(f.args["odom_topic"]), f)
+    try:
+        p = get_field(msg, "pose.position")
+    except (AttributeError, KeyError):
+        p = get_field(msg, "point")  # PointStamped
+    gx = float(p["x"] if isinstance(p, Mapping) else p.x)
+    gy = float(p["y"] if isinstance(p, Mapping) else p.y)
+    x, y, th = _odom_pose(odom)
+    dx, dy = gx - x, gy - y
+    c, s = math.cos(th), math.sin(th)
+    # R(theta)^T (g - p): goal in the robot body frame
+    return np.array([c * dx + s * dy, -s * dx + c * dy])
+
+
+def _ex_scan_sectors(f: Feature, msg: Any, latest: Mapping[str, Any]) -> np.ndarray:
+    r, _ = _clean_ranges(msg)
+    n = int(f.args["sectors"])
+    if r.size < n:
+        raise ObservationError("wrong_size", f"feature {f.name!r}: scan has {r.size} beams < {n} sectors")
+    return np.array([s.min() for s in np.array_split(r, n)])
+
+
+def _ex_scan_points_world(f: Feature, msg: Any, latest: Mapping[str, Any]) -> np.ndarray:
+    odom = _need(latest, str(f.args["odom_topic"]), f)
+    r, valid = _clean_ranges(msg)
+    a0, da = float(get_field(msg, "angle_min")), float(get_field(msg, "angle_increment"))
+    ang = a0 + da * np.arange(r.size)
+    x, y, th = _odom_pose(odom)
+    rv, av = r[valid], ang[valid] + th
+    return np.stack([x + rv * np.cos(av), y + rv * np.sin(av)], axis=1)
+
+
+def _ex_joints(f: Feature, msg: Any, latest: Mapping[str, Any]) -> np.ndarray:
+    names = list(get_field(msg, "name"))
+    values = np.asarray(get_field(msg, str(f.args.get("quantity", "position"))), dtype=np.float64)
+    if values.size != len(names):
+        raise ObservationError(
+            "wrong_size", f"feature {f.name!r}: {values.size} values for {len(names)} joint names"
+        )
+    try:
+        idx = [names.index(j) for j in f.args["joints"]]
+    except ValueError as e:
+        raise ObservationError("bad_message", f"feature {f.name!r}: joint missing in {names}: {e}") from e
+    return values[idx]
+
+
+#: Named extractors: name -> (function, required argument names, size from args or None = variable).
+EXTRACTORS: dict[str, tuple[ExtractorFn, tuple[str, ...], Callable[[Mapping[str, Any]], int | None]]] = {
+    "yaw": (_ex_yaw, (), lambda a: 1),
+    "goal_in_body": (_ex_goal_in_body, ("odom_topic",), lambda a: 2),
+    "scan_sectors": (_ex_scan_sectors, ("sectors",), lambda a: int(a["sectors"])),
+    "scan_points_world": (_ex_scan_points_world, ("odom_topic",), lambda a: None),
+    "joints": (_ex_joints, ("joints",), lambda a: len(a["joints"])),
+}
+
+_SPEC_KEYS = {"name", "topic", "type", "field", "extractor", "size"}
+
+
+@dataclass
+class Feature:
+    """One entry of a feature list: values taken from the latest message on ``topic``."""
+
+    name: str
+    topic: str
+    type: str
+    field: str | None = None
+    extractor: str | None = None
+    size: int | None = 1
+    args: dict[str, Any] = dc_field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, cfg: Any, where: str) -> Feature:
+        if not isinstance(cfg, Mapping):
+            raise ValueError(f"{where}: expected a mapping with name/topic/type/field|extractor, got {cfg!r}")
+        for k in ("name", "topic", "type"):
+            if not isinstance(cfg.get(k), str) or not cfg.get(k):
+                raise ValueError(f"{where}: set {k!r} (a non-empty string)")
+        if ("field" in cfg) == ("extractor" in cfg):
+            raise ValueError(f"{where} ({cfg['name']}): give exactly one of 'field' or 'extractor'")
+        args = {k: v for k, v in cfg.items() if k not in _SPEC_KEYS}
+        if "/" not in cfg["type"]:
+            raise ValueError(f"{where}: type {cfg['type']!r} must look like pkg/msg/Type")
+        if "field" in cfg:
+            _parse_path(str(cfg["field"]))
+            size = int(cfg.get("size", 1))
+            if size < 1:
+                raise ValueError(f"{where}: size must be >= 1")
+            if args:
+                raise ValueError(f"{where}: unknown keys {sorted(args)} for a field entry")
+            return cls(cfg["name"], cfg["topic"], cfg["type"], field=str(cfg["field"]), size=size)
+        ex = cfg["extractor"]
+        if ex not in EXTRACTORS:
+            raise ValueError(f"{where}: extractor {ex!r} unknown; choose one of {sorted(EXTRACTORS)}")
+        _, required, size_of = EXTRACTORS[ex]
+        missing = [k for k in required if k not in args]
+        if missing:
+            raise ValueError(f"{where}: extractor {ex!r} needs {missing}")
+        if ex == "scan_sectors" and int(args["sectors"]) < 1:
+            raise ValueError(f"{where}: sectors must be >= 1")
+        if ex == "joints" and (not isinstance(args["joints"], list) or not args["joints"]):
+            raise ValueError(f"{where}: joints must be a non-empty list of joint names")
+        return cls(cfg["name"], cfg["topic"], cfg["type"], extractor=ex, size=size_of(args), args=args)
+
+    @property
+    def dependencies(self) -> list[str]:
+        extra = [str(self.args["odom_topic"])] if "odom_topic" in self.args else []
+        return [self.topic, *extra]
+
+    def extract(self, latest: Mapping[str, Any]) -> np.ndarray:
+        """Values from the latest messages; raises :class:`ObservationError` on bad data."""
+        msg = _need(latest, self.topic, self)
+        try:
+            if self.field is not None:
+                v = np.atleast_1d(np.asarray(get_field(msg, self.field), dtype=np.float64)).reshape(-1)
+            else:
+                v = EXTRACTORS[self.extractor or ""][0](self, msg, latest)
+        except ObservationError:
+            raise
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError) as e:
+            raise ObservationError(
+                "bad_message", f"feature {self.name!r} on {self.topic!r}: {type(e).__name__}: {e}"
+            ) from e
+        if self.size is not None and v.size != self.size:
+            raise ObservationError(
+                "wrong_size",
+                f"feature {self.name!r} on {self.topic!r}: {v.size} values, expected {self.size}",
+            )
+        if not np.all(np.isfinite(v)):
+            raise ObservationError("non_finite", f"feature {self.name!r} on {self.topic!r}: NaN/Inf in {v}")
+        return v
+
+
+def _names(features: Sequence[Feature]) -> list[str]:
+    out: list[str] = []
+    for f in features:
+        out += [f.name] if f.size == 1 else [f"{f.name}[{i}]" for i in range(f.size or 0)]
+    return out
+
+
+class ObservationMap:
+    """Latest sensor messages -> observation ``o`` (n_inputs,), filter state ``x`` (n_state,), env.
+
+    Args:
+        cfg: the ``observation:`` mapping (see the module docstring). Raises ``ValueError``
+            saying what to fix.
+    """
+
+    def __init__(self, cfg: Mapping[str, Any]) -> None:
+        if not isinstance(cfg, Mapping):
+            raise ValueError("observation: expected a mapping with 'features', 'state', 'command'")
+        feats = cfg.get("features")
+        if not isinstance(feats, list) or not feats:
+            raise ValueError("observation.features: give a non-empty list of policy input entries")
+        self.features = [Feature.from_config(c, f"observation.features[{i}]") for i, c in enumerate(feats)]
+        self.state_features = [
+            Feature.from_config(c, f"observation.state[{i}]") for i, c in enumerate(cfg.get("state") or [])
+        ]
+        for f in [*self.features, *self.state_features]:
+            if f.size is None:
+                raise ValueError(
+                    f"{f.name}: extractor {f.extractor!r} gives a variable size; use it under env"
+                )
+        env = cfg.get("env") or {}
+        if not isinstance(env, Mapping):
+            raise ValueError("observation.env: expected a mapping name -> entry")
+        self.env_features = {
+            str(k): Feature.from_config(
+                {"name": str(k), **v} if isinstance(v, Mapping) else v, f"observation.env.{k}"
+            )
+            for k, v in env.items()
+        }
+        cmd = cfg.get("command")
+        if not isinstance(cmd, Mapping) or not cmd.get("topic") or not cmd.get("type"):
+            raise ValueError("observation.command: set topic, type and fields (one field path per control)")
+        fields = cmd.get("fields")
+        if not isinstance(fields, list) or not fields:
+            raise ValueError("observation.command.fields: give one field path per control, e.g. [linear.x]")
+        for p in fields:
+            _parse_path(str(p))
+        self.command_topic = str(cmd["topic"])
+        self.command_type = str(cmd["type"])
+        self.command_fields = [str(p) for p in fields]
+        types: dict[str, str] = {}
+        for f in [*self.features, *self.state_features, *self.env_features.values()]:
+            if types.setdefault(f.topic, f.type) != f.type:
+                raise ValueError(f"topic {f.topic!r} given two types: {types[f.topic]!r} and {f.type!r}")
+        for f in [*self.features, *self.state_features, *self.env_features.values()]:
+            for d in f.dependencies:
+                if d not in types:
+                    raise ValueError(f"{f.name}: needs topic {d!r}, which no entry declares with a type")
+        self.topic_types = types
+        self.stamp_topic = str(cfg.get("stamp_topic", self.features[0].topic))
+        if self.stamp_topic not in types:
+            raise ValueError(f"observation.stamp_topic {self.stamp_topic!r} is not one of {sorted(types)}")
+        self.latest: dict[str, Any] = {}
+        self.latest_time: dict[str, float] = {}
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> ObservationMap:
+        return cls(cfg)
+
+    # --- the training MessageMapper protocol -------------------------------------------------
+    @property
+    def topics(self) -> list[str]:
+        """Every input topic, in first-use order."""
+        return list(self.topic_types)
+
+    @property
+    def names(self) -> list[str]:
+        """One name per observation element (``scan[3]`` for vector features)."""
+        return _names(self.features)
+
+    @property
+    def state_names(self) -> list[str]:
+        return _names(self.state_features)
+
+    @property
+    def n_inputs(self) -> int:
+        return sum(f.size or 0 for f in self.features)
+
+    @property
+    def n_state(self) -> int:
+        return sum(f.size or 0 for f in self.state_features)
+
+    def update(self, topic: str, msg: Any, t_ns: int | None = None) -> None:
+        """Store ``msg`` as the latest on ``topic``; ``t_ns`` (receipt time, ns) defaults to its stamp."""
+        if topic not in self.topic_types:
+            return
+        self.latest[topic] = msg
+        if t_ns is not None:
+            self.latest_time[topic] = 1e-9 * t_ns
+        else:
+            st = stamp_seconds(msg)
+            if st is not None:
+                self.latest_time[topic] = st
+
+    def ready(self) -> bool:
+        """True once every input topic has delivered a message."""
+        return len(self.latest) == len(self.topic_types)
+
+    def vector(self) -> np.ndarray | None:
+        """Observation (n_inputs,), or None while a topic has not been seen; raises ObservationError."""
+        if not self.ready():
+            return None
+        return np.concatenate([f.extract(self.latest) for f in self.features])
+
+    def observation(self) -> np.ndarray:
+        """Like :meth:`vector` but raises ``ObservationError('missing')`` instead of returning None."""
+        return self._concat(self.features)
+
+    def state(self) -> np.ndarray:
+        """Filter state x (n_state,); raises :class:`ObservationError`."""
+        return self._concat(self.state_features)
+
+    def env(self) -> dict[str, np.ndarray]:
+        """SafetyFilter ``env`` entries, e.g. ``{"scan_points": (N, 2) world-frame points}``."""
+        out: dict[str, np.ndarray] = {}
+        for k, f in self.env_features.items():
+            out[k] = f.extract(self.latest)
+        return out
+
+    def _concat(self, feats: Sequence[Feature]) -> np.ndarray:
+        if not feats:
+            return np.zeros(0)
+        return np.concatenate([f.extract(self.latest) for f in feats])
+
+    def fill_command(self, msg: Any, u: np.ndarray) -> Any:
+        """Write command ``u`` (n_controls,) into ``msg`` at the command field paths; returns ``msg``.
+
+        A ``data`` field of a Float64MultiArray is set as a whole list when the paths are
+        ``data[0]..data[n-1]`` (the message starts empty).
+        """
+        u = np.asarray(u, dtype=np.float64).reshape(-1)
+        if u.size != len(self.command_fields):
+            raise ValueError(f"u: {u.size} values for {len(self.command_fields)} command fields")
+        roots = {p.split("[", 1)[0] for p in self.command_fields}
+        if len(roots) == 1 and all("[" in p and "." not in p for p in self.command_fields):
+            root = roots.pop()
+            data = [0.0] * (1 + max(int(p.split("[", 1)[1][:-1]) for p in self.command_fields))
+            for p, v in zip(self.command_fields, u):
+                data[int(p.split("[", 1)[1][:-1])] = float(v)
+            set_field(msg, root, data)  # type: ignore[arg-type]
+            return msg
+        for p, v in zip(self.command_fields, u):
+            set_field(msg, p, float(v))
+        return msg
+
+    def command_from_message(self, msg: Any) -> np.ndarray:
+        """Command vector read back from a command message (training targets)."""
+        return np.array([float(get_field(msg, p)) for p in self.command_fields])
+
+    @staticmethod
+    def dt(t_prev: float | None, t_now: float, default: float) -> float:
+        """Elapsed seconds between two stamps; ``default`` for the first step.
+
+        Raises ``ObservationError('out_of_order')`` when ``t_now <= t_prev``.
+        """
+        if t_prev is None:
+            return default
+        d = t_now - t_prev
+        if not d > 0.0:
+            raise ObservationError("out_of_order", f"stamp {t_now:.9f} s is not after {t_prev:.9f} s")
+        return d
+
+
+def load_observation_config(yaml_path: str | pathlib.Path) -> ObservationMap:
+    """ObservationMap from the ``observation:`` section of a robot config YAML.
+
+    Accepts the plain layout (``observation:`` at top level) and the ROS params layout
+    (``<node>: ros__parameters: observation: ...``).
+    """
+    import yaml
+
+    path = pathlib.Path(yaml_path)
+    cfg = yaml.safe_load(path.read_text())
+    if not isinstance(cfg, Mapping):
+        raise ValueError(f"{path}: expected a YAML mapping")
+    if "observation" in cfg:
+        return ObservationMap(cfg["observation"])
+    for v in cfg.values():
+        if isinstance(v, Mapping) and isinstance(v.get("ros__parameters"), Mapping):
+            if "observation" in v["ros__parameters"]:
+                return ObservationMap(v["ros__parameters"]["observation"])
+    raise ValueError(f"{path}: no 'observation:' section (top level or under <node>.ros__parameters)")
