@@ -1,0 +1,275 @@
+"""ObservationMap: real ROS message classes and plain objects/dicts give the same, known vectors."""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import types
+
+import numpy as np
+import pytest
+
+from lnn_control.observation import (
+    EXTRACTORS,
+    ObservationError,
+    ObservationMap,
+    get_field,
+    load_observation_config,
+    stamp_seconds,
+)
+
+geometry_msgs = pytest.importorskip("geometry_msgs.msg")
+nav_msgs = pytest.importorskip("nav_msgs.msg")
+sensor_msgs = pytest.importorskip("sensor_msgs.msg")
+std_msgs = pytest.importorskip("std_msgs.msg")
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def odom_msg(x: float, y: float, th: float, v: float = 0.3, w: float = -0.2, t: float = 1.5):
+    m = nav_msgs.Odometry()
+    m.header.stamp.sec, m.header.stamp.nanosec = int(t), int(round((t % 1) * 1e9))
+    m.pose.pose.position.x, m.pose.pose.position.y = x, y
+    m.pose.pose.orientation.z, m.pose.pose.orientation.w = math.sin(th / 2), math.cos(th / 2)
+    m.twist.twist.linear.x, m.twist.twist.angular.z = v, w
+    return m
+
+
+def scan_msg(ranges, angle_min: float = 0.0, inc: float | None = None):
+    m = sensor_msgs.LaserScan()
+    m.angle_min = angle_min
+    m.angle_increment = inc if inc is not None else 2 * math.pi / len(ranges)
+    m.range_min, m.range_max = 0.05, 4.0
+    m.ranges = [float(r) for r in ranges]
+    return m
+
+
+def goal_msg(x: float, y: float):
+    m = geometry_msgs.PoseStamped()
+    m.pose.position.x, m.pose.position.y = x, y
+    return m
+
+
+def ns(**kw):
+    return types.SimpleNamespace(**kw)
+
+
+def plain_odom(x, y, th, v=0.3, w=-0.2):
+    q = ns(x=0.0, y=0.0, z=math.sin(th / 2), w=math.cos(th / 2))
+    return ns(
+        header=ns(stamp=ns(sec=1, nanosec=500_000_000)),
+        pose=ns(pose=ns(position=ns(x=x, y=y, z=0.0), orientation=q)),
+        twist=ns(twist=ns(linear=ns(x=v, y=0.0, z=0.0), angular=ns(x=0.0, y=0.0, z=w))),
+    )
+
+
+@pytest.fixture
+def dd_map() -> ObservationMap:
+    return load_observation_config(ROOT / "config" / "diff_drive.yaml")
+
+
+@pytest.fixture
+def arm_map() -> ObservationMap:
+    return load_observation_config(ROOT / "config" / "arm.yaml")
+
+
+def feed_dd(m: ObservationMap, odom, ranges, goal) -> None:
+    m.update("/odom", odom)
+    m.update("/scan", scan_msg(ranges))
+    m.update("/goal_pose", goal)
+
+
+def test_diff_drive_known_vector(dd_map: ObservationMap) -> None:
+    ranges = np.full(72, 3.0)
+    ranges[9] = 0.7  # sector 1 (beams 9..17)
+    ranges[40] = np.inf  # no return -> range_max, not a minimum
+    ranges[41] = np.nan
+    ranges[42] = 0.01  # below range_min: invalid -> range_max
+    assert dd_map.vector() is None  # nothing seen yet
+    # robot at (1, 2) facing +y; goal at (1, 3) is straight ahead: body (1, 0)
+    feed_dd(dd_map, odom_msg(1.0, 2.0, math.pi / 2), ranges, goal_msg(1.0, 3.0))
+    o = dd_map.vector()
+    assert o is not None and o.shape == (12,) and dd_map.n_inputs == 12
+    np.testing.assert_allclose(o[:2], [1.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(o[2:4], [0.3, -0.2])
+    np.testing.assert_allclose(o[4:], [3.0, 0.7, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0])
+    np.testing.assert_allclose(dd_map.state(), [1.0, 2.0, math.pi / 2], atol=1e-12)
+
+
+def test_goal_in_body_rotation_reference(dd_map: ObservationMap) -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        x, y, th, gx, gy = rng.uniform(-3, 3, 5)
+        feed_dd(dd_map, odom_msg(x, y, th), np.full(72, 2.0), goal_msg(gx, gy))
+        rot = np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
+        expect = rot.T @ np.array([gx - x, gy - y])
+        np.testing.assert_allclose(dd_map.observation()[:2], expect, atol=1e-9)
+        # yaw from the quaternion matches the angle wrapped to (-pi, pi]
+        assert math.isclose(dd_map.state()[2], math.atan2(math.sin(th), math.cos(th)), abs_tol=1e-9)
+
+
+def test_scan_points_world(dd_map: ObservationMap) -> None:
+    ranges = np.full(72, np.inf)
+    ranges[0] = 1.0  # beam at angle 0 in the body frame
+    ranges[18] = 2.0  # beam at +90 deg
+    feed_dd(dd_map, odom_msg(0.5, -0.5, math.pi / 2), ranges, goal_msg(0, 0))
+    pts = dd_map.env()["scan_points"]
+    # robot faces +y: body x-axis -> world +y, body y-axis -> world -x; invalid beams dropped
+    np.testing.assert_allclose(pts, [[0.5, 0.5], [-1.5, -0.5]], atol=1e-9)
+
+
+def test_plain_objects_and_dicts_match_messages(dd_map: ObservationMap) -> None:
+    ranges = np.linspace(0.5, 3.5, 72)
+    feed_dd(dd_map, odom_msg(0.2, -0.4, 0.7), ranges, goal_msg(2.0, 1.0))
+    ref = dd_map.vector()
+    other = load_observation_config(ROOT / "config" / "diff_drive.yaml")
+    other.update("/odom", plain_odom(0.2, -0.4, 0.7))
+    scan_d = {
+        "angle_min": 0.0,
+        "angle_increment": 2 * math.pi / 72,
+        "range_min": 0.05,
+        "range_max": 4.0,
+        "ranges": list(ranges),
+    }
+    other.update("/scan", scan_d)
+    other.update("/goal_pose", {"pose": {"position": {"x": 2.0, "y": 1.0, "z": 0.0}}})
+    np.testing.assert_allclose(other.vector(), ref, atol=1e-12)
+
+
+def test_arm_joints_by_name_and_command(arm_map: ObservationMap) -> None:
+    js = sensor_msgs.JointState()
+    js.name = ["joint3", "joint1", "joint2"]  # order differs from the config on purpose
+    js.position, js.velocity = [0.3, 0.1, 0.2], [-3.0, -1.0, -2.0]
+    goal = sensor_msgs.JointState()
+    goal.position = [1.0, -1.0, 0.5]
+    arm_map.update("/joint_states", js)
+    arm_map.update("/goal_joints", goal)
+    np.testing.assert_allclose(arm_map.vector(), [0.1, 0.2, 0.3, -1.0, -2.0, -3.0, 1.0, -1.0, 0.5])
+    np.testing.assert_allclose(arm_map.state(), [0.1, 0.2, 0.3, -1.0, -2.0, -3.0])
+    cmd = arm_map.fill_command(std_msgs.Float64MultiArray(), np.array([1.0, -2.0, 3.0]))
+    assert list(cmd.data) == [1.0, -2.0, 3.0]
+    np.testing.assert_allclose(arm_map.command_from_message(cmd), [1.0, -2.0, 3.0])
+    js.name = ["joint1", "joint2", "elbow"]
+    with pytest.raises(ObservationError) as e:
+        arm_map.vector()
+    assert e.value.kind == "bad_message" and "joint3" in str(e.value)
+
+
+def test_twist_command(dd_map: ObservationMap) -> None:
+    tw = dd_map.fill_command(geometry_msgs.Twist(), [0.4, -1.1])
+    assert (tw.linear.x, tw.angular.z, tw.linear.y) == (0.4, -1.1, 0.0)
+    with pytest.raises(ValueError, match="u: 3 values for 2"):
+        dd_map.fill_command(geometry_msgs.Twist(), [0.1, 0.2, 0.3])
+
+
+def test_bad_data_raises_specific_errors(dd_map: ObservationMap, arm_map: ObservationMap) -> None:
+    feed_dd(dd_map, odom_msg(0, 0, 0, v=float("nan")), np.full(72, 2.0), goal_msg(1, 1))
+    with pytest.raises(ObservationError) as e:
+        dd_map.vector()
+    assert e.value.kind == "non_finite" and "'v'" in str(e.value)
+    feed_dd(dd_map, odom_msg(0, 0, 0), np.full(5, 2.0), goal_msg(1, 1))  # 5 beams < 8 sectors
+    with pytest.raises(ObservationError) as e:
+        dd_map.vector()
+    assert e.value.kind == "wrong_size"
+    goal = sensor_msgs.JointState()
+    goal.position = [1.0, 2.0]  # size 3 expected
+    js = sensor_msgs.JointState()
+    js.name, js.position, js.velocity = ["joint1", "joint2", "joint3"], [0.0] * 3, [0.0] * 3
+    arm_map.update("/joint_states", js)
+    arm_map.update("/goal_joints", goal)
+    with pytest.raises(ObservationError, match="2 values, expected 3") as e:
+        arm_map.vector()
+    assert e.value.kind == "wrong_size"
+    fresh = load_observation_config(ROOT / "config" / "arm.yaml")
+    with pytest.raises(ObservationError) as e:
+        fresh.state()
+    assert e.value.kind == "missing"
+
+
+def test_stamps_and_dt() -> None:
+    m = odom_msg(0, 0, 0, t=2.25)
+    assert stamp_seconds(m) == 2.25
+    assert stamp_seconds(geometry_msgs.Twist()) is None
+    assert ObservationMap.dt(None, 3.0, default=0.02) == 0.02
+    assert math.isclose(ObservationMap.dt(2.25, 2.26, default=0.02), 0.01)
+    for bad in (2.25, 2.0):
+        with pytest.raises(ObservationError) as e:
+            ObservationMap.dt(2.25, bad, default=0.02)
+        assert e.value.kind == "out_of_order"
+
+
+BASE = {
+    "features": [
+        {"name": "x", "topic": "/odom", "type": "nav_msgs/msg/Odometry", "field": "pose.pose.position.x"}
+    ],
+    "command": {"topic": "/cmd_vel", "type": "geometry_msgs/msg/Twist", "fields": ["linear.x"]},
+}
+
+
+@pytest.mark.parametrize(
+    ("patch", "match"),
+    [
+        ({"features": []}, "non-empty list"),
+        ({"features": [{"name": "x", "topic": "/odom", "type": "nav_msgs/msg/Odometry"}]}, "exactly one of"),
+        (
+            {
+                "features": [
+                    {"name": "x", "topic": "/odom", "type": "nav_msgs/msg/Odometry", "extractor": "psd"}
+                ]
+            },
+            "extractor 'psd' unknown",
+        ),
+        (
+            {
+                "features": [
+                    {
+                        "name": "s",
+                        "topic": "/s",
+                        "type": "sensor_msgs/msg/LaserScan",
+                        "extractor": "scan_sectors",
+                    }
+                ]
+            },
+            r"needs \['sectors'\]",
+        ),
+        (
+            {
+                "features": [
+                    {
+                        "name": "g",
+                        "topic": "/g",
+                        "type": "geometry_msgs/msg/PoseStamped",
+                        "extractor": "goal_in_body",
+                        "odom_topic": "/odom",
+                    }
+                ]
+            },
+            "needs topic '/odom'",
+        ),
+        ({"command": {"topic": "/cmd_vel", "type": "geometry_msgs/msg/Twist"}}, "command.fields"),
+        ({"features": [{"name": "x", "topic": "/o", "type": "Odometry", "field": "a"}]}, "pkg/msg/Type"),
+        (
+            {"features": [{"name": "x", "topic": "/o", "type": "a/msg/B", "field": "a..b"}]},
+            "not a field name",
+        ),
+        ({"stamp_topic": "/imu"}, "stamp_topic"),
+    ],
+)
+def test_construction_errors_say_what_to_fix(patch: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        ObservationMap({**BASE, **patch})
+
+
+def test_extractor_registry_and_ros_params_layout(tmp_path: pathlib.Path) -> None:
+    assert set(EXTRACTORS) == {"yaw", "goal_in_body", "scan_sectors", "scan_points_world", "joints"}
+    import yaml
+
+    p = tmp_path / "node.yaml"
+    p.write_text(yaml.safe_dump({"ctl": {"ros__parameters": {"observation": BASE}}}))
+    m = load_observation_config(p)
+    m.update("/odom", odom_msg(4.5, 0, 0))
+    np.testing.assert_allclose(m.vector(), [4.5])
+    assert get_field({"data": [1.0, 2.0]}, "data[1]") == 2.0
+    (tmp_path / "none.yaml").write_text("a: 1\n")
+    with pytest.raises(ValueError, match="no 'observation:' section"):
+        load_observation_config(tmp_path / "none.yaml")
