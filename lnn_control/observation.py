@@ -50,6 +50,8 @@ __all__ = [
     "set_field",
     "stamp_seconds",
     "load_observation_config",
+    "load_filter_config",
+    "expand_filter_config",
 ]
 
 
@@ -293,6 +295,21 @@ def _names(features: Sequence[Feature]) -> list[str]:
     return out
 
 
+_RESERVED = {"features", "state", "env", "command", "stamp_topic"}
+
+
+def _entry(cfg: Mapping[str, Any], item: Any, where: str) -> Feature:
+    """An inline entry (mapping) or a name referring to ``cfg[name]`` (the ROS-parameter layout,
+    where lists of mappings are not allowed)."""
+    if isinstance(item, str):
+        if item in _RESERVED or not isinstance(cfg.get(item), Mapping):
+            raise ValueError(
+                f"{where}: {item!r} names no entry; add 'observation.{item}: {{topic: ..., type: ...}}'"
+            )
+        return Feature.from_config({"name": item, **cfg[item]}, f"observation.{item}")
+    return Feature.from_config(item, where)
+
+
 class ObservationMap:
     """Latest sensor messages -> observation ``o`` (n_inputs,), filter state ``x`` (n_state,), env.
 
@@ -307,24 +324,23 @@ class ObservationMap:
         feats = cfg.get("features")
         if not isinstance(feats, list) or not feats:
             raise ValueError("observation.features: give a non-empty list of policy input entries")
-        self.features = [Feature.from_config(c, f"observation.features[{i}]") for i, c in enumerate(feats)]
-        self.state_features = [
-            Feature.from_config(c, f"observation.state[{i}]") for i, c in enumerate(cfg.get("state") or [])
-        ]
+        self.features = [_entry(cfg, c, f"observation.features[{i}]") for i, c in enumerate(feats)]
+        states = cfg.get("state") or []
+        if not isinstance(states, list):
+            raise ValueError("observation.state: give a list of filter state entries")
+        self.state_features = [_entry(cfg, c, f"observation.state[{i}]") for i, c in enumerate(states)]
         for f in [*self.features, *self.state_features]:
             if f.size is None:
                 raise ValueError(
                     f"{f.name}: extractor {f.extractor!r} gives a variable size; use it under env"
                 )
-        env = cfg.get("env") or {}
-        if not isinstance(env, Mapping):
-            raise ValueError("observation.env: expected a mapping name -> entry")
-        self.env_features = {
-            str(k): Feature.from_config(
-                {"name": str(k), **v} if isinstance(v, Mapping) else v, f"observation.env.{k}"
-            )
-            for k, v in env.items()
-        }
+        env = cfg.get("env") or []
+        if isinstance(env, Mapping):  # inline layout: name -> entry
+            env = [{"name": str(k), **v} if isinstance(v, Mapping) else v for k, v in env.items()]
+        if not isinstance(env, list):
+            raise ValueError("observation.env: expected a list of entry names or a mapping name -> entry")
+        env_feats = [_entry(cfg, c, f"observation.env[{i}]") for i, c in enumerate(env)]
+        self.env_features = {f.name: f for f in env_feats}
         cmd = cfg.get("command")
         if not isinstance(cmd, Mapping) or not cmd.get("topic") or not cmd.get("type"):
             raise ValueError("observation.command: set topic, type and fields (one field path per control)")
@@ -459,22 +475,64 @@ class ObservationMap:
         return d
 
 
-def load_observation_config(yaml_path: str | pathlib.Path) -> ObservationMap:
-    """ObservationMap from the ``observation:`` section of a robot config YAML.
-
-    Accepts the plain layout (``observation:`` at top level) and the ROS params layout
-    (``<node>: ros__parameters: observation: ...``).
-    """
+def _robot_section(yaml_path: str | pathlib.Path, key: str) -> Mapping[str, Any]:
     import yaml
 
     path = pathlib.Path(yaml_path)
     cfg = yaml.safe_load(path.read_text())
     if not isinstance(cfg, Mapping):
         raise ValueError(f"{path}: expected a YAML mapping")
-    if "observation" in cfg:
-        return ObservationMap(cfg["observation"])
+    if isinstance(cfg.get(key), Mapping):
+        return cfg[key]  # type: ignore[no-any-return]
     for v in cfg.values():
         if isinstance(v, Mapping) and isinstance(v.get("ros__parameters"), Mapping):
-            if "observation" in v["ros__parameters"]:
-                return ObservationMap(v["ros__parameters"]["observation"])
-    raise ValueError(f"{path}: no 'observation:' section (top level or under <node>.ros__parameters)")
+            if isinstance(v["ros__parameters"].get(key), Mapping):
+                return v["ros__parameters"][key]  # type: ignore[no-any-return]
+    raise ValueError(f"{path}: no '{key}:' section (top level or under <node>.ros__parameters)")
+
+
+def load_observation_config(yaml_path: str | pathlib.Path) -> ObservationMap:
+    """ObservationMap from the ``observation:`` section of a robot config YAML.
+
+    Accepts the ROS params layout of ``config/*.yaml`` (``<node>: ros__parameters: observation:``,
+    entries referred to by name) and a plain layout (``observation:`` at top level, inline entries).
+    """
+    return ObservationMap(_robot_section(yaml_path, "observation"))
+
+
+def expand_filter_config(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """``safety_filter`` parameters (named-barrier layout) -> the ``SafetyFilter.from_config`` schema.
+
+    In ROS parameters ``barriers`` is a list of names, each barrier a mapping ``<name>: {...}``
+    beside it, with an optional ``enabled`` flag (false drops it). A list of mappings (the
+    schema itself) passes through unchanged.
+    """
+    if not isinstance(tree, Mapping):
+        raise ValueError("safety_filter: expected a mapping (dynamics, controls, barriers, ...)")
+    names = tree.get("barriers", [])
+    if not isinstance(names, list):
+        raise ValueError("safety_filter.barriers: give a list of barrier names")
+    out: dict[str, Any] = {}
+    barriers: list[dict[str, Any]] = []
+    for b in names:
+        if isinstance(b, Mapping):
+            barriers.append(dict(b))
+            continue
+        entry = tree.get(b)
+        if not isinstance(entry, Mapping):
+            raise ValueError(
+                f"safety_filter.barriers: {b!r} names no entry; add 'safety_filter.{b}: {{type: ...}}'"
+            )
+        d = {"name": str(b), **entry}
+        if d.pop("enabled", True):
+            barriers.append(d)
+    for k, v in tree.items():
+        if k != "barriers" and k not in names:
+            out[k] = dict(v) if isinstance(v, Mapping) else v
+    out["barriers"] = barriers
+    return out
+
+
+def load_filter_config(yaml_path: str | pathlib.Path) -> dict[str, Any]:
+    """The ``SafetyFilter.from_config`` dict from the ``safety_filter:`` section of a robot YAML."""
+    return expand_filter_config(_robot_section(yaml_path, "safety_filter"))

@@ -13,7 +13,9 @@ from lnn_control.observation import (
     EXTRACTORS,
     ObservationError,
     ObservationMap,
+    expand_filter_config,
     get_field,
+    load_filter_config,
     load_observation_config,
     stamp_seconds,
 )
@@ -273,3 +275,34 @@ def test_extractor_registry_and_ros_params_layout(tmp_path: pathlib.Path) -> Non
     (tmp_path / "none.yaml").write_text("a: 1\n")
     with pytest.raises(ValueError, match="no 'observation:' section"):
         load_observation_config(tmp_path / "none.yaml")
+
+
+def test_filter_config_named_layout() -> None:
+    cfg = load_filter_config(ROOT / "config" / "diff_drive.yaml")
+    assert [b["name"] for b in cfg["barriers"]] == ["scan", "wall_xp", "wall_xn", "wall_yp", "wall_yn"]
+    assert cfg["barriers"][1] == {
+        "name": "wall_xp",
+        "type": "half_space",
+        "normal": [1.0, 0.0],
+        "offset": 2.8,
+        "margin": 0.05,
+        "gains": [1.0],
+    }
+    assert cfg["controls"]["upper"] == [0.6, 2.0] and cfg["slack"]["penalty"] == 10000.0
+    tree = {"barriers": ["a", "b"], "a": {"type": "half_space", "enabled": False}, "b": {"type": "x"}}
+    assert expand_filter_config(tree)["barriers"] == [{"name": "b", "type": "x"}]
+    with pytest.raises(ValueError, match="'c' names no entry"):
+        expand_filter_config({"barriers": ["c"]})
+
+
+def test_named_entry_errors() -> None:
+    with pytest.raises(ValueError, match="'w' names no entry"):
+        ObservationMap({**BASE, "state": ["w"]})
+    m = ObservationMap(
+        {
+            **BASE,
+            "state": ["x"],
+            "x": {"topic": "/odom", "type": "nav_msgs/msg/Odometry", "field": "pose.pose.position.x"},
+        }
+    )
+    assert m.state_names == ["x"] and m.n_state == 1
