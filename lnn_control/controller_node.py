@@ -1,0 +1,599 @@
+"""Managed (lifecycle) ROS 2 node: liquid policy in, BarrierNet safety filter between, safe command out.
+
+One control step (per message on ``trigger_topic``, or per tick at ``rate_hz``)::
+
+    latest sensor messages --ObservationMap--> o (n_inputs,), x (n_state,), env, dt from stamps
+      --PolicyStepper.step(o, dt)--> [u_nom (n_controls,), gains (n_gains,)]
+      --SafetyFilter.filter(x, u_nom, gains, env)--> u, FilterReport
+      --verify: status ok, finite, inside the control box; else SafetyFilter.fallback--> command topic
+
+Anything wrong (stale sensor, NaN/Inf or wrong-sized message, out-of-order stamp, failed solve,
+policy error) publishes the filter's fallback command instead and says why in ``~/safety_status``
+and ``/diagnostics``; a counter per cause is kept. The node never publishes an unverified
+command: if even the fallback fails, nothing is published and the status says so.
+
+Parameters: see docs/ros_interface.md. ``observation.*`` is read-only (reconfigure to change);
+``safety_filter.*`` is tunable live: a set builds a new filter first, is rejected with the
+filter's reason if that fails, and the new filter replaces the old one between two steps.
+
+Run: ``ros2 run lnn_control lnn_controller --ros-args --params-file config/diff_drive.yaml
+-p model_file:=policy.npz`` or ``python -m lnn_control.controller_node --ros-args ...``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from std_msgs.msg import Float64MultiArray
+
+from lnn_control import ros_conversions as rc
+from lnn_control.msg import SafetyStatus
+from lnn_control.observation import ObservationError, ObservationMap, expand_filter_config, stamp_seconds
+
+__all__ = ["LnnController", "main", "COUNTERS"]
+
+#: Counters kept by the node and published in /diagnostics.
+COUNTERS = (
+    "steps",
+    "commands",
+    "fallbacks",
+    "stale",
+    "non_finite",
+    "wrong_size",
+    "missing",
+    "bad_message",
+    "out_of_order",
+    "policy_error",
+    "solver_error",
+    "unverified",
+    "fallback_failed",
+    "interventions",
+    "params_accepted",
+    "params_rejected",
+)
+
+_LATENCY_WINDOW = 4096
+
+
+def _desc(
+    text: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    read_only: bool = False,
+    integer: bool = False,
+) -> ParameterDescriptor:
+    d = ParameterDescriptor(description=text, read_only=read_only)
+    if lo is not None and hi is not None:
+        if integer:
+            d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
+        else:
+            d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+    return d
+
+
+# name: (default, description, low, high); scalars only, every one with a range where numeric.
+_NODE_PARAMS: dict[str, tuple[Any, str, float | None, float | None]] = {
+    "robot": ("", "Robot name (informational; config/<robot>.yaml)", None, None),
+    "model_file": ("", "Policy .npz (lnn_control.model_file.save_policy); read on configure", None, None),
+    "control_mode": (
+        "message",
+        "'message': one step per trigger_topic message; 'timer': steps at rate_hz",
+        None,
+        None,
+    ),
+    "trigger_topic": (
+        "",
+        "Input topic whose messages trigger a step (message mode; default: stamp_topic)",
+        None,
+        None,
+    ),
+    "rate_hz": (100.0, "Control rate in timer mode, Hz", 1.0, 1000.0),
+    "sensor_timeout": (
+        0.25,
+        "Seconds without a message on any input topic before the fallback is sent",
+        0.001,
+        10.0,
+    ),
+    "default_dt": (0.02, "Liquid-cell step (s) for the first message, before two stamps exist", 1e-5, 1.0),
+    "max_dt": (
+        0.5,
+        "Stamp gaps longer than this (s) are clamped (pauses must not blow up the cell)",
+        1e-4,
+        60.0,
+    ),
+    "diagnostics_rate": (1.0, "/diagnostics publish rate, Hz", 0.1, 50.0),
+    "frame_id": ("base_link", "frame_id of stamped outputs", None, None),
+}
+
+# Live-tunable safety_filter leaf names with a range (others are validated by building the filter).
+_FILTER_RANGES: dict[str, tuple[float, float]] = {
+    "margin": (0.0, 10.0),
+    "radius": (0.0, 100.0),
+    "offset": (-1e4, 1e4),
+    "penalty": (0.0, 1e12),
+    "max_points": (1, 100000),
+}
+
+
+class LnnController(LifecycleNode):
+    """Lifecycle node running a liquid policy through a BarrierNet safety filter.
+
+    Args:
+        node_name: ROS node name (the params file section, ``lnn_controller`` in config/*.yaml).
+        **kwargs: passed to ``LifecycleNode`` (e.g. ``context``, ``parameter_overrides``).
+    """
+
+    def __init__(self, node_name: str = "lnn_controller", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        for name, (default, text, lo, hi) in _NODE_PARAMS.items():
+            self.declare_parameter(name, default, _desc(text, lo, hi))
+        self._declare_tree_parameters()
+        self._p: dict[str, Any] = {n: self.get_parameter(n).value for n in _NODE_PARAMS}
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._bounds: tuple[np.ndarray, np.ndarray] | None = None
+        self._names: list[str] = []
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)  # s, message in -> command out
+        self._lock = threading.Lock()  # guards the pending-filter swap
+        self._pending_filter: Any = None
+        self._filter: Any = None
+        self._stepper: Any = None
+        self._obs: ObservationMap | None = None
+        self._active = False
+        self._pubs: dict[str, Any] = {}
+        self._subs: list[Any] = []
+        self._timers: list[Any] = []
+        self._control_group = MutuallyExclusiveCallbackGroup()  # inference: never starves sensors
+        self._sensor_group = MutuallyExclusiveCallbackGroup()
+        self._last_rx: dict[str, float] = {}
+        self._last_step = 0.0
+        self._t_prev: float | None = None
+        self._x_good: np.ndarray | None = None
+        self._last_reason = ""
+        self._n_controls = 0
+
+    # ---------------------------------------------------------------- parameters
+    def _declare_tree_parameters(self) -> None:
+        """Declare every ``observation.*`` / ``safety_filter.*`` entry given in the params file.
+
+        Their names depend on the robot, so they come from the overrides (rclpy keeps them in
+        ``_parameter_overrides`` in Humble through Kilted).
+        """
+        overrides: Mapping[str, Parameter] = getattr(self, "_parameter_overrides", {})
+        for name, p in sorted(overrides.items()):
+            if name.startswith("observation."):
+                d = _desc(
+                    f"Observation mapping entry (read-only; see docs/ros_interface.md): {name}",
+                    read_only=True,
+                )
+            elif name.startswith("safety_filter."):
+                leaf = name.rsplit(".", 1)[-1]
+                lo, hi = _FILTER_RANGES.get(leaf, (None, None))
+                is_int = p.type_ == Parameter.Type.INTEGER
+                is_num = p.type_ in (Parameter.Type.DOUBLE, Parameter.Type.INTEGER)
+                d = _desc(
+                    f"Safety filter setting {name} (live-tunable; validated by building the filter)",
+                    lo if is_num else None,
+                    hi if is_num else None,
+                    integer=is_int,
+                )
+                d.dynamic_typing = False
+            else:
+                continue
+            self.declare_parameter(name, p.value, d)
+
+    def _tree(self, prefix: str, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Nested dict of the parameters under ``prefix.`` (with ``changes`` applied)."""
+        flat = {k: v.value for k, v in self.get_parameters_by_prefix(prefix).items()}
+        for k, v in (changes or {}).items():
+            if k.startswith(prefix + "."):
+                flat[k[len(prefix) + 1 :]] = v
+        out: dict[str, Any] = {}
+        for k, v in flat.items():
+            cur = out
+            parts = k.split(".")
+            for part in parts[:-1]:
+                cur = cur.setdefault(part, {})
+            cur[parts[-1]] = list(v) if isinstance(v, (list, tuple)) or hasattr(v, "tolist") else v
+        return out
+
+    def _build_filter(self, changes: Mapping[str, Any] | None = None) -> tuple[Any, Any, list[str]]:
+        """(filter, control box or None, command names) from the safety_filter parameters."""
+        from barriernet.safety_filter import SafetyFilter
+
+        cfg = expand_filter_config(self._tree("safety_filter", changes))
+        filt = SafetyFilter.from_config(cfg)
+        c = cfg.get("controls", {})
+        box = None
+        if "lower" in c and "upper" in c:
+            box = (np.asarray(c["lower"], dtype=float), np.asarray(c["upper"], dtype=float))
+        return filt, box, [str(n) for n in c.get("names", [])]
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        changes = {p.name: p.value for p in params}
+        for p in params:
+            if p.name == "control_mode" and p.value not in ("message", "timer"):
+                self.counters["params_rejected"] += 1
+                return SetParametersResult(
+                    successful=False, reason="control_mode must be 'message' or 'timer'"
+                )
+        if any(k.startswith("safety_filter.") for k in changes):
+            try:
+                new_filter = self._build_filter(changes)
+            except Exception as e:  # any failure to build means the set is rejected, with the reason
+                self.counters["params_rejected"] += 1
+                return SetParametersResult(successful=False, reason=f"safety_filter rejected: {e}")
+            with self._lock:
+                self._pending_filter = new_filter  # swapped in at the start of the next step
+        for k, v in changes.items():
+            if k in self._p:
+                self._p[k] = v
+        self.counters["params_accepted"] += 1
+        return SetParametersResult(successful=True)
+
+    def _param(self, name: str) -> Any:
+        return self._p[name]  # cached: get_parameter costs microseconds per call on the hot path
+
+    # ---------------------------------------------------------------- lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._configure()
+        except Exception as e:  # report the reason and stay unconfigured
+            self.get_logger().error(f"configure failed: {e}")
+            self._last_reason = f"configure failed: {e}"
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        self.get_logger().info(
+            f"configured: {self._obs.n_inputs if self._obs else 0} inputs, {self._n_controls} controls, "
+            f"command on {self._pubs['command'].topic_name}"
+        )
+        return super().on_configure(state)
+
+    def _configure(self) -> None:
+        obs = ObservationMap(self._tree("observation"))
+        if obs.command_type not in rc.COMMAND_TYPES:
+            raise ValueError(f"observation.command.type {obs.command_type!r}: use one of {rc.COMMAND_TYPES}")
+        model_file = str(self._param("model_file"))
+        if not model_file:
+            raise ValueError("parameter model_file is empty: set it to a policy .npz (save_policy)")
+        from lnn_control.model_file import load_stepper
+
+        stepper = load_stepper(model_file)
+        n_in = getattr(stepper, "n_inputs", None)
+        if n_in is not None and int(n_in) != obs.n_inputs:
+            raise ValueError(
+                f"model {model_file} takes {n_in} inputs but the observation mapping gives "
+                f"{obs.n_inputs} ({obs.names})"
+            )
+        # dry step: proves the model runs and gives at least one output per command channel
+        y = np.asarray(stepper.step(np.zeros(obs.n_inputs), float(self._param("default_dt"))))
+        stepper.reset()
+        n_ctl = len(obs.command_fields)
+        if y.ndim != 1 or y.size < n_ctl:
+            raise ValueError(
+                f"model {model_file} gives {y.size} outputs, fewer than the {n_ctl} command fields"
+            )
+        filt, self._bounds, names = self._build_filter()
+        self._names = names if len(names) == n_ctl else [f"u{i}" for i in range(n_ctl)]
+        self._obs, self._stepper, self._filter, self._n_controls = obs, stepper, filt, n_ctl
+        self._cmd_cls = rc.message_class(obs.command_type)
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self._pubs = {
+            "command": self.create_lifecycle_publisher(self._cmd_cls, obs.command_topic, reliable),
+            "nominal": self.create_lifecycle_publisher(Float64MultiArray, "~/nominal_command", reliable),
+            "status": self.create_lifecycle_publisher(SafetyStatus, "~/safety_status", reliable),
+            "diagnostics": self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", reliable),
+        }
+        trigger = str(self._param("trigger_topic")) or obs.stamp_topic
+        mode = str(self._param("control_mode"))
+        if mode == "message" and trigger not in obs.topic_types:
+            raise ValueError(f"trigger_topic {trigger!r} is not an input topic; use one of {obs.topics}")
+        for topic, type_name in obs.topic_types.items():
+            is_trigger = mode == "message" and topic == trigger
+            self._subs.append(
+                self.create_subscription(
+                    rc.message_class(type_name),
+                    topic,
+                    self._make_callback(topic, is_trigger),
+                    qos_profile_sensor_data,
+                    callback_group=self._control_group if is_trigger else self._sensor_group,
+                )
+            )
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stepper.reset()
+        self._t_prev = None
+        now = self._now()
+        self._last_step = now
+        self._last_rx = {}
+        self._activated_at = now
+        if str(self._param("control_mode")) == "timer":
+            self._timers.append(
+                self.create_timer(1.0 / float(self._param("rate_hz")), self._on_timer, self._control_group)
+            )
+        timeout = float(self._param("sensor_timeout"))
+        self._timers.append(
+            self.create_timer(max(timeout / 2.0, 0.001), self._on_watchdog, self._control_group)
+        )
+        self._timers.append(
+            self.create_timer(1.0 / float(self._param("diagnostics_rate")), self._publish_diagnostics)
+        )
+        ret = super().on_activate(state)
+        self._active = True
+        return ret
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._destroy_timers()
+        self._publish_fallback("deactivated", "inactive")  # publishers still enabled here
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._active:
+            self._active = False
+            self._destroy_timers()
+            self._publish_fallback("shutdown", "inactive")
+        self._release()
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _destroy_timers(self) -> None:
+        for t in self._timers:
+            self.destroy_timer(t)
+        self._timers = []
+
+    def _release(self) -> None:
+        self._destroy_timers()
+        for s in self._subs:
+            self.destroy_subscription(s)
+        for p in self._pubs.values():
+            self.destroy_lifecycle_publisher(p)
+        self._subs, self._pubs = [], {}
+        self._stepper = self._filter = self._obs = self._pending_filter = None
+
+    # ---------------------------------------------------------------- control
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _make_callback(self, topic: str, is_trigger: bool) -> Any:
+        def on_message(msg: Any) -> None:
+            t0 = time.perf_counter()
+            obs = self._obs
+            if obs is None:
+                return
+            obs.update(topic, msg)
+            self._last_rx[topic] = self._now()
+            if is_trigger and self._active:
+                if self._step(msg):
+                    self.latencies.append(time.perf_counter() - t0)
+
+        return on_message
+
+    def _on_timer(self) -> None:
+        t0 = time.perf_counter()
+        if self._active and self._step(None):
+            self.latencies.append(time.perf_counter() - t0)
+
+    def _on_watchdog(self) -> None:
+        """Stale trigger (no steps) in message mode: the step itself cannot notice, so say it here."""
+        if not self._active:
+            return
+        timeout = float(self._param("sensor_timeout"))
+        now = self._now()
+        if now - self._last_step > timeout:
+            self.counters["stale"] += 1
+            self._publish_fallback(
+                self._stale_reason(now, timeout) or "no control step within timeout", "stale_input"
+            )
+
+    def _stale_reason(self, now: float, timeout: float) -> str | None:
+        assert self._obs is not None
+        for topic in self._obs.topics:
+            seen = self._last_rx.get(topic)
+            if seen is None:
+                if now - self._activated_at > timeout:
+                    return f"no message on {topic} since activation"
+            elif now - seen > timeout:
+                return f"{topic} stale: {now - seen:.3f} s > sensor_timeout {timeout:.3f} s"
+        return None
+
+    def _step(self, trigger_msg: Any) -> bool:
+        """One control step; returns True when a command (filtered or fallback) was published."""
+        obs, stepper = self._obs, self._stepper
+        if obs is None or stepper is None:
+            return False
+        with self._lock:
+            if self._pending_filter is not None:  # live parameter change: swap between steps
+                (self._filter, self._bounds, names), self._pending_filter = self._pending_filter, None
+                if len(names) == self._n_controls:
+                    self._names = names
+        self.counters["steps"] += 1
+        self._last_step = self._now()
+        if not obs.ready():
+            return False  # not every topic seen yet; the watchdog reports it after the timeout
+        timeout = float(self._param("sensor_timeout"))
+        stale = self._stale_reason(self._last_step, timeout)
+        if stale is not None:
+            self.counters["stale"] += 1
+            return self._publish_fallback(stale, "stale_input")
+        try:
+            o = obs.observation()
+            x = obs.state()
+            env = obs.env() or None
+            t = stamp_seconds(obs.latest[obs.stamp_topic])
+            if t is None:
+                t = self._last_step
+            dt = ObservationMap.dt(self._t_prev, t, float(self._param("default_dt")))
+        except ObservationError as e:
+            self.counters[e.kind if e.kind in self.counters else "bad_message"] += 1
+            return self._publish_fallback(f"{e.kind}: {e}", "invalid_input")
+        self._t_prev = t
+        self._x_good = x
+        try:
+            y = np.asarray(stepper.step(o, min(dt, float(self._param("max_dt")))), dtype=np.float64)
+        except ValueError as e:
+            self.counters["policy_error"] += 1
+            stepper.reset()
+            return self._publish_fallback(f"policy: {e}", "invalid_input")
+        u_nom = y[: self._n_controls]
+        gains = y[self._n_controls :] if y.size > self._n_controls else None
+        try:
+            u, report = self._filter.filter(x, u_nom, gains=gains, env=env)
+            u = np.asarray(u, dtype=np.float64).reshape(-1)
+        except Exception as e:  # the solver must never crash the node
+            self.counters["solver_error"] += 1
+            return self._publish_fallback(f"filter raised {type(e).__name__}: {e}", "solver_error", u_nom)
+        problem = self._verify(u, report)
+        if problem is not None:
+            self.counters["unverified"] += 1
+            return self._publish_fallback(problem, str(report.status), u_nom)
+        if report.fallback_used:
+            self.counters["fallbacks"] += 1
+            self._last_reason = str(report.fallback_reason)
+        if report.intervened:
+            self.counters["interventions"] += 1
+        self._publish(u, u_nom, report, None, None)
+        return True
+
+    def _verify(self, u: np.ndarray, report: Any) -> str | None:
+        """Independent last check before a command leaves the node."""
+        if u.size != self._n_controls:
+            return f"filter returned {u.size} controls, expected {self._n_controls}"
+        if not np.all(np.isfinite(u)):
+            return "filter returned a non-finite command"
+        if not report.fallback_used and str(report.status) not in ("optimal", "relaxed"):
+            return f"filter status {report.status} without fallback"
+        b = self._bounds
+        if b is not None and (np.any(u < b[0] - 1e-9) or np.any(u > b[1] + 1e-9)):
+            return f"command {u.tolist()} outside the control box"
+        return None
+
+    def _publish_fallback(self, reason: str, status: str, u_nom: np.ndarray | None = None) -> bool:
+        self.counters["fallbacks"] += 1
+        self._last_reason = reason
+        if self._filter is None or self._obs is None:
+            return False
+        x = self._x_good if self._x_good is not None else np.zeros(self._obs.n_state)
+        try:
+            u, report = self._filter.fallback(x, reason)
+            u = np.asarray(u, dtype=np.float64).reshape(-1)
+            if u.size != self._n_controls or not np.all(np.isfinite(u)):
+                raise ValueError(f"fallback command {u.tolist()} is not {self._n_controls} finite values")
+        except Exception as e:  # nothing verified to send: send nothing, say so
+            self.counters["fallback_failed"] += 1
+            self._last_reason = f"{reason}; fallback failed: {e}"
+            if "status" in self._pubs:
+                stamp = self.get_clock().now().to_msg()
+                self._pubs["status"].publish(
+                    rc.safety_status_message(
+                        None,
+                        u_nom,
+                        None,
+                        self._command_names(),
+                        stamp,
+                        self._frame(),
+                        status,
+                        self._last_reason,
+                    )
+                )
+            return False
+        self._publish(u, u_nom, report, status, reason)
+        return True
+
+    def _command_names(self) -> list[str]:
+        return self._names
+
+    def _frame(self) -> str:
+        return str(self._param("frame_id"))
+
+    def _publish(
+        self, u: np.ndarray, u_nom: np.ndarray | None, report: Any, status: str | None, reason: str | None
+    ) -> None:
+        if not self._pubs or self._obs is None:
+            return
+        stamp = self.get_clock().now().to_msg()
+        frame = self._frame()
+        self._pubs["command"].publish(rc.command_message(self._cmd_cls, self._obs, u, stamp, frame))
+        self.counters["commands"] += 1
+        if u_nom is not None:
+            self._pubs["nominal"].publish(rc.array_message(u_nom, "nominal"))
+        self._pubs["status"].publish(
+            rc.safety_status_message(report, u_nom, u, self._command_names(), stamp, frame, status, reason)
+        )
+
+    def latency_summary(self) -> dict[str, float]:
+        """Median / p99 of message-in -> command-published seconds over the last steps."""
+        if not self.latencies:
+            return {"median_s": float("nan"), "p99_s": float("nan"), "n": 0}
+        a = np.fromiter(self.latencies, dtype=float)
+        return {"median_s": float(np.median(a)), "p99_s": float(np.percentile(a, 99)), "n": int(a.size)}
+
+    def _publish_diagnostics(self) -> None:
+        if "diagnostics" not in self._pubs:
+            return
+        lat = self.latency_summary()
+        bad = self.counters["fallback_failed"] > 0
+        level = (
+            DiagnosticStatus.ERROR
+            if bad
+            else (DiagnosticStatus.WARN if self._last_reason else DiagnosticStatus.OK)
+        )
+        values: dict[str, Any] = dict(self.counters)
+        values["latency_median_us"] = f"{lat['median_s'] * 1e6:.1f}"
+        values["latency_p99_us"] = f"{lat['p99_s'] * 1e6:.1f}"
+        values["last_fallback_reason"] = self._last_reason
+        msg = rc.diagnostics_message(
+            f"{self.get_name()}: safety filter",
+            str(self._param("robot")),
+            level,
+            self._last_reason or "ok",
+            values,
+            self.get_clock().now().to_msg(),
+        )
+        self._pubs["diagnostics"].publish(msg)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``lnn_controller``: spin the node on a multi-threaded executor until Ctrl-C."""
+    rclpy.init(args=args)
+    node = LnnController()
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
