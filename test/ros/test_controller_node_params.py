@@ -1,0 +1,87 @@
+"""Parameters of lnn_controller from the real params files (in-process rclpy, own Context).
+
+Runs without the policy / filter modules: only declaration, descriptors and the observation
+mapping rebuilt from ROS parameters are checked here (behaviour: test_controller_node.py).
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from rclpy.context import Context  # noqa: E402
+from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
+
+from lnn_control.controller_node import COUNTERS, LnnController  # noqa: E402
+from lnn_control.observation import (  # noqa: E402
+    ObservationMap,
+    expand_filter_config,
+    load_filter_config,
+    load_observation_config,
+)
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(params=["diff_drive", "arm"])
+def node(request):
+    ctx = Context()
+    cfg = ROOT / "config" / f"{request.param}.yaml"
+    rclpy.init(
+        context=ctx, args=["--ros-args", "--params-file", str(cfg), "-p", "model_file:=/nonexistent.npz"]
+    )
+    n = LnnController(context=ctx)
+    try:
+        yield n, cfg
+    finally:
+        n.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+
+def test_every_parameter_declared_with_description_and_range(node) -> None:
+    n, _ = node
+    names = n._parameters.keys()
+    assert any(k.startswith("observation.") for k in names) and any(
+        k.startswith("safety_filter.") for k in names
+    )
+    for name in names:
+        if name in ("use_sim_time", "start_type_description_service"):
+            continue  # declared by rclpy itself
+        d = n.describe_parameter(name)
+        assert len(d.description) > 10, name
+        if d.type == 3:  # double
+            if name.startswith("safety_filter.") and name.rsplit(".", 1)[-1] not in (
+                "margin",
+                "radius",
+                "offset",
+                "penalty",
+            ):
+                continue
+            assert d.floating_point_range, f"{name} has no range"
+        if name.startswith("observation."):
+            assert d.read_only, name
+    assert n.describe_parameter("rate_hz").floating_point_range[0].to_value == 1000.0
+
+
+def test_tree_matches_file_readers(node) -> None:
+    n, cfg = node
+    # the node rebuilds the same mapping and filter config from ROS parameters as training reads
+    from_params = ObservationMap(n._tree("observation"))
+    from_file = load_observation_config(cfg)
+    assert from_params.names == from_file.names and from_params.state_names == from_file.state_names
+    assert from_params.topic_types == from_file.topic_types
+    assert from_params.command_fields == from_file.command_fields
+    assert expand_filter_config(n._tree("safety_filter")) == load_filter_config(cfg)
+
+
+def test_configure_fails_with_reason(node) -> None:
+    n, _ = node
+    assert n.on_configure(None) == TransitionCallbackReturn.FAILURE
+    assert "configure failed" in n._last_reason
+    assert set(n.counters) == set(COUNTERS)
+    # changed tree values override the file values
+    t = n._tree("safety_filter", {"safety_filter.controls.upper": [0.1, 0.2, 0.3]})
+    assert t["controls"]["upper"] == [0.1, 0.2, 0.3]
