@@ -169,6 +169,7 @@ class LnnController(LifecycleNode):
         self._x_good: np.ndarray | None = None
         self._last_reason = ""
         self._n_controls = 0
+        self._trigger_stamp: Any = None
 
     # ---------------------------------------------------------------- parameters
     def _declare_tree_parameters(self) -> None:
@@ -424,7 +425,19 @@ class LnnController(LifecycleNode):
         return None
 
     def _step(self, trigger_msg: Any) -> bool:
-        """One control step; returns True when a command (filtered or fallback) was published."""
+        """One control step; returns True when a command (filtered or fallback) was published.
+
+        Outputs are stamped with the trigger message's stamp (the sensor time the command
+        answers, so latency and causality can be traced); timer / watchdog outputs with node time.
+        """
+        header = getattr(trigger_msg, "header", None)
+        self._trigger_stamp = getattr(header, "stamp", None)
+        try:
+            return self._step_inner()
+        finally:
+            self._trigger_stamp = None
+
+    def _step_inner(self) -> bool:
         obs, stepper = self._obs, self._stepper
         if obs is None or stepper is None:
             return False
@@ -537,7 +550,7 @@ class LnnController(LifecycleNode):
     ) -> None:
         if not self._pubs or self._obs is None:
             return
-        stamp = self.get_clock().now().to_msg()
+        stamp = self._trigger_stamp if self._trigger_stamp is not None else self.get_clock().now().to_msg()
         frame = self._frame()
         self._pubs["command"].publish(rc.command_message(self._cmd_cls, self._obs, u, stamp, frame))
         self.counters["commands"] += 1

@@ -32,6 +32,7 @@ A ``field`` entry reads one dotted path (``position[2]``);
 
 from __future__ import annotations
 
+import functools
 import math
 import pathlib
 from collections.abc import Callable, Mapping, Sequence
@@ -64,7 +65,8 @@ class ObservationError(ValueError):
         self.kind = kind
 
 
-def _parse_path(path: str) -> list[tuple[str, int | None]]:
+@functools.lru_cache(maxsize=1024)  # paths come from a config: parse each once, not per message
+def _parse_path(path: str) -> tuple[tuple[str, int | None], ...]:
     parts: list[tuple[str, int | None]] = []
     for part in path.split("."):
         idx: int | None = None
@@ -74,7 +76,7 @@ def _parse_path(path: str) -> list[tuple[str, int | None]]:
         if not part.isidentifier():
             raise ValueError(f"field path {path!r}: {part!r} is not a field name")
         parts.append((part, idx))
-    return parts
+    return tuple(parts)
 
 
 def get_field(msg: Any, path: str) -> Any:
@@ -225,6 +227,8 @@ class Feature:
     extractor: str | None = None
     size: int | None = 1
     args: dict[str, Any] = dc_field(default_factory=dict)
+    # last (input messages, values): a scan is reused across the many odometry-triggered steps
+    _memo: tuple[tuple[Any, ...], np.ndarray] | None = dc_field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_config(cls, cfg: Any, where: str) -> Feature:
@@ -267,6 +271,16 @@ class Feature:
     def extract(self, latest: Mapping[str, Any]) -> np.ndarray:
         """Values from the latest messages; raises :class:`ObservationError` on bad data."""
         msg = _need(latest, self.topic, self)
+        # the memo holds the message objects themselves (compared with `is`), so a recycled id
+        # can never alias an old message
+        inputs = tuple(latest.get(d) for d in self.dependencies)
+        if self._memo is not None and all(a is b for a, b in zip(self._memo[0], inputs)):
+            return self._memo[1].copy()
+        v = self._extract(msg, latest)
+        self._memo = (inputs, v)
+        return v.copy()
+
+    def _extract(self, msg: Any, latest: Mapping[str, Any]) -> np.ndarray:
         try:
             if self.field is not None:
                 v = np.atleast_1d(np.asarray(get_field(msg, self.field), dtype=np.float64)).reshape(-1)
@@ -398,6 +412,10 @@ class ObservationMap:
         """Store ``msg`` as the latest on ``topic``; ``t_ns`` (receipt time, ns) defaults to its stamp."""
         if topic not in self.topic_types:
             return
+        if self.latest.get(topic) is msg:  # same object re-sent (maybe mutated): recompute
+            for f in [*self.features, *self.state_features, *self.env_features.values()]:
+                if topic in f.dependencies:
+                    f._memo = None
         self.latest[topic] = msg
         if t_ns is not None:
             self.latest_time[topic] = 1e-9 * t_ns

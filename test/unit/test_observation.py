@@ -152,6 +152,7 @@ def test_arm_joints_by_name_and_command(arm_map: ObservationMap) -> None:
     assert list(cmd.data) == [1.0, -2.0, 3.0]
     np.testing.assert_allclose(arm_map.command_from_message(cmd), [1.0, -2.0, 3.0])
     js.name = ["joint1", "joint2", "elbow"]
+    arm_map.update("/joint_states", js)  # the same object again, mutated: must be re-read
     with pytest.raises(ObservationError) as e:
         arm_map.vector()
     assert e.value.kind == "bad_message" and "joint3" in str(e.value)
