@@ -38,7 +38,7 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -121,6 +121,13 @@ _NODE_PARAMS: dict[str, tuple[Any, str, float | None, float | None]] = {
     ),
     "diagnostics_rate": (1.0, "/diagnostics publish rate, Hz", 0.1, 50.0),
     "frame_id": ("base_link", "frame_id of stamped outputs", None, None),
+    "executor": (
+        "single",
+        "'single' or 'multi' (MultiThreadedExecutor; with rclpy's Python executor it starved sensor "
+        "callbacks in tests here, so 'single' is the default); read at start-up",
+        None,
+        None,
+    ),
 }
 
 # Live-tunable safety_filter leaf names with a range (others are validated by building the filter).
@@ -596,7 +603,8 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of ``lnn_controller``: spin the node on a multi-threaded executor until Ctrl-C."""
     rclpy.init(args=args)
     node = LnnController()
-    executor = MultiThreadedExecutor(num_threads=3)
+    kind = str(node.get_parameter("executor").value)
+    executor = MultiThreadedExecutor(num_threads=3) if kind == "multi" else SingleThreadedExecutor()
     executor.add_node(node)
     try:
         executor.spin()
