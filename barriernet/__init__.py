@@ -1,1 +1,5 @@
-"""barriernet: differentiable control-barrier-function QP layers and a run-time safety filter."""
+"""BarrierNet safety layer: QP solvers (more modules listed in docs/ARCHITECTURE.md are not done yet)."""
+
+from barriernet.qp import SOLVERS, QPResult, register_solver, solve_qp
+
+__all__ = ["SOLVERS", "QPResult", "register_solver", "solve_qp"]
