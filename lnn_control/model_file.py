@@ -1,0 +1,193 @@
+"""Policy model files: one ``.npz`` (no pickle) holding every tensor plus a JSON ``__config__``.
+
+Layout (``FORMAT_VERSION`` 1):
+
+- one array per state-dict entry of the :class:`~lnn_control.policy.LiquidPolicy`, by its name
+  (``net.cells.0.w_in``, ``input_mean``, ...), in the policy's dtype;
+- ``__config__``: a 0-d unicode array holding JSON::
+
+      {"format": "lnn_control.policy", "format_version": 1,
+       "policy": {cell, n_inputs, wiring (with seed), units, mode, ..., n_gains, gain_scale,
+                  input_names, output_names, gain_names},
+       "arrays": {name: shape, ...},            # manifest checked on load
+       "normalization": {input_mean: [...], input_std: [...], output_mean: [...], output_std: [...]},
+       "observation": {...} | null,             # the YAML observation mapping, passed through as is
+       "metadata": {...}}                       # anything JSON-able (training info, ...)
+
+Files are read with ``numpy.load(allow_pickle=False)``: loading never executes code. Anything
+wrong (missing, truncated, not a zip, bad JSON, wrong version, missing or extra arrays, wrong
+shapes, NaN/Inf weights, a config the code cannot build) raises :class:`ModelFileError` saying
+what is wrong. ``load_stepper`` needs numpy only (no torch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "ModelFileError",
+    "load_policy",
+    "load_stepper",
+    "read_model_file",
+    "save_policy",
+]
+
+FORMAT = "lnn_control.policy"
+FORMAT_VERSION = 1
+_CONFIG_KEY = "__config__"
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be used; the message says which file and what is wrong."""
+
+
+def save_policy(path: Any, policy: Any, observation: dict[str, Any] | None = None, **metadata: Any) -> str:
+    """Write ``policy`` to ``path`` (``.npz`` appended if missing); returns the path written.
+
+    Args:
+        path: file path (str or PathLike).
+        policy: a :class:`~lnn_control.policy.LiquidPolicy`. For convenience the order
+            ``save_policy(policy, path)`` is accepted too.
+        observation: the observation mapping (YAML as a dict) stored as is, or None.
+        **metadata: JSON-able training metadata (e.g. ``dataset=...``, ``epochs=...``).
+    """
+    from torch import nn
+
+    if isinstance(path, nn.Module) and not isinstance(policy, nn.Module):
+        path, policy = policy, path
+    from lnn_control.policy import LiquidPolicy
+
+    if not isinstance(policy, LiquidPolicy):
+        raise ValueError(f"policy must be a LiquidPolicy, got {type(policy).__name__}")
+    path = os.fspath(path)
+    if not path.endswith(".npz"):
+        path += ".npz"
+    arrays = {k: v.detach().cpu().numpy().copy() for k, v in policy.state_dict().items()}
+    for k, a in arrays.items():
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"policy tensor {k} has NaN/Inf: refusing to save a broken model")
+    norm = {
+        k: arrays[k].astype(float).tolist() for k in ("input_mean", "input_std", "output_mean", "output_std")
+    }
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "policy": policy.get_config(),
+        "arrays": {k: list(a.shape) for k, a in arrays.items()},
+        "normalization": norm,
+        "observation": observation,
+        "metadata": metadata,
+    }
+    try:
+        text = json.dumps(config, indent=1, sort_keys=True)
+    except TypeError as e:
+        raise ValueError(f"observation and metadata must be JSON-serialisable: {e}") from None
+    if _CONFIG_KEY in arrays:
+        raise ValueError(f"policy has a tensor named {_CONFIG_KEY}")
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, **{**arrays, _CONFIG_KEY: np.array(text)})  # type: ignore[arg-type]
+    os.replace(tmp, path)  # a crash mid-write never leaves a truncated model under the real name
+    return path
+
+
+def read_model_file(path: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(config, arrays) of a model file, checked against its manifest; raises ModelFileError."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelFileError(f"{path}: no such model file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            names = list(data.files)
+            if _CONFIG_KEY not in names:
+                raise ModelFileError(f"{path}: no {_CONFIG_KEY} entry; not an lnn_control model file")
+            text = str(data[_CONFIG_KEY])
+            arrays = {k: np.asarray(data[k]) for k in names if k != _CONFIG_KEY}
+    except ModelFileError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+        raise ModelFileError(
+            f"{path}: unreadable (truncated or not an .npz written by save_policy): {e}"
+        ) from None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ModelFileError(f"{path}: {_CONFIG_KEY} is not valid JSON: {e}") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        found = config.get("format") if isinstance(config, dict) else None
+        raise ModelFileError(f"{path}: format is {found!r}, expected {FORMAT!r}")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: format_version {config.get('format_version')!r}, this code reads {FORMAT_VERSION}"
+        )
+    for key in ("policy", "arrays"):
+        if not isinstance(config.get(key), dict):
+            raise ModelFileError(f"{path}: config lacks the {key!r} section")
+    manifest = config["arrays"]
+    missing = sorted(set(manifest) - set(arrays))
+    extra = sorted(set(arrays) - set(manifest))
+    if missing or extra:
+        raise ModelFileError(f"{path}: arrays missing {missing} / unexpected {extra} against the manifest")
+    for k, shape in manifest.items():
+        if list(arrays[k].shape) != list(shape):
+            raise ModelFileError(
+                f"{path}: array {k} has shape {list(arrays[k].shape)}, manifest says {shape}"
+            )
+        if arrays[k].dtype.kind != "f":
+            raise ModelFileError(f"{path}: array {k} has dtype {arrays[k].dtype}, expected floating point")
+        if not np.all(np.isfinite(arrays[k])):
+            raise ModelFileError(f"{path}: array {k} has NaN/Inf")
+    return config, arrays
+
+
+def load_stepper(path: Any, dtype: Any = np.float64) -> Any:
+    """A torch-free :class:`~lnn_control.runtime.PolicyStepper` from a model file.
+
+    The stepper's ``observation`` and ``metadata`` attributes carry the file's sections.
+    """
+    from lnn_control.runtime import PolicyStepper
+
+    config, arrays = read_model_file(path)
+    try:
+        stepper = PolicyStepper(config["policy"], arrays, dtype=dtype)
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        raise ModelFileError(f"{os.fspath(path)}: the arrays do not fit the policy config: {e}") from None
+    stepper.observation = config.get("observation")
+    stepper.metadata = dict(config.get("metadata") or {})
+    return stepper
+
+
+def load_policy(path: Any) -> Any:
+    """The :class:`~lnn_control.policy.LiquidPolicy` saved in ``path`` (torch), in the saved dtype.
+
+    The returned module has ``observation`` and ``metadata`` attributes from the file.
+    """
+    import torch
+
+    from lnn_control.policy import LiquidPolicy
+
+    config, arrays = read_model_file(path)
+    try:
+        policy = LiquidPolicy.from_config(config["policy"])
+    except (ValueError, TypeError) as e:
+        raise ModelFileError(f"{os.fspath(path)}: policy config cannot be built: {e}") from None
+    expected = {k: list(v.shape) for k, v in policy.state_dict().items()}
+    got = {k: list(a.shape) for k, a in arrays.items()}
+    if expected != got:
+        diff = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
+        raise ModelFileError(f"{os.fspath(path)}: tensors do not match the policy config: {diff[:8]}")
+    dtypes = {a.dtype for a in arrays.values()}
+    dtype = torch.float64 if np.dtype(np.float64) in dtypes else torch.float32
+    policy = policy.to(dtype)
+    policy.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in arrays.items()})
+    policy.eval()
+    setattr(policy, "observation", config.get("observation"))  # noqa: B010 (nn.Module typing)
+    setattr(policy, "metadata", dict(config.get("metadata") or {}))  # noqa: B010
+    return policy
