@@ -238,7 +238,7 @@ class LiquidPolicy(nn.Module):
         """Run a batch of sequences.
 
         Args:
-            x: (B, T, n_inputs) raw observations.
+            x: (B, T, n_inputs) raw observations (cast to the model's dtype).
             timespans: elapsed seconds per sample and step, (B, T), (B, T, 1) or a scalar (> 0,
                 finite); None means 1.0.
             hx: (B, state_size) initial state or None (zeros).
@@ -255,6 +255,7 @@ class LiquidPolicy(nn.Module):
         B, T, _ = x.shape
         if not torch.isfinite(x).all():
             raise ValueError("x contains NaN or Inf")
+        x = x.to(self.input_mean.dtype)  # inputs follow the model's dtype
         ts = _timespans(timespans, B, T, x)
         if hx is not None:
             if not isinstance(hx, torch.Tensor) or tuple(hx.shape) != (B, self.state_size):
