@@ -174,7 +174,8 @@ def test_gradcheck_cfc_and_ltc() -> None:
         params = dict(net.named_parameters())
         for name in ("cell.w", "cell.sigma", "cell.cm"):
             p = params[name].detach().clone().requires_grad_()
-            fn = lambda q, n=net, k=name: torch.func.functional_call(n, {k: q}, (x.detach(), ts.detach()))[0]  # noqa: E731
+            args = (x.detach(), ts.detach())
+            fn = lambda q, n=net, k=name, a=args: torch.func.functional_call(n, {k: q}, a)[0]  # noqa: E731
             assert torch.autograd.gradcheck(fn, (p,))
 
 
