@@ -118,6 +118,10 @@ class PolicyStepper:
         if L == 0:
             raise ValueError("model arrays hold no CfC block (net.cells.0.w_in)")
         sizes = [self._get(f"net.cells.{k}.w_rec").shape[1] for k in range(L)]
+        wiring = self._wiring()
+        want = [len(layer) for layer in wiring.layers] if wiring is not None else [self.config.get("units")]
+        if sizes != want:
+            raise ValueError(f"CfC blocks have {sizes} neurons but the config's wiring/units say {want}")
         N = sum(sizes)
         self.units = N
         # state stored doubled in default mode (saves a multiply per layer)
@@ -217,7 +221,6 @@ class PolicyStepper:
         if self.mixed:
             self._build_lstm("net.lstm.", N, [(s, H) for s, H in zip(h_start, sizes)])
         # output neurons: a contiguous run of the last layer
-        wiring = self._wiring()
         last_start = h_start[-1]
         if wiring is None:
             first, n_net = last_start, sizes[-1]
@@ -284,6 +287,11 @@ class PolicyStepper:
         sigma, mu, w, erev = (self._get(p + k, (N, N)) for k in ("sigma", "mu", "w", "erev"))
         w = pos(w)
         mask = self._get(p + "sparsity_mask", (N, N))
+        wiring = self._wiring()
+        if wiring is not None and (wiring.units != N or not np.array_equal(np.abs(wiring.adjacency), mask)):
+            raise ValueError("LTC sparsity_mask does not match the config's wiring")
+        if wiring is None and self.config.get("units") != N:
+            raise ValueError(f"LTC has {N} neurons but the config says units={self.config.get('units')}")
         ssig, smu, sw, serev = (
             self._get(p + k, (n_in, N)) for k in ("sensory_sigma", "sensory_mu", "sensory_w", "sensory_erev")
         )
