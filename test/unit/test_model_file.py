@@ -138,7 +138,8 @@ def test_broken_files_raise_model_file_error(tmp_path: Path, policy: LiquidPolic
 
     for name, (path, msg) in bad.items():
         for loader in (load_stepper, load_policy):
-            with pytest.raises(ModelFileError, match=msg):
+            with pytest.raises(ModelFileError, match=msg):  # noqa: PT012
+                print(name, loader.__name__)
                 loader(path)
     assert zipfile.is_zipfile(good)
 
