@@ -136,10 +136,9 @@ def test_broken_files_raise_model_file_error(tmp_path: Path, policy: LiquidPolic
 
     bad["absent"] = (tmp_path / "nope.npz", "no such model file")
 
-    for name, (path, msg) in bad.items():
+    for _case, (path, msg) in bad.items():
         for loader in (load_stepper, load_policy):
-            with pytest.raises(ModelFileError, match=msg):  # noqa: PT012
-                print(name, loader.__name__)
+            with pytest.raises(ModelFileError, match=msg):
                 loader(path)
     assert zipfile.is_zipfile(good)
 
