@@ -29,6 +29,7 @@ synapse sums are one ``addmm`` per unfold (a synapse -> neuron scatter matrix).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,6 +79,79 @@ class _Synapses:
         )
         self.cm = pos(cell.cm)
         self.gleak = pos(cell.gleak)
+        # (N, S) gather matrix: column k holds sigma_k at row src_k, so v @ gather = sigma_k v_src(k)
+        self.gather = cell.gather_onehot * self.sigma.unsqueeze(0)
+
+    def fused_constants(
+        self, cell: LTCCell, sens: torch.Tensor, ts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(base (..., 2N), c (..., N)) of the fused solver for sensory terms ``sens`` and
+        elapsed times ``ts`` (..., 1): c = cm unfolds / dt, base = [gleak vleak + sensory numerator,
+        c + gleak + eps + sensory denominator]."""
+        c = self.cm * (cell.ode_unfolds / ts)
+        const = torch.cat([self.gleak * cell.vleak, self.gleak + cell.epsilon])
+        base = sens + const
+        N = cell.units
+        return torch.cat([base[..., :N], base[..., N:] + c], -1), c
+
+
+class _FusedUnfolds(torch.autograd.Function):
+    """All unfolds of one fused step as one autograd node (hand-written backward).
+
+    Per unfold k: a = nsm + v_k G, s = sigmoid(a), nd = base + s W, v_{k+1} = (nd[:N] + c v_k) / nd[N:].
+    One node per step instead of ~7 per unfold: LTC training is dominated by per-op overhead.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        v: torch.Tensor,
+        base: torch.Tensor,
+        c: torch.Tensor,
+        gather: torch.Tensor,
+        nsm: torch.Tensor,
+        weights: torch.Tensor,
+        unfolds: int,
+    ) -> torch.Tensor:
+        N = v.shape[1]
+        vs, ss, dens = [], [], []
+        for _ in range(unfolds):
+            s = torch.sigmoid(torch.addmm(nsm, v, gather))
+            nd = torch.addmm(base, s, weights)
+            den = nd[:, N:]
+            vs.append(v)
+            ss.append(s)
+            dens.append(den)
+            v = torch.addcmul(nd[:, :N], c, v) / den
+        vs.append(v)
+        ctx.save_for_backward(c, gather, weights, *vs, *ss, *dens)
+        ctx.unfolds = unfolds
+        return v
+
+    @staticmethod
+    def backward(ctx: Any, gv: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        U = ctx.unfolds
+        saved = ctx.saved_tensors
+        c, gather, weights = saved[:3]
+        vs, ss, dens = saved[3 : 3 + U + 1], saved[4 + U : 4 + 2 * U], saved[4 + 2 * U :]
+        g_base = gv.new_zeros(gv.shape[0], 2 * gv.shape[1])
+        g_c = torch.zeros_like(c)
+        g_gather = torch.zeros_like(gather)
+        g_nsm = torch.zeros_like(ss[0][0])
+        g_w = torch.zeros_like(weights)
+        for k in range(U - 1, -1, -1):
+            g_num = gv / dens[k]
+            g_nd = torch.cat([g_num, -g_num * vs[k + 1]], 1)
+            g_base += g_nd
+            g_c += g_num * vs[k]
+            g_v = g_num * c
+            g_w.addmm_(ss[k].t(), g_nd)
+            s = ss[k]
+            g_a = (g_nd @ weights.t()) * s * (1.0 - s)
+            g_nsm += g_a.sum(0)
+            g_gather.addmm_(vs[k].t(), g_a)
+            gv = torch.addmm(g_v, g_a, gather.t())
+        return gv, g_base, g_c, g_gather, g_nsm, g_w, None
 
 
 class LTCCell(nn.Module):
@@ -99,6 +173,7 @@ class LTCCell(nn.Module):
 
     scatter: torch.Tensor
     sensory_scatter: torch.Tensor
+    gather_onehot: torch.Tensor
 
     def __init__(
         self,
@@ -162,6 +237,7 @@ class LTCCell(nn.Module):
         self.ssyn_src = torch.as_tensor(ssrc, dtype=torch.long)
         self.ssyn_dst = torch.as_tensor(sdst, dtype=torch.long)
         self.register_buffer("scatter", _one_hot(dst, N), persistent=False)
+        self.register_buffer("gather_onehot", _one_hot(src, N).t().contiguous(), persistent=False)
         self.register_buffer("sensory_scatter", _one_hot(sdst, N), persistent=False)
 
     def apply_constraints(self) -> None:
@@ -227,15 +303,15 @@ def _recurrent(v: torch.Tensor, syn: _Synapses, base: torch.Tensor) -> torch.Ten
 def _fused(
     cell: LTCCell, v: torch.Tensor, sens: torch.Tensor, ts: torch.Tensor, syn: _Synapses
 ) -> torch.Tensor:
-    N = cell.units
-    c = syn.cm * (cell.ode_unfolds / ts)  # (B, N)
-    # constant parts of numerator and denominator for this step
-    base = sens + torch.cat([syn.gleak * cell.vleak, syn.gleak + cell.epsilon]).unsqueeze(0)
-    base = torch.cat([base[:, :N], base[:, N:] + c], 1)
-    for _ in range(cell.ode_unfolds):
-        nd = _recurrent(v, syn, base)
-        v = torch.addcmul(nd[:, :N], c, v) / nd[:, N:]
-    return v
+    base, c = syn.fused_constants(cell, sens, ts)
+    return _fused_pre(cell, v, base, c, syn)
+
+
+def _fused_pre(
+    cell: LTCCell, v: torch.Tensor, base: torch.Tensor, c: torch.Tensor, syn: _Synapses
+) -> torch.Tensor:
+    """Fused unfolds with this step's constants already computed (see ``_Synapses.fused_constants``)."""
+    return _FusedUnfolds.apply(v, base, c.expand_as(v), syn.gather, syn.neg_sm, syn.scatter, cell.ode_unfolds)
 
 
 def _derivative(cell: LTCCell, v: torch.Tensor, base: torch.Tensor, syn: _Synapses) -> torch.Tensor:
@@ -327,13 +403,19 @@ class LTC(nn.Module):
         syn = cell.synapses()
         xl = torch.nn.functional.linear(x, self.lstm.w_in, self.lstm.bias) if self.lstm is not None else None
         ts3 = ts.unsqueeze(-1)
+        fused = cell.solver == "fused"
+        if fused:  # every step's constants at once
+            base_all, c_all = syn.fused_constants(cell, sens, ts3)
         outs = []
         for t in range(T):
             v_in = v
             c_new = None
             if self.lstm is not None and xl is not None and c is not None:
                 v_in, c_new = self.lstm.step(xl[:, t], v, c)
-            v_new = cell.step(v_in, sens[:, t], ts3[:, t], syn)
+            if fused:
+                v_new = _fused_pre(cell, v_in, base_all[:, t], c_all[:, t], syn)
+            else:
+                v_new = cell.step(v_in, sens[:, t], ts3[:, t], syn)
             if mask is not None:
                 m = mask[:, t : t + 1]
                 v_new = torch.where(m, v_new, v)

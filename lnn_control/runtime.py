@@ -36,6 +36,10 @@ from lnn_control.wiring import Wiring
 
 __all__ = ["PolicyStepper"]
 
+# Above this many entries of the LTC's (synapses x 2N) matrix the sparse kernel is faster (measured:
+# AutoNCP(19) 1.8k entries dense wins; AutoNCP(64) 65k entries about even; AutoNCP(256) 8M sparse wins).
+_DENSE_LTC_LIMIT = 40_000
+
 
 def _softplus(x: np.ndarray) -> np.ndarray:
     """torch.nn.functional.softplus (beta 1, threshold 20) in numpy."""
@@ -50,13 +54,19 @@ class PolicyStepper:
         arrays: state-dict name -> numpy array (float64 recommended).
         dtype: ``np.float64`` (matches torch float64 to ~1e-12) or ``np.float32`` (faster on
             large networks, ~1e-6 relative).
+        ltc_kernel: LTC synapse sums by one dense matmul (``"dense"``, fastest for small nets),
+            by gather + segment sums over the synapse list (``"sparse"``, large nets), or ``"auto"``.
     Attributes:
         n_inputs, n_outputs, n_commands, n_gains, input_names, output_names, gain_names,
         config, observation (mapping from the model file or None), metadata (dict).
     """
 
     def __init__(
-        self, config: dict[str, Any], arrays: dict[str, np.ndarray], dtype: Any = np.float64
+        self,
+        config: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        dtype: Any = np.float64,
+        ltc_kernel: str = "auto",
     ) -> None:
         if np.dtype(dtype) not in (np.dtype(np.float64), np.dtype(np.float32)):
             raise ValueError(f"dtype must be float64 or float32, got {dtype}")
@@ -80,7 +90,7 @@ class PolicyStepper:
         if self.cell == "cfc":
             net_out_w, net_out_b, n_net = self._build_cfc()
         elif self.cell == "ltc":
-            net_out_w, net_out_b, n_net = self._build_ltc()
+            net_out_w, net_out_b, n_net = self._build_ltc(ltc_kernel)
         else:
             raise ValueError(f"config cell {self.cell!r}: use 'cfc' or 'ltc'")
         self._build_output(net_out_w, net_out_b, n_net)
@@ -268,7 +278,7 @@ class PolicyStepper:
         self._lstm_slots = slots
         self._lstm_t = np.zeros(N, dtype=dt)
 
-    def _build_ltc(self) -> tuple[np.ndarray, np.ndarray, int]:
+    def _build_ltc(self, ltc_kernel: str) -> tuple[np.ndarray, np.ndarray, int]:
         dt = self.dtype
         n_in = self.n_inputs
         p = "net.cell."
@@ -334,10 +344,12 @@ class PolicyStepper:
         Z = np.zeros((N + 1, S))
         Z[src, np.arange(S)] = 0.5 * sigma[src, dst]
         Z[N] = -0.5 * sigma[src, dst] * mu[src, dst]
-        M = np.zeros((S + N + 1, 2 * N))
-        M[np.arange(S), dst] = 0.5 * wk * erev[src, dst]
-        M[np.arange(S), N + dst] = 0.5 * wk
-        self._u, self._Z, self._M = u, Z.astype(dt), M.astype(dt)
+        # Dense kernel (small nets): one matmul [t, v, 1] @ M per unfold. Sparse kernel (large nets,
+        # where M's S x 2N entries cost more than a dozen O(S) calls): gather, tanh, segment sums.
+        if ltc_kernel not in ("auto", "dense", "sparse"):
+            raise ValueError(f"ltc_kernel {ltc_kernel!r}: use auto, dense or sparse")
+        self._sparse = ltc_kernel == "sparse" or (ltc_kernel == "auto" and S * 2 * N > _DENSE_LTC_LIMIT)
+        self._u, self._Z = u, Z.astype(dt)
         self._S, self._N = S, N
         self._t_view, self._v_view, self._v1_view = u[:S], u[S : S + N], u[S:]
         self._h_views = [self._v_view]
@@ -346,12 +358,32 @@ class PolicyStepper:
         self._cm = cm.astype(dt)
         self._cm_unf = (cm * self.unfolds).astype(dt)
         self._inv_cm = (1.0 / cm).astype(dt)
-        # diagonal c_i at M[S + i, i] and the constant row M[S + N]: written each step
-        self._M_diag = self._M.reshape(-1)[S * 2 * N :: 2 * N + 1][:N]
-        self._M_row = self._M[S + N]
-        if solver != "fused":
-            self._M_diag[:] = 0.0
-            self._work = [np.zeros(N, dtype=dt) for _ in range(6)]
+        self._work = [np.zeros(N, dtype=dt) for _ in range(6)]
+        if self._sparse:
+            order = np.lexsort((src, dst))  # by destination: each neuron's synapses are one segment
+            so, do = src[order], dst[order]
+            self._sp_src = so
+            self._sp_a = (0.5 * sigma[so, do]).astype(dt)
+            self._sp_b = (-0.5 * sigma[so, do] * mu[so, do]).astype(dt)
+            wko = w[so, do] * mask[so, do]
+            self._sp_we = (0.5 * wko * erev[so, do]).astype(dt)
+            self._sp_w = (0.5 * wko).astype(dt)
+            ids, starts = np.unique(do, return_index=True)
+            self._sp_starts = starts.astype(np.intp)
+            self._sp_K = int(ids.size)
+            self._sp_ids = None if np.array_equal(ids, np.arange(ids.size)) else ids
+            self._sp_p = [np.zeros(S, dtype=dt) for _ in range(2)]
+            self._sp_s = [np.zeros(ids.size, dtype=dt) for _ in range(2)]
+            self._M_row = np.zeros(2 * N, dtype=dt)
+            self._sp_D = np.zeros(N, dtype=dt)
+        else:
+            M = np.zeros((S + N + 1, 2 * N))
+            M[np.arange(S), dst] = 0.5 * wk * erev[src, dst]
+            M[np.arange(S), N + dst] = 0.5 * wk
+            self._M = M.astype(dt)
+            # diagonal c_i at M[S + i, i] and the constant row M[S + N]: written each step
+            self._M_diag = self._M.reshape(-1)[S * 2 * N :: 2 * N + 1][:N]
+            self._M_row = self._M[S + N]
         if self.mixed:
             self._build_ltc_lstm(N)
         out = int(self._get(p + "output_w").shape[0]) if self._has(p + "output_w") else self._wiring_out(N)
@@ -556,10 +588,15 @@ class PolicyStepper:
             li[1 : 1 + n_in] = self._x_view
             li[1 + n_in :] = self._v_view
             self._lstm(li)
-        u, Z, M, nd = self._u, self._Z, self._M, self._nd
-        t_view, v_view, v1 = self._t_view, self._v_view, self._v1_view
+        v_view = self._v_view
         N = self._N
-        if self.solver == "fused":
+        if self._sparse:
+            if self.solver == "fused":
+                self._fused_sparse(dt)
+                return
+        elif self.solver == "fused":
+            u, Z, M, nd = self._u, self._Z, self._M, self._nd
+            t_view, v1 = self._t_view, self._v1_view
             diag = self._M_diag
             np.multiply(self._cm_unf, 1.0 / dt, out=diag)
             row[N:] += diag
@@ -591,12 +628,60 @@ class PolicyStepper:
             np.multiply(acc, h / 6.0, out=v_view)
             v_view += v0
 
+    def _segment_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sparse kernel: (sum_i w e s_ij, sum_i w s_ij) minus their constant halves, per segment."""
+        z = self._t_view
+        np.take(self._v_view, self._sp_src, out=z)
+        z *= self._sp_a
+        z += self._sp_b
+        np.tanh(z, out=z)
+        p1, p2 = self._sp_p
+        s1, s2 = self._sp_s
+        np.multiply(z, self._sp_we, out=p1)
+        np.multiply(z, self._sp_w, out=p2)
+        np.add.reduceat(p1, self._sp_starts, out=s1)
+        np.add.reduceat(p2, self._sp_starts, out=s2)
+        return s1, s2
+
+    def _fused_sparse(self, dt: float) -> None:
+        N, K, ids = self._N, self._sp_K, self._sp_ids
+        row, v = self._M_row, self._v_view
+        c, D = self._work[4], self._sp_D
+        np.multiply(self._cm_unf, 1.0 / dt, out=c)
+        np.add(row[N:], c, out=D)
+        num, den = self._nd[:N], self._nd[N:]
+        den[:] = D
+        A = row[:N]
+        for _ in range(self.unfolds):
+            s1, s2 = self._segment_sums()
+            np.multiply(c, v, out=num)
+            num += A
+            if ids is None:
+                num[:K] += s1
+                np.add(D[:K], s2, out=den[:K])
+            else:
+                num[ids] += s1
+                den[ids] = D[ids] + s2
+            np.divide(num, den, out=v)
+
     def _deriv(self, out: np.ndarray) -> None:
         """dv/dt at the current v into ``out`` (non-fused solvers; the diagonal of M is zero)."""
         N = self._N
-        np.dot(self._v1_view, self._Z, out=self._t_view)
-        np.tanh(self._t_view, out=self._t_view)
-        np.dot(self._u, self._M, out=self._nd)
+        if self._sparse:
+            s1, s2 = self._segment_sums()
+            num, den = self._nd[:N], self._nd[N:]
+            num[:] = self._M_row[:N]
+            den[:] = self._M_row[N:]
+            if self._sp_ids is None:
+                num[: self._sp_K] += s1
+                den[: self._sp_K] += s2
+            else:
+                num[self._sp_ids] += s1
+                den[self._sp_ids] += s2
+        else:
+            np.dot(self._v1_view, self._Z, out=self._t_view)
+            np.tanh(self._t_view, out=self._t_view)
+            np.dot(self._u, self._M, out=self._nd)
         np.multiply(self._v_view, self._nd[N:], out=out)
         np.subtract(self._nd[:N], out, out=out)
         out *= self._inv_cm

@@ -52,6 +52,8 @@ CONFIGS = {
     "ltc_ncp_fused": dict(cell="ltc", wiring=AutoNCP(19, 2, seed=1)),
     "ltc_ncp_mixed_gain": dict(cell="ltc", wiring=AutoNCP(19, 3, seed=2), mixed_memory=True, n_gains=1),
     "ltc_fc": dict(cell="ltc", units=10),
+    "ltc_ncp64_auto_sparse": dict(cell="ltc", wiring=AutoNCP(64, 2, seed=3)),
+    "ltc_gappy_sparse": dict(cell="ltc", wiring=RandomSparse(20, 2, 0.93, seed=1)),  # neurons without inputs
     "ltc_fc_wiring_euler": dict(cell="ltc", wiring=FullyConnected(8, 2), solver="euler", ode_unfolds=4),
     "ltc_sparse_rk4_nomap": dict(
         cell="ltc", wiring=RandomSparse(10, 2, 0.6, seed=5), solver="rk4", positive="none", input_mapping=None
@@ -88,6 +90,13 @@ def test_stepper_matches_torch_over_1000_irregular_steps(name: str) -> None:
     assert ys.shape == (T, p.n_outputs)
     assert np.abs(ys - y[0].numpy()).max() <= 1e-9  # contract: 1e-6
     assert np.abs(s.state - h[0].numpy()).max() <= 1e-9
+    if p.cell == "ltc":  # both LTC kernels, whichever "auto" picked
+        from lnn_control.runtime import PolicyStepper
+
+        for kernel in ("dense", "sparse"):
+            sk = PolicyStepper(p.get_config(), p.numpy_state(), ltc_kernel=kernel)
+            yk = np.stack([sk.step(x[0, t], ts[0, t]) for t in range(T)])
+            assert np.abs(yk - y[0].numpy()).max() <= 1e-9, kernel
     # float32 mode: same function, single precision
     s32 = p.runtime(dtype=np.float32)
     y32 = np.stack([s32.step(x[0, t], ts[0, t]) for t in range(50)])
@@ -145,6 +154,10 @@ def test_bad_input_names_the_argument_and_keeps_state() -> None:
         s.state = np.zeros(18)
     with pytest.raises(ValueError, match="dtype must be float64 or float32"):
         p.runtime(dtype=np.int32)
+    from lnn_control.runtime import PolicyStepper
+
+    with pytest.raises(ValueError, match="ltc_kernel 'gpu'"):
+        PolicyStepper(p.get_config(), p.numpy_state(), ltc_kernel="gpu")
 
 
 def test_stepper_needs_no_torch(tmp_path: Path) -> None:
