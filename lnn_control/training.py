@@ -147,9 +147,10 @@ class FieldMap:
         names: list[str] = []
         for p in self._fields[topic]:
             v = np.atleast_1d(np.asarray(_get_path(msg, p), dtype=np.float64)).reshape(-1)
-            if hasattr(msg, "range_max"):
+            rmax = msg.get("range_max") if isinstance(msg, dict) else getattr(msg, "range_max", None)
+            if rmax is not None:
                 # LaserScan: +inf / nan mean "no return within range" -> range_max, as the node sees it.
-                v = np.where(np.isfinite(v), v, float(msg.range_max))
+                v = np.where(np.isfinite(v), v, float(rmax))
             parts.append(v)
             names += [f"{topic}:{p}"] if v.size == 1 else [f"{topic}:{p}[{i}]" for i in range(v.size)]
         self._latest[topic] = np.concatenate(parts)
