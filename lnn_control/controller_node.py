@@ -22,6 +22,7 @@ Run: ``ros2 run lnn_control lnn_controller --ros-args --params-file config/diff_
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections import deque
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import rclpy
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import (
     FloatingPointRange,
@@ -42,6 +44,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, Si
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import Float64MultiArray
 
 from lnn_control import ros_conversions as rc
@@ -79,8 +82,11 @@ def _desc(
     hi: float | None = None,
     read_only: bool = False,
     integer: bool = False,
+    choices: tuple[str, ...] = (),
 ) -> ParameterDescriptor:
     d = ParameterDescriptor(description=text, read_only=read_only)
+    if choices:
+        d.additional_constraints = "one of: " + ", ".join(choices)
     if lo is not None and hi is not None:
         if integer:
             d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
@@ -90,22 +96,26 @@ def _desc(
 
 
 # name: (default, description, low, high); scalars only, every one with a range where numeric.
+# Node settings other than sensor_timeout / max_dt / default_dt / frame_id (read every step)
+# take effect at the next configure (model_file, control_mode, trigger_topic) or activate
+# (rate_hz, diagnostics_rate); safety_filter.* is live.
 _NODE_PARAMS: dict[str, tuple[Any, str, float | None, float | None]] = {
     "robot": ("", "Robot name (informational; config/<robot>.yaml)", None, None),
     "model_file": ("", "Policy .npz (lnn_control.model_file.save_policy); read on configure", None, None),
     "control_mode": (
         "message",
-        "'message': one step per trigger_topic message; 'timer': steps at rate_hz",
+        "'message': one step per trigger_topic message; 'timer': steps at rate_hz (read on configure)",
         None,
         None,
     ),
     "trigger_topic": (
         "",
-        "Input topic whose messages trigger a step (message mode; default: stamp_topic)",
+        "Input topic whose messages trigger a step (message mode; default: observation.stamp_topic; "
+        "read on configure)",
         None,
         None,
     ),
-    "rate_hz": (100.0, "Control rate in timer mode, Hz", 1.0, 1000.0),
+    "rate_hz": (100.0, "Control rate in timer mode, Hz (read on activate)", 1.0, 1000.0),
     "sensor_timeout": (
         0.25,
         "Seconds without a message on any input topic before the fallback is sent",
@@ -119,16 +129,20 @@ _NODE_PARAMS: dict[str, tuple[Any, str, float | None, float | None]] = {
         1e-4,
         60.0,
     ),
-    "diagnostics_rate": (1.0, "/diagnostics publish rate, Hz", 0.1, 50.0),
+    "diagnostics_rate": (1.0, "/diagnostics publish rate, Hz (read on activate)", 0.1, 50.0),
     "frame_id": ("base_link", "frame_id of stamped outputs", None, None),
     "executor": (
         "single",
         "'single' or 'multi' (MultiThreadedExecutor; with rclpy's Python executor it starved sensor "
-        "callbacks in tests here, so 'single' is the default); read at start-up",
+        "callbacks in tests here, so 'single' is the default); read-only, read at start-up",
         None,
         None,
     ),
 }
+
+#: String parameters with a closed set of values (checked on every set, reason given).
+_CHOICES: dict[str, tuple[str, ...]] = {"control_mode": ("message", "timer"), "executor": ("single", "multi")}
+_READ_ONLY = {"executor"}
 
 # Live-tunable safety_filter leaf names with a range (others are validated by building the filter).
 _FILTER_RANGES: dict[str, tuple[float, float]] = {
@@ -146,18 +160,28 @@ class LnnController(LifecycleNode):
     Args:
         node_name: ROS node name (the params file section, ``lnn_controller`` in config/*.yaml).
         **kwargs: passed to ``LifecycleNode`` (e.g. ``context``, ``parameter_overrides``).
+
+    Threading: sensor callbacks only store the message (microseconds); the control step runs in
+    its own mutually exclusive callback group (the trigger subscription, or the timer), so with
+    the default single-threaded executor every ready sensor message is taken before the next
+    wait, and with ``executor: multi`` a slow step cannot block them either.
     """
 
     def __init__(self, node_name: str = "lnn_controller", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         for name, (default, text, lo, hi) in _NODE_PARAMS.items():
-            self.declare_parameter(name, default, _desc(text, lo, hi))
+            d = _desc(text, lo, hi, read_only=name in _READ_ONLY, choices=_CHOICES.get(name, ()))
+            self.declare_parameter(name, default, d)
+        for name, allowed in _CHOICES.items():
+            if self.get_parameter(name).value not in allowed:
+                raise ValueError(f"parameter {name}={self.get_parameter(name).value!r}: use one of {allowed}")
         self._declare_tree_parameters()
         self._p: dict[str, Any] = {n: self.get_parameter(n).value for n in _NODE_PARAMS}
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._bounds: tuple[np.ndarray, np.ndarray] | None = None
         self._names: list[str] = []
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.received: dict[str, int] = {}  # messages taken per input topic (starvation check)
         self.latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)  # s, message in -> command out
         self._lock = threading.Lock()  # guards the pending-filter swap
         self._pending_filter: Any = None
@@ -168,15 +192,24 @@ class LnnController(LifecycleNode):
         self._pubs: dict[str, Any] = {}
         self._subs: list[Any] = []
         self._timers: list[Any] = []
+        self.callbacks: dict[str, Any] = {}  # topic -> subscription callback (benchmarks call it directly)
         self._control_group = MutuallyExclusiveCallbackGroup()  # inference: never starves sensors
         self._sensor_group = MutuallyExclusiveCallbackGroup()
+        self._mode = "message"
+        self._dt_topic = ""
         self._last_rx: dict[str, float] = {}
+        self._last_stamp: dict[str, float] = {}
         self._last_step = 0.0
+        self._activated_at = 0.0
         self._t_prev: float | None = None
         self._x_good: np.ndarray | None = None
+        self._fault: str | None = None  # one-shot input fault found on receipt (out-of-order stamp)
         self._last_reason = ""
+        self._in_fallback = False
+        self._failed_now = False
         self._n_controls = 0
         self._trigger_stamp: Any = None
+        self._cmd_cls: Any = None
 
     # ---------------------------------------------------------------- parameters
     def _declare_tree_parameters(self) -> None:
@@ -236,19 +269,28 @@ class LnnController(LifecycleNode):
         return filt, box, [str(n) for n in c.get("names", [])]
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Validate a set (one ``ros2 param set`` or an atomic batch); the reason says what is wrong.
+
+        A ``safety_filter.*`` change builds the complete new filter here, so a bad value is
+        rejected before anything changes; the new filter is swapped in at the start of the
+        next control step (never in the middle of one).
+        """
         changes = {p.name: p.value for p in params}
-        for p in params:
-            if p.name == "control_mode" and p.value not in ("message", "timer"):
-                self.counters["params_rejected"] += 1
-                return SetParametersResult(
-                    successful=False, reason="control_mode must be 'message' or 'timer'"
-                )
+        for name, allowed in _CHOICES.items():
+            if name in changes and changes[name] not in allowed:
+                return self._reject(f"{name} must be one of {allowed}, got {changes[name]!r}")
         if any(k.startswith("safety_filter.") for k in changes):
             try:
                 new_filter = self._build_filter(changes)
             except Exception as e:  # any failure to build means the set is rejected, with the reason
-                self.counters["params_rejected"] += 1
-                return SetParametersResult(successful=False, reason=f"safety_filter rejected: {e}")
+                return self._reject(f"safety_filter rejected: {e}")
+            box, names = new_filter[1], new_filter[2]
+            n_new = len(box[0]) if box is not None else len(names)
+            if self._obs is not None and n_new != self._n_controls:
+                return self._reject(
+                    f"safety_filter rejected: {n_new} controls, but the command has {self._n_controls} "
+                    f"fields ({self._obs.command_fields})"
+                )
             with self._lock:
                 self._pending_filter = new_filter  # swapped in at the start of the next step
         for k, v in changes.items():
@@ -256,6 +298,11 @@ class LnnController(LifecycleNode):
                 self._p[k] = v
         self.counters["params_accepted"] += 1
         return SetParametersResult(successful=True)
+
+    def _reject(self, reason: str) -> SetParametersResult:
+        self.counters["params_rejected"] += 1
+        self.get_logger().warning(f"parameter set rejected: {reason}")
+        return SetParametersResult(successful=False, reason=reason)
 
     def _param(self, name: str) -> Any:
         return self._p[name]  # cached: get_parameter costs microseconds per call on the hot path
@@ -271,7 +318,7 @@ class LnnController(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info(
             f"configured: {self._obs.n_inputs if self._obs else 0} inputs, {self._n_controls} controls, "
-            f"command on {self._pubs['command'].topic_name}"
+            f"{self._mode} mode, command on {self._pubs['command'].topic_name}"
         )
         return super().on_configure(state)
 
@@ -279,6 +326,13 @@ class LnnController(LifecycleNode):
         obs = ObservationMap(self._tree("observation"))
         if obs.command_type not in rc.COMMAND_TYPES:
             raise ValueError(f"observation.command.type {obs.command_type!r}: use one of {rc.COMMAND_TYPES}")
+        cmd_cls = rc.message_class(obs.command_type)
+        try:  # every command field path must exist on the command message type
+            rc.command_message(cmd_cls, obs, np.zeros(len(obs.command_fields)), Time(), "")
+        except (AttributeError, TypeError, IndexError, KeyError, ValueError) as e:
+            raise ValueError(
+                f"observation.command.fields {obs.command_fields} do not fit {obs.command_type}: {e}"
+            ) from e
         model_file = str(self._param("model_file"))
         if not model_file:
             raise ValueError("parameter model_file is empty: set it to a policy .npz (save_policy)")
@@ -299,28 +353,41 @@ class LnnController(LifecycleNode):
             raise ValueError(
                 f"model {model_file} gives {y.size} outputs, fewer than the {n_ctl} command fields"
             )
-        filt, self._bounds, names = self._build_filter()
+        filt, box, names = self._build_filter()
+        n_box = len(box[0]) if box is not None else n_ctl
+        if n_box != n_ctl:
+            raise ValueError(
+                f"safety_filter.controls has {n_box} controls, the command {n_ctl} fields "
+                f"{obs.command_fields}"
+            )
+        mode = str(self._param("control_mode"))
+        trigger = str(self._param("trigger_topic")) or obs.stamp_topic
+        if mode == "message" and trigger not in obs.topic_types:
+            raise ValueError(f"trigger_topic {trigger!r} is not an input topic; use one of {obs.topics}")
+        self._bounds = box
         self._names = names if len(names) == n_ctl else [f"u{i}" for i in range(n_ctl)]
         self._obs, self._stepper, self._filter, self._n_controls = obs, stepper, filt, n_ctl
-        self._cmd_cls = rc.message_class(obs.command_type)
+        self._cmd_cls, self._mode, self._pending_filter = cmd_cls, mode, None
+        # message mode: the cell's dt is the difference of trigger stamps (trigger = stamp_topic
+        # by default, as in training); timer mode: the difference of tick times on the node clock
+        self._dt_topic = trigger if mode == "message" else ""
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self._pubs = {
-            "command": self.create_lifecycle_publisher(self._cmd_cls, obs.command_topic, reliable),
+            "command": self.create_lifecycle_publisher(cmd_cls, obs.command_topic, reliable),
             "nominal": self.create_lifecycle_publisher(Float64MultiArray, "~/nominal_command", reliable),
             "status": self.create_lifecycle_publisher(SafetyStatus, "~/safety_status", reliable),
             "diagnostics": self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", reliable),
         }
-        trigger = str(self._param("trigger_topic")) or obs.stamp_topic
-        mode = str(self._param("control_mode"))
-        if mode == "message" and trigger not in obs.topic_types:
-            raise ValueError(f"trigger_topic {trigger!r} is not an input topic; use one of {obs.topics}")
+        self.received = dict.fromkeys(obs.topics, 0)
         for topic, type_name in obs.topic_types.items():
             is_trigger = mode == "message" and topic == trigger
+            cb = self._make_callback(topic, is_trigger)
+            self.callbacks[topic] = cb
             self._subs.append(
                 self.create_subscription(
                     rc.message_class(type_name),
                     topic,
-                    self._make_callback(topic, is_trigger),
+                    cb,
                     qos_profile_sensor_data,
                     callback_group=self._control_group if is_trigger else self._sensor_group,
                 )
@@ -332,8 +399,11 @@ class LnnController(LifecycleNode):
         now = self._now()
         self._last_step = now
         self._last_rx = {}
+        self._last_stamp = {}
+        self._fault = None
         self._activated_at = now
-        if str(self._param("control_mode")) == "timer":
+        self._in_fallback = False
+        if self._mode == "timer":
             self._timers.append(
                 self.create_timer(1.0 / float(self._param("rate_hz")), self._on_timer, self._control_group)
             )
@@ -382,26 +452,55 @@ class LnnController(LifecycleNode):
             self.destroy_subscription(s)
         for p in self._pubs.values():
             self.destroy_lifecycle_publisher(p)
-        self._subs, self._pubs = [], {}
+        self._subs, self._pubs, self.callbacks = [], {}, {}
         self._stepper = self._filter = self._obs = self._pending_filter = None
 
     # ---------------------------------------------------------------- control
     def _now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+        return self.get_clock().now().nanoseconds * 1e-9  # ROS time: sim time with use_sim_time
 
     def _make_callback(self, topic: str, is_trigger: bool) -> Any:
         def on_message(msg: Any) -> None:
             t0 = time.perf_counter()
-            obs = self._obs
-            if obs is None:
+            if self._obs is None:
                 return
-            obs.update(topic, msg)
-            self._last_rx[topic] = self._now()
-            if is_trigger and self._active:
-                if self._step(msg):
-                    self.latencies.append(time.perf_counter() - t0)
+            self._receive(topic, msg)
+            if is_trigger and self._active and self._step(msg):
+                self.latencies.append(time.perf_counter() - t0)
 
         return on_message
+
+    def _receive(self, topic: str, msg: Any) -> None:
+        """Store ``msg`` unless its stamp goes back in time (then drop it and flag the fault).
+
+        A zero stamp means "unstamped" (e.g. a goal sent from a tool) and is not checked. On the
+        trigger topic an equal stamp is out of order too (it would give dt = 0). A topic whose
+        last good message is older than ``sensor_timeout`` accepts a backwards stamp as a new
+        time base (a restarted simulator or bag): the cell restarts from its initial state.
+        """
+        assert self._obs is not None
+        self.received[topic] = self.received.get(topic, 0) + 1
+        now = self._now()
+        st = stamp_seconds(msg)
+        if st is not None and st > 0.0:
+            prev = self._last_stamp.get(topic)
+            if prev is not None and (st < prev or (st == prev and topic == self._dt_topic)):
+                seen = self._last_rx.get(topic, now)
+                if now - seen <= float(self._param("sensor_timeout")):
+                    self.counters["out_of_order"] += 1
+                    self._fault = (
+                        f"out_of_order: {topic} stamp {st:.6f} s is not after the previous {prev:.6f} s "
+                        "(message dropped)"
+                    )
+                    return
+                self.get_logger().warning(f"{topic}: stamps restarted at {st:.6f} s; resetting the policy")
+                self._last_stamp.clear()
+                self._t_prev = None
+                if self._stepper is not None:
+                    self._stepper.reset()
+            self._last_stamp[topic] = st
+        self._obs.update(topic, msg)
+        self._last_rx[topic] = now
 
     def _on_timer(self) -> None:
         t0 = time.perf_counter()
@@ -417,7 +516,7 @@ class LnnController(LifecycleNode):
         if now - self._last_step > timeout:
             self.counters["stale"] += 1
             self._publish_fallback(
-                self._stale_reason(now, timeout) or "no control step within timeout", "stale_input"
+                self._stale_reason(now, timeout) or "no control step within sensor_timeout", "stale_input"
             )
 
     def _stale_reason(self, now: float, timeout: float) -> str | None:
@@ -426,7 +525,7 @@ class LnnController(LifecycleNode):
             seen = self._last_rx.get(topic)
             if seen is None:
                 if now - self._activated_at > timeout:
-                    return f"no message on {topic} since activation"
+                    return f"no message on {topic} since activation ({now - self._activated_at:.3f} s)"
             elif now - seen > timeout:
                 return f"{topic} stale: {now - seen:.3f} s > sensor_timeout {timeout:.3f} s"
         return None
@@ -440,11 +539,15 @@ class LnnController(LifecycleNode):
         header = getattr(trigger_msg, "header", None)
         self._trigger_stamp = getattr(header, "stamp", None)
         try:
-            return self._step_inner()
+            return self._step_inner(trigger_msg)
+        except Exception as e:  # a bug must not take the robot's controller down: fall back, say why
+            self.counters["policy_error"] += 1
+            self.get_logger().error(f"control step raised {type(e).__name__}: {e}")
+            return self._publish_fallback(f"internal error {type(e).__name__}: {e}", "solver_error")
         finally:
             self._trigger_stamp = None
 
-    def _step_inner(self) -> bool:
+    def _step_inner(self, trigger_msg: Any) -> bool:
         obs, stepper = self._obs, self._stepper
         if obs is None or stepper is None:
             return False
@@ -454,25 +557,34 @@ class LnnController(LifecycleNode):
                 if len(names) == self._n_controls:
                     self._names = names
         self.counters["steps"] += 1
-        self._last_step = self._now()
-        if not obs.ready():
-            return False  # not every topic seen yet; the watchdog reports it after the timeout
+        now = self._now()
+        self._last_step = now
+        fault, self._fault = self._fault, None
+        if fault is not None:
+            return self._publish_fallback(fault, "invalid_input")
         timeout = float(self._param("sensor_timeout"))
-        stale = self._stale_reason(self._last_step, timeout)
+        stale = self._stale_reason(now, timeout)
         if stale is not None:
             self.counters["stale"] += 1
             return self._publish_fallback(stale, "stale_input")
+        if not obs.ready():
+            return False  # not every topic seen yet, still inside sensor_timeout of activation
         try:
             o = obs.observation()
             x = obs.state()
             env = obs.env() or None
-            t = stamp_seconds(obs.latest[obs.stamp_topic])
-            if t is None:
-                t = self._last_step
-            dt = ObservationMap.dt(self._t_prev, t, float(self._param("default_dt")))
         except ObservationError as e:
             self.counters[e.kind if e.kind in self.counters else "bad_message"] += 1
             return self._publish_fallback(f"{e.kind}: {e}", "invalid_input")
+        t = now
+        if trigger_msg is not None:
+            st = stamp_seconds(trigger_msg)
+            t = st if st is not None and st > 0.0 else now
+        if self._t_prev is not None and t <= self._t_prev:  # node clock went back (sim reset)
+            self.get_logger().warning("clock went backwards; resetting the policy")
+            stepper.reset()
+            self._t_prev = None
+        dt = ObservationMap.dt(self._t_prev, t, float(self._param("default_dt")))
         self._t_prev = t
         self._x_good = x
         try:
@@ -493,8 +605,10 @@ class LnnController(LifecycleNode):
         if problem is not None:
             self.counters["unverified"] += 1
             return self._publish_fallback(problem, str(report.status), u_nom)
-        if report.fallback_used:
+        if report.fallback_used:  # the filter itself chose its fallback (e.g. infeasible QP)
             self.counters["fallbacks"] += 1
+            if str(report.status) == "solver_error":
+                self.counters["solver_error"] += 1
             self._last_reason = str(report.fallback_reason)
         if report.intervened:
             self.counters["interventions"] += 1
@@ -525,9 +639,14 @@ class LnnController(LifecycleNode):
             u = np.asarray(u, dtype=np.float64).reshape(-1)
             if u.size != self._n_controls or not np.all(np.isfinite(u)):
                 raise ValueError(f"fallback command {u.tolist()} is not {self._n_controls} finite values")
+            b = self._bounds
+            if b is not None and (np.any(u < b[0] - 1e-9) or np.any(u > b[1] + 1e-9)):
+                raise ValueError(f"fallback command {u.tolist()} is outside the control box")
         except Exception as e:  # nothing verified to send: send nothing, say so
             self.counters["fallback_failed"] += 1
+            self._failed_now = True
             self._last_reason = f"{reason}; fallback failed: {e}"
+            self.get_logger().error(f"no command sent: {self._last_reason}")
             if "status" in self._pubs:
                 stamp = self.get_clock().now().to_msg()
                 self._pubs["status"].publish(
@@ -561,6 +680,8 @@ class LnnController(LifecycleNode):
         frame = self._frame()
         self._pubs["command"].publish(rc.command_message(self._cmd_cls, self._obs, u, stamp, frame))
         self.counters["commands"] += 1
+        self._in_fallback = reason is not None or bool(report.fallback_used)
+        self._failed_now = False
         if u_nom is not None:
             self._pubs["nominal"].publish(rc.array_message(u_nom, "nominal"))
         self._pubs["status"].publish(
@@ -575,44 +696,71 @@ class LnnController(LifecycleNode):
         return {"median_s": float(np.median(a)), "p99_s": float(np.percentile(a, 99)), "n": int(a.size)}
 
     def _publish_diagnostics(self) -> None:
+        """One DiagnosticStatus: OK while filtered commands flow, WARN while the fallback is out
+        (message = its reason), ERROR when not even the fallback could be sent."""
         if "diagnostics" not in self._pubs:
             return
         lat = self.latency_summary()
-        bad = self.counters["fallback_failed"] > 0
-        level = (
-            DiagnosticStatus.ERROR
-            if bad
-            else (DiagnosticStatus.WARN if self._last_reason else DiagnosticStatus.OK)
-        )
+        if self._failed_now:
+            level, message = DiagnosticStatus.ERROR, self._last_reason
+        elif self._in_fallback:
+            level, message = DiagnosticStatus.WARN, f"fallback: {self._last_reason}"
+        else:
+            level, message = DiagnosticStatus.OK, "filtered commands"
         values: dict[str, Any] = dict(self.counters)
         values["latency_median_us"] = f"{lat['median_s'] * 1e6:.1f}"
         values["latency_p99_us"] = f"{lat['p99_s'] * 1e6:.1f}"
         values["last_fallback_reason"] = self._last_reason
+        values["control_mode"] = self._mode
+        for topic, n in self.received.items():
+            values[f"received {topic}"] = n
         msg = rc.diagnostics_message(
             f"{self.get_name()}: safety filter",
             str(self._param("robot")),
             level,
-            self._last_reason or "ok",
+            message,
             values,
             self.get_clock().now().to_msg(),
         )
         self._pubs["diagnostics"].publish(msg)
 
+    def stop(self) -> None:
+        """Leave the lifecycle cleanly before the process exits (an active node sends its fallback)."""
+        try:
+            if self._state_machine.current_state[1] in ("unconfigured", "inactive", "active"):
+                self.trigger_shutdown()
+        except Exception as e:  # exiting anyway; say why the goodbye failed
+            self.get_logger().error(f"shutdown transition failed: {e}")
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``lnn_controller``: spin the node on a multi-threaded executor until Ctrl-C."""
-    rclpy.init(args=args)
-    node = LnnController()
-    kind = str(node.get_parameter("executor").value)
-    executor = MultiThreadedExecutor(num_threads=3) if kind == "multi" else SingleThreadedExecutor()
-    executor.add_node(node)
+    """Entry point of ``lnn_controller``: spin until Ctrl-C / SIGTERM, then shut down through the
+    lifecycle (an active node publishes its fallback command once before the context closes)."""
+    # our own handlers: rclpy's would close the context before the fallback could go out
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGTERM, _interrupt)
+    node = None
+    executor = None
     try:
-        executor.spin()
+        node = LnnController()
+        kind = str(node.get_parameter("executor").value)
+        executor = MultiThreadedExecutor(num_threads=3) if kind == "multi" else SingleThreadedExecutor()
+        executor.add_node(node)
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)  # bounded wait: signals are seen within 0.1 s
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        executor.shutdown()
-        node.destroy_node()
+        if node is not None:
+            node.stop()
+        if executor is not None:
+            executor.shutdown()
+        if node is not None:
+            node.destroy_node()
         rclpy.try_shutdown()
 
 
