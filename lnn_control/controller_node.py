@@ -40,6 +40,7 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -122,6 +123,12 @@ _NODE_PARAMS: dict[str, tuple[Any, str, float | None, float | None]] = {
         0.001,
         10.0,
     ),
+    "timeout_exempt_topics": (
+        Parameter.Type.STRING_ARRAY,
+        "Input topics checked only for a first message, not against sensor_timeout (goals sent once)",
+        None,
+        None,
+    ),
     "default_dt": (0.02, "Liquid-cell step (s) for the first message, before two stamps exist", 1e-5, 1.0),
     "max_dt": (
         0.5,
@@ -176,7 +183,7 @@ class LnnController(LifecycleNode):
             if self.get_parameter(name).value not in allowed:
                 raise ValueError(f"parameter {name}={self.get_parameter(name).value!r}: use one of {allowed}")
         self._declare_tree_parameters()
-        self._p: dict[str, Any] = {n: self.get_parameter(n).value for n in _NODE_PARAMS}
+        self._p: dict[str, Any] = {n: self._initial(n) for n in _NODE_PARAMS}
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._bounds: tuple[np.ndarray, np.ndarray] | None = None
         self._names: list[str] = []
@@ -303,6 +310,12 @@ class LnnController(LifecycleNode):
         self.counters["params_rejected"] += 1
         self.get_logger().warning(f"parameter set rejected: {reason}")
         return SetParametersResult(successful=False, reason=reason)
+
+    def _initial(self, name: str) -> Any:
+        try:
+            return self.get_parameter(name).value
+        except ParameterUninitializedException:  # declared by type only, not set (e.g. no exempt topics)
+            return None
 
     def _param(self, name: str) -> Any:
         return self._p[name]  # cached: get_parameter costs microseconds per call on the hot path
@@ -521,12 +534,13 @@ class LnnController(LifecycleNode):
 
     def _stale_reason(self, now: float, timeout: float) -> str | None:
         assert self._obs is not None
+        exempt = self._param("timeout_exempt_topics") or ()
         for topic in self._obs.topics:
             seen = self._last_rx.get(topic)
             if seen is None:
                 if now - self._activated_at > timeout:
                     return f"no message on {topic} since activation ({now - self._activated_at:.3f} s)"
-            elif now - seen > timeout:
+            elif now - seen > timeout and topic not in exempt:
                 return f"{topic} stale: {now - seen:.3f} s > sensor_timeout {timeout:.3f} s"
         return None
 
