@@ -311,7 +311,15 @@ def _fused_pre(
     cell: LTCCell, v: torch.Tensor, base: torch.Tensor, c: torch.Tensor, syn: _Synapses
 ) -> torch.Tensor:
     """Fused unfolds with this step's constants already computed (see ``_Synapses.fused_constants``)."""
-    return _FusedUnfolds.apply(v, base, c.expand_as(v), syn.gather, syn.neg_sm, syn.scatter, cell.ode_unfolds)
+    c = c.expand_as(v)
+    if torch.jit.is_tracing():
+        # Export (TorchScript trace / ONNX) cannot record a Python autograd.Function: trace plain ops.
+        N = v.shape[1]
+        for _ in range(cell.ode_unfolds):
+            nd = torch.addmm(base, torch.sigmoid(torch.addmm(syn.neg_sm, v, syn.gather)), syn.scatter)
+            v = torch.addcmul(nd[:, :N], c, v) / nd[:, N:]
+        return v
+    return _FusedUnfolds.apply(v, base, c, syn.gather, syn.neg_sm, syn.scatter, cell.ode_unfolds)
 
 
 def _derivative(cell: LTCCell, v: torch.Tensor, base: torch.Tensor, syn: _Synapses) -> torch.Tensor:

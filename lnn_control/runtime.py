@@ -39,6 +39,8 @@ __all__ = ["PolicyStepper"]
 # Above this many entries of the LTC's (synapses x 2N) matrix the sparse kernel is faster (measured:
 # AutoNCP(19) 1.8k entries dense wins; AutoNCP(64) 65k entries about even; AutoNCP(256) 8M sparse wins).
 _DENSE_LTC_LIMIT = 40_000
+# Above this the split kernel (free neurons in closed form, their synapses batched over unfolds) pays off.
+_SPLIT_LTC_MIN = 10_000
 
 
 def _softplus(x: np.ndarray) -> np.ndarray:
@@ -87,6 +89,7 @@ class PolicyStepper:
         mean, std = self._get("input_mean", (self.n_inputs,)), self._get("input_std", (self.n_inputs,))
         # x_normalised = x * alpha + beta
         self._alpha, self._beta = 1.0 / std, -mean / std
+        self._state_index: np.ndarray | None = None  # set when the state is kept permuted
         if self.cell == "cfc":
             net_out_w, net_out_b, n_net = self._build_cfc()
         elif self.cell == "ltc":
@@ -346,9 +349,24 @@ class PolicyStepper:
         Z[N] = -0.5 * sigma[src, dst] * mu[src, dst]
         # Dense kernel (small nets): one matmul [t, v, 1] @ M per unfold. Sparse kernel (large nets,
         # where M's S x 2N entries cost more than a dozen O(S) calls): gather, tanh, segment sums.
-        if ltc_kernel not in ("auto", "dense", "sparse"):
-            raise ValueError(f"ltc_kernel {ltc_kernel!r}: use auto, dense or sparse")
+        if ltc_kernel not in ("auto", "dense", "sparse", "split"):
+            raise ValueError(f"ltc_kernel {ltc_kernel!r}: use auto, dense, sparse or split")
         self._sparse = ltc_kernel == "sparse" or (ltc_kernel == "auto" and S * 2 * N > _DENSE_LTC_LIMIT)
+        self._split = False
+        if ltc_kernel == "split" or (ltc_kernel == "auto" and S * 2 * N > _SPLIT_LTC_MIN):
+            has_w = self._has(p + "output_w")
+            out_n = int(self._a[p + "output_w"].shape[0]) if has_w else self._wiring_out(N)
+            self._split = self._build_ltc_split(src, dst, sigma, mu, wk, erev, cm, Ms, out_n)
+            if ltc_kernel == "split" and not self._split:
+                raise ValueError(
+                    "ltc_kernel 'split' needs the fused solver, no mixed memory, and neurons "
+                    "without recurrent inputs feeding a contiguous block (an NCP)"
+                )
+            if self._split:
+                self._sparse = False
+                self._out_view = self._vD[:out_n]
+                ow = self._a.get(p + "output_w", np.ones(out_n))
+                return np.diag(ow), self._a.get(p + "output_b", np.zeros(out_n)), out_n
         self._u, self._Z = u, Z.astype(dt)
         self._S, self._N = S, N
         self._t_view, self._v_view, self._v1_view = u[:S], u[S : S + N], u[S:]
@@ -391,6 +409,138 @@ class PolicyStepper:
         ob = self._a.get(p + "output_b", np.zeros(out))
         self._out_view = self._v_view[:out]
         return np.diag(ow), ob, out
+
+    def _build_ltc_split(
+        self,
+        src: np.ndarray,
+        dst: np.ndarray,
+        sigma: np.ndarray,
+        mu: np.ndarray,
+        wk: np.ndarray,
+        erev: np.ndarray,
+        cm: np.ndarray,
+        Ms: np.ndarray,
+        out_n: int,
+    ) -> bool:
+        """Split kernel for wirings with free neurons (no recurrent inputs, e.g. NCP inter neurons).
+
+        Within a fused step a free neuron follows v_{k+1} = (c v_k + A) / (c + B), i.e.
+        v_k = v* + (v_0 - v*) r^k with v* = A / B, r = c / (c + B): its values at every unfold are
+        known at once, so all synapses leaving free neurons are evaluated for all unfolds in one
+        batch of O(U S_f) calls. Only the synapses among driven neurons stay in the per-unfold loop
+        (one small dense matmul each). Returns False when the wiring does not fit.
+        """
+        N, U, dt = self.units, self.unfolds, self.dtype
+        if self.solver != "fused" or self.mixed or src.size == 0:
+            return False
+        D = np.unique(dst)
+        F = np.setdiff1d(np.arange(N), D)
+        K, nF = D.size, F.size
+        if nF == 0 or not np.array_equal(D[:out_n], np.arange(out_n)):
+            return False
+        posD = np.full(N, -1)
+        posD[D] = np.arange(K)
+        posF = np.full(N, -1)
+        posF[F] = np.arange(nF)
+        from_free = posF[src] >= 0
+        if not from_free.any():
+            return False
+        # feed-forward synapses (free -> driven), sorted by destination: one segment per neuron
+        fs, fd = src[from_free], dst[from_free]
+        order = np.lexsort((fs, posD[fd]))
+        fs, fd = fs[order], fd[order]
+        ids, starts = np.unique(posD[fd], return_index=True)
+        if not np.array_equal(ids, np.arange(ids[0], ids[0] + ids.size)):
+            return False
+        sel = np.flatnonzero(from_free)[order]
+        self._f_src = posF[fs].astype(np.intp)
+        self._f_a = (0.5 * sigma[fs, fd]).astype(dt)
+        self._f_b = (-0.5 * sigma[fs, fd] * mu[fs, fd]).astype(dt)
+        self._f_we = (0.5 * wk[sel] * erev[fs, fd]).astype(dt)
+        self._f_w = (0.5 * wk[sel]).astype(dt)
+        self._f_starts = starts.astype(np.intp)
+        self._f_off, self._f_K = int(ids[0]), int(ids.size)
+        Sf = fs.size
+        self._f_G = np.zeros((U, Sf), dtype=dt)
+        self._f_G2 = np.zeros((U, Sf), dtype=dt)
+        self._f_C = [np.zeros((U, ids.size), dtype=dt) for _ in range(2)]
+        # driven loop: uD = [t (Sr), vD (K), 1] ; [vD, 1] @ Zr -> synapse args ; uD @ MD -> [num, den]
+        rs, rd = src[~from_free], dst[~from_free]
+        sel_r = np.flatnonzero(~from_free)
+        Sr = rs.size
+        Zr = np.zeros((K + 1, Sr))
+        Zr[posD[rs], np.arange(Sr)] = 0.5 * sigma[rs, rd]
+        Zr[K] = -0.5 * sigma[rs, rd] * mu[rs, rd]
+        MD = np.zeros((Sr + K + 1, 2 * K))
+        MD[np.arange(Sr), posD[rd]] = 0.5 * wk[sel_r] * erev[rs, rd]
+        MD[np.arange(Sr), K + posD[rd]] = 0.5 * wk[sel_r]
+        self._Zr, self._MD = Zr.astype(dt), MD.astype(dt)
+        uD = np.zeros(Sr + K + 1, dtype=dt)
+        uD[-1] = 1.0
+        self._uD, self._tD, self._vD, self._vD1 = uD, uD[:Sr], uD[Sr : Sr + K], uD[Sr:]
+        self._ndD = np.zeros(2 * K, dtype=dt)
+        self._MD_diag = self._MD.reshape(-1)[Sr * 2 * K :: 2 * K + 1][:K]
+        self._MD_last = self._MD[Sr + K]
+        self._R = np.zeros((U, 2 * K), dtype=dt)
+        # sensory/constant row reordered to [A_D, B_D, A_F, B_F]
+        cols = np.concatenate([D, N + D, F, N + F])
+        self._Ms = np.ascontiguousarray(Ms[:, cols], dtype=dt)
+        self._M_row = np.zeros(2 * N, dtype=dt)
+        self._cmu_D = (cm[D] * U).astype(dt)
+        self._cmu_F = (cm[F] * U).astype(dt)
+        self._vF = np.zeros(nF, dtype=dt)
+        self._F_work = [np.zeros(nF, dtype=dt) for _ in range(5)]
+        self._F_P = np.zeros((U + 1, nF), dtype=dt)
+        self._F_k = np.arange(U + 1, dtype=dt)[:, None]
+        self._KF = (K, nF)
+        # state (original neuron order) = concat(vD, vF)[index]
+        self._h_views = [self._vD, self._vF]
+        self._state_index = np.argsort(np.concatenate([D, F]))
+        return True
+
+    def _fused_split(self, dt: float) -> None:
+        K, nF = self._KF
+        row = self._M_row
+        A_D_B_D, A_F, B_F = row[: 2 * K], row[2 * K : 2 * K + nF], row[2 * K + nF :]
+        inv_dt = 1.0 / dt
+        cF, den, r, vs, d = self._F_work
+        np.multiply(self._cmu_F, inv_dt, out=cF)
+        np.add(cF, B_F, out=den)
+        np.divide(cF, den, out=r)
+        np.divide(A_F, B_F, out=vs)
+        np.subtract(self._vF, vs, out=d)
+        P = self._F_P
+        np.power(r, self._F_k, out=P)
+        P *= d
+        P += vs
+        self._vF[:] = P[-1]
+        G, G2 = self._f_G, self._f_G2
+        np.take(P[:-1], self._f_src, axis=1, out=G)
+        G *= self._f_a
+        G += self._f_b
+        np.tanh(G, out=G)
+        Cn, Cd = self._f_C
+        np.multiply(G, self._f_w, out=G2)
+        np.add.reduceat(G2, self._f_starts, axis=1, out=Cd)
+        np.multiply(G, self._f_we, out=G2)
+        np.add.reduceat(G2, self._f_starts, axis=1, out=Cn)
+        R = self._R
+        diag = self._MD_diag
+        np.multiply(self._cmu_D, inv_dt, out=diag)
+        R[:] = A_D_B_D
+        R[:, K:] += diag
+        o, kf = self._f_off, self._f_K
+        R[:, o : o + kf] += Cn
+        R[:, K + o : K + o + kf] += Cd
+        uD, vD, vD1, tD, ndD = self._uD, self._vD, self._vD1, self._tD, self._ndD
+        Zr, MD, last = self._Zr, self._MD, self._MD_last
+        num, dd = ndD[:K], ndD[K:]
+        for k in range(self.unfolds):
+            last[:] = R[k]
+            np.dot(vD1, Zr, out=tD)
+            np.tanh(tD, out=tD)
+            np.dot(uD, MD, out=ndD)
+            np.divide(num, dd, out=vD)
 
     def _wiring_out(self, N: int) -> int:
         w = self._wiring()
@@ -452,6 +602,8 @@ class PolicyStepper:
     def state(self) -> np.ndarray:
         """Hidden state (state_size,) float64, ordered as the torch model's (copy on read)."""
         h = np.concatenate(self._h_views) / self._scale
+        if self._state_index is not None:
+            h = h[self._state_index]
         if self.mixed:
             h = np.concatenate([h, self._lstm_c])
         return h.astype(np.float64)
@@ -461,6 +613,10 @@ class PolicyStepper:
         v = np.asarray(value, dtype=np.float64)
         if v.shape != (self.state_size,) or not np.all(np.isfinite(v)):
             raise ValueError(f"state must be {self.state_size} finite values, got shape {v.shape}")
+        if self._state_index is not None:
+            h = np.empty(self.units)
+            h[self._state_index] = v[: self.units]
+            v = np.concatenate([h, v[self.units :]])
         pos = 0
         for view in self._h_views:
             view[:] = v[pos : pos + view.size] * self._scale
@@ -582,6 +738,9 @@ class PolicyStepper:
         np.tanh(self._ts_view, out=self._ts_view)
         row = self._M_row
         np.dot(self._ts, self._Ms, out=row)
+        if self._split:
+            self._fused_split(dt)
+            return
         if self.mixed:
             li = self._lstm_in
             n_in = self.n_inputs

@@ -44,10 +44,11 @@ V_MAX, W_MAX = 0.6, 2.0  # config/diff_drive.yaml control box
 
 def make_model(path: pathlib.Path) -> None:
     import torch
-    from lnn_control.model_file import save_policy
-    from lnn_control.policy import from_ncps
     from ncps.torch import CfC
     from ncps.wirings import AutoNCP
+
+    from lnn_control.model_file import save_policy
+    from lnn_control.policy import from_ncps
 
     torch.manual_seed(0)
     policy = from_ncps(CfC(12, AutoNCP(19, 2, seed=0), batch_first=True))

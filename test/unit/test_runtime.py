@@ -93,10 +93,36 @@ def test_stepper_matches_torch_over_1000_irregular_steps(name: str) -> None:
     if p.cell == "ltc":  # both LTC kernels, whichever "auto" picked
         from lnn_control.runtime import PolicyStepper
 
-        for kernel in ("dense", "sparse"):
-            sk = PolicyStepper(p.get_config(), p.numpy_state(), ltc_kernel=kernel)
+        for kernel in ("dense", "sparse", "split"):
+            try:
+                sk = PolicyStepper(p.get_config(), p.numpy_state(), ltc_kernel=kernel)
+            except ValueError as e:  # split needs a fused, unmixed NCP-like wiring
+                assert kernel == "split" and "needs the fused solver" in str(e)
+                continue
             yk = np.stack([sk.step(x[0, t], ts[0, t]) for t in range(T)])
             assert np.abs(yk - y[0].numpy()).max() <= 1e-9, kernel
+            assert np.abs(sk.state - h[0].numpy()).max() <= 1e-9, kernel
+            sk.state = h[0].numpy()  # state is set/read in the torch model's neuron order
+            assert np.abs(sk.state - h[0].numpy()).max() == 0.0, kernel
+
+
+def test_ltc_split_kernel_matches_torch_on_large_ncp() -> None:
+    """The split kernel (free inter neurons in closed form) gives the torch numbers on AutoNCP(64)."""
+    from lnn_control.runtime import PolicyStepper
+    from lnn_control.wiring import AutoNCP
+
+    torch.manual_seed(3)
+    p = LiquidPolicy(8, cell="ltc", wiring=AutoNCP(64, 2, seed=5)).double().eval()
+    rng = np.random.default_rng(3)
+    T = 200
+    x, ts = rng.normal(size=(1, T, 8)), rng.uniform(0.005, 0.6, size=(1, T))
+    with torch.no_grad():
+        y, h = p(torch.tensor(x), torch.tensor(ts))
+    s = PolicyStepper(p.get_config(), p.numpy_state(), ltc_kernel="split")
+    assert s._split
+    ys = np.stack([s.step(x[0, t], ts[0, t]) for t in range(T)])
+    assert np.abs(ys - y[0].numpy()).max() <= 1e-9
+    assert np.abs(s.state - h[0].numpy()).max() <= 1e-9
     # float32 mode: same function, single precision
     s32 = p.runtime(dtype=np.float32)
     y32 = np.stack([s32.step(x[0, t], ts[0, t]) for t in range(50)])
