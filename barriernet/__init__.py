@@ -1,5 +1,63 @@
-"""BarrierNet safety layer: QP solvers (more modules listed in docs/ARCHITECTURE.md are not done yet)."""
+"""BarrierNet safety layer: dynamics, barriers, QP solvers and the run-time safety filter."""
 
+from barriernet.barriers import (
+    BARRIERS,
+    ActuatorBox,
+    Barrier,
+    CircleObstacle,
+    EllipseObstacle,
+    HalfSpace,
+    JointPositionLimits,
+    JointVelocityLimits,
+    LaserScan,
+    SpeedLimit,
+    StateBarrier,
+    SuperellipsoidObstacle,
+    register_barrier,
+)
+from barriernet.dynamics import (
+    DYNAMICS,
+    CallableDynamics,
+    ControlAffine,
+    DiffDrive,
+    DoubleIntegrator,
+    Manipulator,
+    MujocoManipulator,
+    PlanarArm,
+    Unicycle,
+    register_dynamics,
+)
 from barriernet.qp import SOLVERS, QPResult, register_solver, solve_qp
+from barriernet.safety_filter import FilterReport, SafetyFilter
 
-__all__ = ["SOLVERS", "QPResult", "register_solver", "solve_qp"]
+__all__ = [
+    "BARRIERS",
+    "DYNAMICS",
+    "SOLVERS",
+    "ActuatorBox",
+    "Barrier",
+    "CallableDynamics",
+    "CircleObstacle",
+    "ControlAffine",
+    "DiffDrive",
+    "DoubleIntegrator",
+    "EllipseObstacle",
+    "FilterReport",
+    "HalfSpace",
+    "JointPositionLimits",
+    "JointVelocityLimits",
+    "LaserScan",
+    "Manipulator",
+    "MujocoManipulator",
+    "PlanarArm",
+    "QPResult",
+    "SafetyFilter",
+    "SpeedLimit",
+    "StateBarrier",
+    "SuperellipsoidObstacle",
+    "Unicycle",
+    "register_barrier",
+    "register_dynamics",
+    "register_solver",
+    "solve_qp",
+]

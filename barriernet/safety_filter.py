@@ -1,0 +1,631 @@
+"""Run-time BarrierNet safety filter: nominal command in, verified safe command (or fallback) out.
+
+Each call solves
+
+    min_u  1/2 (u - u_nom)' W (u - u_nom)
+    s.t.   G(x) u <= h(x)       (one CBF / HOCBF row per barrier row, barriernet.barriers)
+           lower <= u <= upper  (the controls box; never relaxed)
+
+with W = diag(``controls.weights``) (default I), and checks the answer independently before
+returning it. The steps and what each failure gives:
+
+1. ``x``, ``u_nom``, ``gains`` not finite (or gains <= 0), an unusable ``env`` entry
+   -> fallback, status ``invalid_input``. Wrong shapes raise ``ValueError`` naming the argument.
+   A finite but huge ``u_nom`` is clipped to ``[lower - 1e6 w, upper + 1e6 w]``
+   (w = 1 + box width) so that the QP data stay finite; the output is unaffected in practice.
+2. Fast path: if ``u_nom`` already satisfies the box and every row exactly, it is returned
+   unchanged (no solver call).
+3. QP (``solver``, default DAQP called directly with preallocated data).
+   Infeasible with ``slack.enabled``: the rows are relaxed with slack s >= 0 under the exact
+   L1 penalty ``slack.penalty * sum(s)`` (+ 1e-6 s's for strict convexity), in priority order:
+   first only the rows of the lowest ``priority`` level, then the two lowest levels, and so
+   on; rows of higher priority stay hard as long as possible. Status ``relaxed``; the report
+   gives each row's slack (its violation at the returned command).
+   Infeasible without slack -> fallback, status ``infeasible``; solver failure -> fallback,
+   status ``solver_error``.
+4. Independent check of every output: finite, inside the box exactly (clipped after a
+   1e-9 tolerance test), every hard row ``G u <= h + 1e-9 (1 + |h|)``, relaxed rows violated
+   by exactly the reported slack. A failed check -> fallback, status ``solver_error``.
+
+Fallbacks (``fallback.type``): ``zero``; ``brake`` (the dynamics' braking command, e.g.
+unicycle a = -k v); ``constant`` (``value``, must lie in the box); ``gravity_compensation``
+(manipulator bias torque - ``damping`` dq). Every fallback is clipped to the box and checked
+finite (else the box point nearest zero).
+
+Class-K gains: from the YAML (``gains`` per barrier) or per call (``filter(..., gains=)``),
+a vector ordered as :attr:`SafetyFilter.gain_names` (barrier order; ``<name>.k`` for
+relative degree 1, ``<name>.p1``, ``<name>.p2`` for relative degree 2), all > 0: a
+BarrierNet policy's ``gain_names`` should list exactly these.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from barriernet.barriers import ActuatorBox, Barrier, InputError, make_barrier
+from barriernet.dynamics import ControlAffine, make_dynamics
+from barriernet.qp import SOLVERS, solve_qp
+
+__all__ = ["FilterReport", "SafetyFilter", "STATUSES", "FALLBACKS"]
+
+#: FilterReport.status values (SafetyStatus.msg constants, lower case).
+STATUSES = ("optimal", "relaxed", "infeasible", "invalid_input", "stale_input", "solver_error")
+#: fallback.type values.
+FALLBACKS = ("zero", "brake", "constant", "gravity_compensation")
+
+_VERIFY_TOL = 1e-9  # relative to 1 + |bound|
+_ACTIVE_TOL = 1e-7
+_SLACK_REG = 1e-6  # quadratic weight on slack (keeps the relaxed QP strictly convex)
+_INF = 1e30  # DAQP's infinity
+_TOP_KEYS = ("dynamics", "controls", "barriers", "slack", "fallback", "solver")
+
+
+@dataclass(slots=True)
+class FilterReport:
+    """What one filter call did; fields mirror ``lnn_control/SafetyStatus.msg``.
+
+    constraint_names: one per QP row; barrier_values (m,) h(x) per row (clearance in m for
+    obstacle barriers; +inf for unused scan rows; nan when unknown); active (m,) bool: row
+    tight at the output; slack (m,): violation allowed on each row; total_slack: their sum;
+    status: one of :data:`STATUSES`; solver_name; solve_time (s, the QP stage);
+    fallback_used / fallback_reason; intervened: the output differs from ``u_nom`` beyond
+    ``numpy.allclose`` tolerances (1e-8 + 1e-5 |u_nom|).
+    """
+
+    constraint_names: tuple[str, ...]
+    barrier_values: np.ndarray
+    active: np.ndarray
+    slack: np.ndarray
+    total_slack: float
+    status: str
+    solver_name: str
+    solve_time: float
+    fallback_used: bool
+    fallback_reason: str
+    intervened: bool
+
+
+def _floats(v: Any, where: str, size: int | None = None) -> np.ndarray:
+    try:
+        a = np.asarray(v, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: expected a list of numbers, got {v!r}") from None
+    if size is not None and a.size != size:
+        raise ValueError(f"{where}: expected {size} values, got {a.size}")
+    return a
+
+
+class SafetyFilter:
+    """CBF-QP safety filter (see the module docstring for the problem and the failure handling).
+
+    Args:
+        dynamics: a :class:`barriernet.dynamics.ControlAffine`.
+        barriers: :class:`barriernet.barriers.Barrier` objects (not yet bound).
+        lower, upper: (n_controls,) finite control box, lower <= upper.
+        names: control names (default u0, u1, ...). weights: (n_controls,) > 0, W's diagonal.
+        slack_enabled, slack_penalty: relaxation of infeasible rows (L1 penalty > 0).
+        fallback: one of :data:`FALLBACKS`; fallback_value: (n_controls,) for ``constant``;
+        fallback_damping: N m s/rad for ``gravity_compensation`` (default: the dynamics' damping).
+        solver: a name in :data:`barriernet.qp.SOLVERS` (``daqp`` uses the direct fast path).
+    """
+
+    def __init__(
+        self,
+        dynamics: ControlAffine,
+        barriers: list[Barrier],
+        lower: Any,
+        upper: Any,
+        names: list[str] | None = None,
+        weights: Any = None,
+        slack_enabled: bool = True,
+        slack_penalty: float = 1e4,
+        fallback: str = "zero",
+        fallback_value: Any = None,
+        fallback_damping: float | None = None,
+        solver: str = "daqp",
+    ) -> None:
+        if not isinstance(dynamics, ControlAffine):
+            raise ValueError(f"dynamics: expected a ControlAffine, got {type(dynamics).__name__}")
+        self.dynamics = dyn = dynamics
+        n = self.n_controls = dyn.n_controls
+        self.n_state = dyn.n_state
+        lo = _floats(lower, "controls.lower", n)
+        hi = _floats(upper, "controls.upper", n)
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+            raise ValueError("controls.lower/upper: the control box must be finite")
+        for b in barriers:
+            b.bind(dyn)
+            if isinstance(b, ActuatorBox) and b.box is not None:
+                lo, hi = np.maximum(lo, b.box[0]), np.minimum(hi, b.box[1])
+        if not (lo <= hi).all():
+            raise ValueError(
+                f"controls: lower must be <= upper, got lower={lo.tolist()}, upper={hi.tolist()}"
+            )
+        self.lower, self.upper = lo, hi
+        self.lower.setflags(write=False)
+        self.upper.setflags(write=False)
+        self.control_names = tuple(str(s) for s in names) if names else tuple(f"u{i}" for i in range(n))
+        if len(self.control_names) != n:
+            raise ValueError(f"controls.names: {n} controls, got {len(self.control_names)} names")
+        w = np.ones(n) if weights is None else _floats(weights, "controls.weights", n)
+        if not (np.isfinite(w).all() and (w > 0).all()):
+            raise ValueError(f"controls.weights: must be finite and > 0, got {w.tolist()}")
+        self.weights = w
+        self.slack_enabled = bool(slack_enabled)
+        self.slack_penalty = float(slack_penalty)
+        if not (math.isfinite(self.slack_penalty) and self.slack_penalty > 0):
+            raise ValueError(f"slack.penalty: must be a finite number > 0, got {slack_penalty!r}")
+        if solver not in SOLVERS:
+            raise ValueError(f"solver: {solver!r} unknown; choose one of {sorted(SOLVERS)}")
+        self.solver_name = solver
+        self._fast = solver == "daqp"
+        if self._fast:
+            import daqp
+
+            self._daqp_solve = daqp.solve
+        self._init_fallback(fallback, fallback_value, fallback_damping)
+
+        # ---- rows, gains, and the preallocated QP data -------------------------------------
+        rows = [b for b in barriers if b.n_rows > 0]
+        self.barriers = list(barriers)
+        m = self.n_rows = sum(b.n_rows for b in rows)
+        self.constraint_names = tuple(nm for b in rows for nm in b.row_names)
+        self.gain_names = tuple(gn for b in rows for gn in b.gain_names)
+        self.n_gains = len(self.gain_names)
+        self._gain_default = (
+            np.concatenate([b.gains for b in rows if b.gains is not None]) if rows else np.zeros(0)
+        )
+        gidx = np.zeros((m, 2), dtype=np.intp)
+        prio = np.zeros(m, dtype=np.int64)
+        r = g = 0
+        for b in rows:
+            gidx[r : r + b.n_rows, 0] = g
+            gidx[r : r + b.n_rows, 1] = g + (1 if b.relative_degree >= 2 else 0)
+            prio[r : r + b.n_rows] = b.priority
+            r, g = r + b.n_rows, g + len(b.gain_names)
+        self._gidx = gidx.reshape(-1)
+        self.priorities = prio
+        # A = [I; G; -I], b = [upper; h; -lower]: DAQP gets G = A[n:n+m] and bu = b[:n+m]
+        # (its first n entries are the simple bounds); one matvec checks everything.
+        self._A = np.zeros((2 * n + m, n))
+        self._A[:n] = np.eye(n)
+        self._A[n + m :] = -np.eye(n)
+        self._b = np.zeros(2 * n + m)
+        self._b[:n] = hi
+        self._b[n + m :] = -lo
+        self._G = self._A[n : n + m]
+        self._h = self._b[n : n + m]
+        self._bu = self._b[: n + m]
+        self._bl = np.concatenate([lo, np.full(m, -_INF)])
+        self._sense = np.zeros(n + m, dtype=np.int32)
+        self._H = np.diag(w)
+        self._hv = np.zeros(m)
+        self._f = np.zeros(n)
+        self._res = np.zeros(2 * n + m)
+        self._tol = np.zeros(2 * n + m)
+        self._ubig = hi + 1e6 * (1.0 + hi - lo)
+        self._lbig = lo - 1e6 * (1.0 + hi - lo)
+        self._K_default = self._gain_default[self._gidx].reshape(m, 2)
+        self._K_call = np.zeros((m, 2))
+        self._kin = dyn.new_kinematics()
+        self._zero_slack = np.zeros(m)
+        self._zero_slack.setflags(write=False)
+        # kernels: consecutive mergeable barriers of one class evaluated as one block
+        blocks: list[tuple[Barrier, int, int]] = []
+        r = 0
+        i = 0
+        while i < len(rows):
+            j = i + 1
+            if rows[i].mergeable:
+                while j < len(rows) and type(rows[j]) is type(rows[i]):
+                    j += 1
+            nr = sum(b.n_rows for b in rows[i:j])
+            blk = rows[i] if j == i + 1 else rows[i].merge(rows[i + 1 : j])
+            blocks.append((blk, r, r + nr))
+            r += nr
+            i = j
+        self._blocks_default = [self._block_call(b, r0, r1, self._K_default) for b, r0, r1 in blocks]
+        self._blocks_call = [self._block_call(b, r0, r1, self._K_call) for b, r0, r1 in blocks]
+        self._levels = sorted(set(prio.tolist()))
+
+    def _block_call(self, b: Barrier, r0: int, r1: int, K: np.ndarray) -> tuple[Any, ...]:
+        return (b.fill, K[r0:r1, 0], K[r0:r1, 1], self._G[r0:r1], self._h[r0:r1], self._hv[r0:r1])
+
+    # ---- configuration ----------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> SafetyFilter:
+        """Build from the ``safety_filter`` schema (docs/ARCHITECTURE.md); ValueError says what to fix."""
+        if not isinstance(cfg, Mapping):
+            raise ValueError(f"safety_filter: expected a mapping, got {type(cfg).__name__}")
+        unknown = set(cfg) - set(_TOP_KEYS)
+        if unknown:
+            raise ValueError(f"safety_filter: unknown key(s) {sorted(unknown)}; allowed: {list(_TOP_KEYS)}")
+        if "dynamics" not in cfg:
+            raise ValueError("safety_filter: missing 'dynamics' (e.g. {type: diff_drive})")
+        dyn = make_dynamics(cfg["dynamics"])
+        c = cfg.get("controls")
+        if not isinstance(c, Mapping) or "lower" not in c or "upper" not in c:
+            raise ValueError("safety_filter.controls: give {names: [...], lower: [...], upper: [...]}")
+        bad = set(c) - {"names", "lower", "upper", "weights"}
+        if bad:
+            raise ValueError(f"safety_filter.controls: unknown key(s) {sorted(bad)}")
+        blist = cfg.get("barriers", [])
+        if not isinstance(blist, (list, tuple)):
+            raise ValueError("safety_filter.barriers: expected a list of barrier mappings")
+        barriers = []
+        seen: set[str] = set()
+        for i, bc in enumerate(blist):
+            where = f"safety_filter.barriers[{i}]"
+            if isinstance(bc, Mapping) and "name" in bc:
+                where = f"safety_filter.{bc['name']}"
+            b = make_barrier(bc, where)
+            if b.name in seen:
+                raise ValueError(f"{where}: duplicate barrier name {b.name!r}")
+            seen.add(b.name)
+            barriers.append(b)
+        s = cfg.get("slack", {}) or {}
+        if not isinstance(s, Mapping) or set(s) - {"enabled", "penalty"}:
+            raise ValueError("safety_filter.slack: expected {enabled: bool, penalty: number}")
+        f = cfg.get("fallback", {"type": "zero"}) or {"type": "zero"}
+        if not isinstance(f, Mapping) or set(f) - {"type", "value", "damping"}:
+            raise ValueError("safety_filter.fallback: expected {type: ..., value: [...], damping: ...}")
+        return cls(
+            dyn,
+            barriers,
+            c["lower"],
+            c["upper"],
+            names=list(c["names"]) if c.get("names") is not None else None,
+            weights=c.get("weights"),
+            slack_enabled=bool(s.get("enabled", True)),
+            slack_penalty=float(s.get("penalty", 1e4)),
+            fallback=str(f.get("type", "zero")),
+            fallback_value=f.get("value"),
+            fallback_damping=f.get("damping"),
+            solver=str(cfg.get("solver", "daqp")),
+        )
+
+    def _init_fallback(self, kind: str, value: Any, damping: Any) -> None:
+        if kind not in FALLBACKS:
+            raise ValueError(
+                f"safety_filter.fallback.type: {kind!r} unknown; choose one of {list(FALLBACKS)}"
+            )
+        self.fallback_type = kind
+        self._fb_value = np.clip(np.zeros(self.n_controls), self.lower, self.upper)
+        if kind == "constant":
+            if value is None:
+                raise ValueError("safety_filter.fallback.value: required for type constant")
+            v = _floats(value, "safety_filter.fallback.value", self.n_controls)
+            if not (np.isfinite(v).all() and (v >= self.lower).all() and (v <= self.upper).all()):
+                raise ValueError(f"safety_filter.fallback.value: must be finite and inside the box, got {v}")
+            self._fb_value = v
+        elif value is not None:
+            raise ValueError(f"safety_filter.fallback.value: only for type constant, not {kind}")
+        self._fb_damping = None
+        if kind == "gravity_compensation":
+            try:
+                self.dynamics.bias(np.zeros(self.n_state))
+            except ValueError as e:
+                raise ValueError(f"safety_filter.fallback: {e}") from None
+            if damping is not None:
+                d = float(damping)
+                if not (math.isfinite(d) and d >= 0):
+                    raise ValueError(f"safety_filter.fallback.damping: must be >= 0, got {damping!r}")
+                self._fb_damping = d
+        elif damping is not None:
+            raise ValueError("safety_filter.fallback.damping: only for type gravity_compensation")
+
+    # ---- the filter -------------------------------------------------------------------------
+    def filter(
+        self,
+        x: Any,
+        u_nom: Any,
+        gains: Any = None,
+        env: Mapping[str, Any] | None = None,
+    ) -> tuple[np.ndarray, FilterReport]:
+        """Safe command (n_controls,) and its :class:`FilterReport` for state ``x`` (n_state,).
+
+        Args:
+            x: filter state (units of the dynamics' state_names).
+            u_nom: (n_controls,) nominal command.
+            gains: optional (n_gains,) class-K gains > 0 ordered as :attr:`gain_names`.
+            env: optional run-time data, e.g. ``{"scan_points": (N, 2)}`` world-frame points.
+        Raises:
+            ValueError: naming the argument whose shape is wrong.
+        """
+        t0 = time.perf_counter()
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape != (self.n_state,):
+            x = self._reshape(x, self.n_state, "x")
+        u_nom = np.asarray(u_nom, dtype=np.float64)
+        if u_nom.shape != (self.n_controls,):
+            u_nom = self._reshape(u_nom, self.n_controls, "u_nom")
+        if not math.isfinite(float(x.sum()) + float(u_nom.sum())) and not (
+            np.isfinite(x).all() and np.isfinite(u_nom).all()
+        ):
+            bad = "x" if not np.isfinite(x).all() else "u_nom"
+            return self._fallback(x, f"{bad} has non-finite values", "invalid_input", u_nom, None, t0)
+        if gains is None:
+            blocks = self._blocks_default
+        else:
+            gv = np.asarray(gains, dtype=np.float64)
+            if gv.shape != (self.n_gains,):
+                gv = self._reshape(gv, self.n_gains, "gains")
+            if not (np.isfinite(gv).all() and (gv > 0).all()):
+                return self._fallback(
+                    x, f"gains must be finite and > 0, got {gv.tolist()}", "invalid_input", u_nom, None, t0
+                )
+            np.take(gv, self._gidx, out=self._K_call.reshape(-1))
+            blocks = self._blocks_call
+        kin = self.dynamics.kinematics(x, self._kin)
+        try:
+            for fill, k1, k2, G, h, hv in blocks:
+                fill(x, kin, k1, k2, env, G, h, hv)
+        except InputError as e:
+            return self._fallback(x, str(e), "invalid_input", u_nom, None, t0)
+        A, b = self._A, self._b
+        if not math.isfinite(float(A.sum()) + float(b.sum())):
+            return self._fallback(
+                x,
+                "constraint rows are not finite (dynamics or barrier at this state)",
+                "solver_error",
+                u_nom,
+                self._hv.copy(),
+                t0,
+            )
+        n, m = self.n_controls, self.n_rows
+        # fast path: the nominal command already satisfies everything exactly
+        res = self._res
+        np.matmul(A, u_nom, out=res)
+        res -= b
+        if res.max() <= 0.0:
+            t1 = time.perf_counter()
+            return u_nom.copy(), FilterReport(
+                self.constraint_names,
+                self._hv.copy(),
+                res[n : n + m] >= -self._active_tol(),
+                self._zero_slack,
+                0.0,
+                "optimal",
+                self.solver_name,
+                t1 - t0,
+                False,
+                "",
+                False,
+            )
+        u_q = u_nom
+        if (u_nom > self._ubig).any() or (u_nom < self._lbig).any():
+            u_q = np.clip(u_nom, self._lbig, self._ubig)
+        np.multiply(self.weights, u_q, out=self._f)
+        np.negative(self._f, out=self._f)
+        if self._fast:
+            sol, _fv, flag, _info = self._daqp_solve(
+                self._H, self._f, self._G, self._bu, self._bl, self._sense, primal_tol=1e-10
+            )
+            status = "optimal" if flag == 1 or flag == 2 else ("infeasible" if flag == -1 else "error")
+        else:
+            r = solve_qp(self._H, self._f, self._G, self._h, self.lower, self.upper, solver=self.solver_name)
+            sol, status = r.x, r.status
+        if status == "optimal":
+            u = self._verified(sol)
+            if u is None:
+                return self._fallback(
+                    x,
+                    "solution failed the independent constraint check",
+                    "solver_error",
+                    u_nom,
+                    self._hv.copy(),
+                    t0,
+                )
+            t1 = time.perf_counter()
+            return u, FilterReport(
+                self.constraint_names,
+                self._hv.copy(),
+                res[n : n + m] >= -self._active_tol(),
+                self._zero_slack,
+                0.0,
+                "optimal",
+                self.solver_name,
+                t1 - t0,
+                False,
+                "",
+                self._intervened(u, u_nom),
+            )
+        if status == "infeasible":
+            if not self.slack_enabled:
+                return self._fallback(
+                    x,
+                    "CBF constraints infeasible within the control box (slack disabled)",
+                    "infeasible",
+                    u_nom,
+                    self._hv.copy(),
+                    t0,
+                )
+            return self._relaxed(x, u_nom, t0)
+        return self._fallback(
+            x, f"{self.solver_name} solver failed", "solver_error", u_nom, self._hv.copy(), t0
+        )
+
+    @staticmethod
+    def _reshape(a: np.ndarray, size: int, name: str) -> np.ndarray:
+        if a.size != size or (a.ndim > 1 and max(a.shape) != size):
+            raise ValueError(f"{name}: expected {size} values (shape ({size},)), got shape {a.shape}")
+        return a.reshape(size)
+
+    def _active_tol(self) -> np.ndarray:
+        t = np.abs(self._h)
+        t += 1.0
+        t *= _ACTIVE_TOL
+        return t
+
+    def _verified(self, sol: Any, hard: np.ndarray | None = None) -> np.ndarray | None:
+        """Clip ``sol`` into the box and check every (hard) row; None when the check fails.
+
+        Leaves the residuals A u - b in ``self._res``."""
+        u = np.asarray(sol, dtype=np.float64)
+        if u.shape != (self.n_controls,) or not math.isfinite(float(u.sum())):
+            return None
+        tol, b = self._tol, self._b
+        np.abs(b, out=tol)
+        tol += 1.0
+        tol *= _VERIFY_TOL
+        res = self._res
+        np.matmul(self._A, u, out=res)
+        res -= b
+        if (res > tol)[: self.n_controls].any() or (res > tol)[self.n_controls + self.n_rows :].any():
+            return None
+        u = np.clip(u, self.lower, self.upper)
+        np.matmul(self._A, u, out=res)
+        res -= b
+        over = res > tol
+        if hard is not None:
+            over[self.n_controls : self.n_controls + self.n_rows] &= hard
+        if over.any():
+            return None
+        return u
+
+    @staticmethod
+    def _intervened(u: np.ndarray, u_nom: np.ndarray) -> bool:
+        return bool((np.abs(u - u_nom) > 1e-8 + 1e-5 * np.abs(u_nom)).any())
+
+    def _relaxed(self, x: np.ndarray, u_nom: np.ndarray, t0: float) -> tuple[np.ndarray, FilterReport]:
+        """Lexicographic relaxation: slack on the lowest priority levels first."""
+        n, m = self.n_controls, self.n_rows
+        G, h = self._G, self._h
+        for level in self._levels:
+            relax = self.priorities <= level
+            k = int(relax.sum())
+            ridx = np.flatnonzero(relax)
+            H = np.zeros((n + k, n + k))
+            H[:n, :n] = self._H
+            H[n:, n:] = _SLACK_REG * np.eye(k)
+            f = np.concatenate([self._f, np.full(k, self.slack_penalty)])
+            A = np.zeros((m, n + k))
+            A[:, :n] = G
+            A[ridx, n + np.arange(k)] = -1.0
+            lo = np.concatenate([self.lower, np.zeros(k)])
+            hi = np.concatenate([self.upper, np.full(k, _INF)])
+            r = solve_qp(H, f, A, h, lo, hi, solver=self.solver_name)
+            if r.status == "infeasible":
+                continue
+            if r.status != "optimal" or r.x is None:
+                break
+            u = self._verified(r.x[:n], hard=~relax)
+            if u is None:
+                return self._fallback(
+                    x,
+                    "relaxed solution failed the independent constraint check",
+                    "solver_error",
+                    u_nom,
+                    self._hv.copy(),
+                    t0,
+                )
+            viol = G @ u - h
+            viol[~relax | (viol <= self._tol[n : n + m])] = 0.0  # below the check's tolerance: none
+            t1 = time.perf_counter()
+            rep = FilterReport(
+                self.constraint_names,
+                self._hv.copy(),
+                self._res[n : n + m] >= -self._active_tol(),
+                viol,
+                float(viol.sum()),
+                "relaxed",
+                self.solver_name,
+                t1 - t0,
+                False,
+                "",
+                self._intervened(u, u_nom),
+            )
+            return u, rep
+        return self._fallback(x, "relaxed QP failed", "solver_error", u_nom, self._hv.copy(), t0)
+
+    def barrier_values(self, x: Any, env: Mapping[str, Any] | None = None) -> np.ndarray:
+        """h(x) of every row (m,) at the default gains; nan where it cannot be computed
+        (non-finite x, a barrier whose ``env`` entry is missing)."""
+        out = np.full(self.n_rows, np.nan)
+        xa = np.asarray(x, dtype=np.float64).reshape(-1)
+        if xa.size != self.n_state or not np.isfinite(xa).all():
+            return out
+        try:
+            kin = self.dynamics.kinematics(xa, self._kin)
+        except Exception:
+            return out
+        r0 = 0
+        for fill, k1, k2, G, h, hv in self._blocks_default:
+            r1 = r0 + hv.shape[0]
+            try:
+                fill(xa, kin, k1, k2, env, G, h, hv)
+                out[r0:r1] = hv
+            except Exception:
+                pass
+            r0 = r1
+        return out
+
+    # ---- fallback ---------------------------------------------------------------------------
+    def fallback_command(self, x: Any) -> np.ndarray:
+        """The configured fallback command at state ``x``, clipped to the box (finite always)."""
+        u = self._fb_value
+        xa = np.asarray(x, dtype=np.float64).reshape(-1)
+        if xa.size == self.n_state and np.isfinite(xa).all():
+            try:
+                if self.fallback_type == "brake":
+                    u = np.asarray(self.dynamics.brake(xa), dtype=np.float64).reshape(-1)
+                elif self.fallback_type == "gravity_compensation":
+                    u = np.asarray(self.dynamics.bias(xa), dtype=np.float64).reshape(-1)
+                    k = self.n_state // 2
+                    d = self._fb_damping
+                    if d is None:
+                        d = float(getattr(self.dynamics, "damping", 0.0))
+                    u = u - d * xa[k:]
+            except Exception:  # a fallback must never raise: use the default point
+                u = self._fb_value
+        if u.shape != (self.n_controls,) or not np.isfinite(u).all():
+            u = np.clip(np.zeros(self.n_controls), self.lower, self.upper)
+        return np.clip(u, self.lower, self.upper)
+
+    def fallback(self, x: Any, reason: str, status: str = "invalid_input") -> tuple[np.ndarray, FilterReport]:
+        """Fallback command and report for a caller that knows the input is bad (``reason``)."""
+        if status not in STATUSES:
+            raise ValueError(f"status: {status!r} not one of {STATUSES}")
+        return self._fallback(x, str(reason), status, None, None, time.perf_counter())
+
+    def _fallback(
+        self,
+        x: Any,
+        reason: str,
+        status: str,
+        u_nom: np.ndarray | None,
+        hv: np.ndarray | None,
+        t0: float,
+    ) -> tuple[np.ndarray, FilterReport]:
+        u = self.fallback_command(x)
+        m = self.n_rows
+        if hv is None:
+            hv = self.barrier_values(x)
+        intervened = True
+        if u_nom is not None and u_nom.shape == u.shape and np.isfinite(u_nom).all():
+            intervened = self._intervened(u, u_nom)
+        return u, FilterReport(
+            self.constraint_names,
+            hv,
+            np.zeros(m, dtype=bool),
+            self._zero_slack,
+            0.0,
+            status,
+            self.solver_name,
+            time.perf_counter() - t0,
+            True,
+            reason,
+            intervened,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"SafetyFilter({type(self.dynamics).__name__}, {self.n_controls} controls, {self.n_rows} rows, "
+            f"solver={self.solver_name}, fallback={self.fallback_type})"
+        )
