@@ -46,6 +46,8 @@ __all__ = [
     "JointPositionLimits",
     "JointVelocityLimits",
     "LaserScan",
+    "NO_POINT",
+    "PointGroup",
     "SpeedLimit",
     "StateBarrier",
     "SuperellipsoidObstacle",
@@ -160,8 +162,8 @@ class Barrier:
         self,
         x: np.ndarray,
         kin: Kinematics,
-        k1: np.ndarray,
-        k2: np.ndarray,
+        ks: np.ndarray,
+        kp: np.ndarray,
         env: Mapping[str, Any] | None,
         G: np.ndarray,
         h: np.ndarray,
@@ -171,7 +173,8 @@ class Barrier:
 
         Args:
             x: (n_state,) finite state; kin: its :class:`Kinematics`.
-            k1, k2: (n_rows,) per-row gains (k, or p1 and p2 for relative degree 2).
+            ks, kp: (n_rows,) per-row gains: ks = k (relative degree 1) or p1 + p2 (degree 2),
+                kp = p1 p2 (degree 2; unused for degree 1).
             env: run-time environment (e.g. ``scan_points``); raise :class:`InputError` if unusable.
             G: (n_rows, n_controls), h: (n_rows,): rows ``G u <= h`` (written in place).
             hv: (n_rows,) barrier values h(x) for the report (written in place).
@@ -183,38 +186,13 @@ class Barrier:
         raise NotImplementedError
 
 
-def _point_rows(
-    order: int,
-    kin: Kinematics,
-    hval: np.ndarray,
-    grad: np.ndarray,
-    curv: Any,
-    k1: np.ndarray,
-    k2: np.ndarray,
-    G: np.ndarray,
-    h: np.ndarray,
-    hv: np.ndarray,
-) -> None:
-    """CBF rows of point barriers with values ``hval`` (m,), gradients ``grad`` (m, d) and
-    curvature ``curv`` = v' Hess(h) v (m,) (order 2 only)."""
-    if order == 1:  # h' = grad (c + J u)
-        np.matmul(grad, kin.J, out=G)
-        np.negative(G, out=G)
-        np.multiply(k1, hval, out=h)
-        if kin.c.any():
-            h += grad @ kin.c
-    else:  # h' = grad v, h'' = v'Hv + grad (a0 + B u)
-        np.matmul(grad, kin.B, out=G)
-        np.negative(G, out=G)
-        hdot = grad @ kin.v
-        h[:] = curv + (k1 + k2) * hdot + k1 * k2 * hval
-        if kin.a0.any():
-            h += grad @ kin.a0
-    hv[:] = hval
-
-
 class _PointBarrier(Barrier):
-    """Barrier ``h(p)`` on the dynamics' point; subclasses give value, gradient and curvature."""
+    """Barrier ``h(p)`` on the dynamics' point.
+
+    Subclasses write, for their rows, h (``hv``), ``ngrad`` = -dh/dp (d per row) and, for
+    point order 2, ``curv`` = v' Hess(h) v into the views given by :meth:`attach`;
+    :class:`PointGroup` turns them into rows for all point barriers at once.
+    """
 
     mergeable = True
     _row_arrays: ClassVar[tuple[str, ...]] = ()
@@ -235,13 +213,20 @@ class _PointBarrier(Barrier):
     def _bind_dim(self) -> None:
         pass
 
-    def _phi(self, p: np.ndarray, v: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, Any]:
-        """(h (m,), dh/dp (m, d), v' Hess(h) v (m,) or 0) at point p (d,), velocity v or None."""
+    def attach(self, hv: np.ndarray, ngrad: np.ndarray, curv: np.ndarray) -> None:
+        """Give the barrier its output views (n_rows,), (n_rows, d), (n_rows,); once, at build."""
+        self.hv, self.ngrad, self.curv = hv, ngrad, curv
+
+    def phi(self, p: np.ndarray, v: np.ndarray | None, env: Mapping[str, Any] | None) -> None:
+        """Write h, -dh/dp and (v given) v' Hess(h) v at point p (d,) into the attached views."""
         raise NotImplementedError
 
-    def fill(self, x, kin, k1, k2, env, G, h, hv) -> None:  # type: ignore[no-untyped-def]
-        hval, grad, curv = self._phi(kin.p, kin.v if self.order == 2 else None)
-        _point_rows(self.order, kin, hval, grad, curv, k1, k2, G, h, hv)
+    def fill(self, x, kin, ks, kp, env, G, h, hv) -> None:  # type: ignore[no-untyped-def]
+        grp = getattr(self, "_solo", None)
+        if grp is None:
+            grp = self._solo = PointGroup([self], np.zeros(self.n_rows))
+        grp.fill(x, kin, ks, kp, env, G, h, hv)
+        hv[:] = grp.hv
 
     def merge(self, others: list[Barrier]) -> Barrier:
         out = copy.copy(self)
@@ -250,12 +235,65 @@ class _PointBarrier(Barrier):
             setattr(out, a, np.concatenate([getattr(b, a) for b in allb], axis=0))
         out.n_rows = sum(b.n_rows for b in allb)
         out._names = [n for b in allb for n in b.row_names]  # type: ignore[attr-defined]
+        out._after_merge()
         return out
+
+    def _after_merge(self) -> None:
+        pass
 
     @property
     def row_names(self) -> list[str]:
         names = getattr(self, "_names", None)
         return list(names) if names is not None else Barrier.row_names.fget(self)  # type: ignore[attr-defined]
+
+
+class PointGroup:
+    """Rows of consecutive point barriers, evaluated together (one matmul for all rows).
+
+    Order 1 (p' = c + J u):   G = ngrad J,   h = ks hv - ngrad c.
+    Order 2 (p' = v, p'' = a0 + B u):
+        h'' = curv - ngrad (a0 + B u),  h' = -ngrad v
+        ->  G = ngrad B,  h = curv - ngrad a0 - ks ngrad v + kp hv.
+    ``hv`` (m,) is the filter's barrier-value view for these rows (members write into it).
+    """
+
+    def __init__(self, members: list[_PointBarrier], hv: np.ndarray) -> None:
+        self.members = members
+        m = sum(b.n_rows for b in members)
+        d = members[0].dim
+        self.order = members[0].order
+        self.hv = hv
+        self.ngrad = np.zeros((m, d))
+        self.curv = np.zeros(m)
+        self._hd = np.zeros(m)
+        r = 0
+        self._phis = []
+        for b in members:
+            b.attach(hv[r : r + b.n_rows], self.ngrad[r : r + b.n_rows], self.curv[r : r + b.n_rows])
+            self._phis.append(b.phi)
+            r += b.n_rows
+
+    def fill(self, x, kin, ks, kp, env, G, h, hv) -> None:  # type: ignore[no-untyped-def]
+        ng = self.ngrad
+        if self.order == 1:
+            for phi in self._phis:
+                phi(kin.p, None, env)
+            np.matmul(ng, kin.J, out=G)
+            np.multiply(ks, self.hv, out=h)
+            if not kin.drift_zero:
+                h -= ng @ kin.c
+        else:
+            for phi in self._phis:
+                phi(kin.p, kin.v, env)
+            np.matmul(ng, kin.B, out=G)
+            hd = self._hd
+            np.matmul(ng, kin.v, out=hd)
+            hd *= ks
+            np.multiply(kp, self.hv, out=h)
+            h += self.curv
+            h -= hd
+            if not kin.drift_zero:
+                h -= ng @ kin.a0
 
 
 class HalfSpace(_PointBarrier):
@@ -283,8 +321,15 @@ class HalfSpace(_PointBarrier):
             raise ValueError(f"{self.where}.normal: the dynamics' position is {self.dim}-D")
         self.off = self.off - self.inflation
 
-    def _phi(self, p, v):  # type: ignore[no-untyped-def]
-        return self.off - self.N @ p, -self.N, 0.0
+    def attach(self, hv: np.ndarray, ngrad: np.ndarray, curv: np.ndarray) -> None:
+        super().attach(hv, ngrad, curv)
+        ngrad[:] = self.N  # -dh/dp = n, constant; curvature 0
+        curv[:] = 0.0
+        self._Np = np.zeros(self.n_rows)
+
+    def phi(self, p, v, env) -> None:  # type: ignore[no-untyped-def]
+        np.matmul(self.N, p, out=self._Np)
+        np.subtract(self.off, self._Np, out=self.hv)
 
 
 class CircleObstacle(_PointBarrier):
@@ -305,19 +350,36 @@ class CircleObstacle(_PointBarrier):
             raise ValueError(f"{self.where}.center: the dynamics' position is {self.dim}-D")
         self.R = self.R + self.inflation
 
-    def _phi(self, p, v):  # type: ignore[no-untyped-def]
-        return _disc_phi(p, v, self.C, self.R)
+    def attach(self, hv: np.ndarray, ngrad: np.ndarray, curv: np.ndarray) -> None:
+        super().attach(hv, ngrad, curv)
+        self._disc = _Disc(self.n_rows, self.dim)
+
+    def phi(self, p, v, env) -> None:  # type: ignore[no-untyped-def]
+        self._disc.eval(p, v, self.C, self.R, self.hv, self.ngrad, self.curv)
 
 
-def _disc_phi(p: np.ndarray, v: np.ndarray | None, C: np.ndarray, R: np.ndarray) -> tuple[Any, Any, Any]:
-    d = p - C
-    dist = np.sqrt(np.einsum("ij,ij->i", d, d))
-    dist = np.maximum(dist, 1e-9)  # h is not differentiable at the centre (inside the obstacle anyway)
-    grad = d / dist[:, None]
-    if v is None:
-        return dist - R, grad, 0.0
-    gv = grad @ v
-    return dist - R, grad, (v @ v - gv * gv) / dist
+class _Disc:
+    """Distance barriers to m centres, with preallocated work arrays."""
+
+    def __init__(self, m: int, d: int) -> None:
+        self.D = np.zeros((m, d))
+        self.dist = np.zeros(m)
+        self.dist2 = self.dist[:, None]
+        self.gv = np.zeros(m)
+
+    def eval(self, p, v, C, R, hv, ngrad, curv) -> None:  # type: ignore[no-untyped-def]
+        D, dist = self.D, self.dist
+        np.subtract(C, p, out=D)  # C - p = |p - C| * (-dh/dp)
+        np.einsum("ij,ij->i", D, D, out=dist)
+        np.sqrt(dist, out=dist)
+        np.divide(D, self.dist2, out=ngrad)  # dist = 0 (centre inside the obstacle) gives nan: fallback
+        np.subtract(dist, R, out=hv)
+        if v is not None:  # v' Hess v = (|v|^2 - (grad.v)^2) / dist
+            gv = self.gv
+            np.matmul(ngrad, v, out=gv)
+            np.multiply(gv, gv, out=gv)
+            np.subtract(float(v @ v), gv, out=curv)
+            np.divide(curv, dist, out=curv)
 
 
 class SuperellipsoidObstacle(_PointBarrier):
@@ -363,19 +425,18 @@ class SuperellipsoidObstacle(_PointBarrier):
             return np.stack([c * w[:, 0] + s * w[:, 1], -s * w[:, 0] + c * w[:, 1]], axis=1)
         return np.stack([c * w[:, 0] - s * w[:, 1], s * w[:, 0] + c * w[:, 1]], axis=1)
 
-    def _phi(self, p, v):  # type: ignore[no-untyped-def]
+    def phi(self, p, v, env) -> None:  # type: ignore[no-untyped-def]
         z = self._rot(p - self.C, True) / self.A
         az = np.abs(z)
         e = self.E
         pw = az ** (e - 2.0)  # |z|^(n-2)
-        hval = (pw * az * az).sum(axis=1) - 1.0
+        self.hv[:] = (pw * az * az).sum(axis=1) - 1.0
         grad_l = e * pw * z / self.A  # d/dz_i |z_i|^n = n |z_i|^(n-2) z_i
-        grad = self._rot(grad_l, False)
-        if v is None:
-            return hval, grad, 0.0
-        vl = self._rot(np.broadcast_to(v, grad.shape), True)
-        hess_l = e * (e - 1.0) * pw / (self.A * self.A)
-        return hval, grad, (hess_l * vl * vl).sum(axis=1)
+        self.ngrad[:] = -self._rot(grad_l, False)
+        if v is not None:
+            vl = self._rot(np.broadcast_to(v, grad_l.shape), True)
+            hess_l = e * (e - 1.0) * pw / (self.A * self.A)
+            self.curv[:] = (hess_l * vl * vl).sum(axis=1)
 
 
 class EllipseObstacle(SuperellipsoidObstacle):
@@ -386,13 +447,18 @@ class EllipseObstacle(SuperellipsoidObstacle):
     default_exponent = 2.0
 
 
+#: Barrier value reported for scan rows without a point (and their h row bound).
+NO_POINT = 1e30
+
+
 class LaserScan(_PointBarrier):
     """Range-sensor obstacles: the ``max_points`` scan points nearest the point p, one row each.
 
     h_i = |p - s_i| - (radius + margin + inflation) (m), s_i from ``env[env_key]`` (N, 2)
     world-frame points (``env_key`` default ``scan_points``). Non-finite points (no return)
-    are ignored; fewer than ``max_points`` points leave rows ``0 u <= 1e30`` with barrier
-    value +inf. A missing or malformed entry raises :class:`InputError` (the filter falls back).
+    are ignored; with fewer than ``max_points`` points the spare rows read ``0 u <= 1e30``
+    and report barrier value :data:`NO_POINT` (1e30). A missing or malformed entry raises
+    :class:`InputError` (the filter falls back).
     """
 
     type_name = "laser_scan"
@@ -411,10 +477,13 @@ class LaserScan(_PointBarrier):
     def _bind_dim(self) -> None:
         if self.dim != 2:
             raise ValueError(f"{self.where}: laser_scan needs 2-D positions, the dynamics' are {self.dim}-D")
-        self.R = self.R0 + self.inflation
-        self._R = np.full(self.n_rows, self.R)
+        self.R = np.full(self.n_rows, self.R0 + self.inflation)
 
-    def fill(self, x, kin, k1, k2, env, G, h, hv) -> None:  # type: ignore[no-untyped-def]
+    def attach(self, hv: np.ndarray, ngrad: np.ndarray, curv: np.ndarray) -> None:
+        super().attach(hv, ngrad, curv)
+        self._discs = [_Disc(n, 2) for n in range(self.n_rows + 1)]
+
+    def phi(self, p, v, env) -> None:  # type: ignore[no-untyped-def]
         pts = None if env is None else env.get(self.env_key)
         if pts is None:
             raise InputError(f"env[{self.env_key!r}] missing: the {self.name} barrier needs (N, 2) points")
@@ -425,18 +494,16 @@ class LaserScan(_PointBarrier):
             pts = pts[np.isfinite(pts).all(axis=1)]
         n, m = pts.shape[0], self.n_rows
         if n > m:
-            d = pts - kin.p
+            d = pts - p
             d2 = np.einsum("ij,ij->i", d, d)
             pts = pts[np.argpartition(d2, m - 1)[:m]]
             n = m
-        if n < m:
-            G[n:] = 0.0
-            h[n:] = 1e30
-            hv[n:] = math.inf
-        if n == 0:
-            return
-        hval, grad, curv = _disc_phi(kin.p, kin.v if self.order == 2 else None, pts, self._R[:n])
-        _point_rows(self.order, kin, hval, grad, curv, k1[:n], k2[:n], G[:n], h[:n], hv[:n])
+        elif n < m:
+            self.hv[n:] = NO_POINT
+            self.ngrad[n:] = 0.0
+            self.curv[n:] = 0.0
+        if n:
+            self._discs[n].eval(p, v, pts, self.R[:n], self.hv[:n], self.ngrad[:n], self.curv[:n])
 
 
 class SpeedLimit(Barrier):
@@ -460,12 +527,12 @@ class SpeedLimit(Barrier):
             )
         self._check_gains()
 
-    def fill(self, x, kin, k1, k2, env, G, h, hv) -> None:  # type: ignore[no-untyped-def]
+    def fill(self, x, kin, ks, kp, env, G, h, hv) -> None:  # type: ignore[no-untyped-def]
         v = kin.v
         hval = self.v2 - float(v @ v)
         # h' = -2 v . (a0 + B u)  ->  2 v'B u <= -2 v.a0 + k h
         np.matmul(2.0 * v, kin.B, out=G[0])
-        h[0] = k1[0] * hval - 2.0 * float(v @ kin.a0)
+        h[0] = ks[0] * hval - 2.0 * float(v @ kin.a0)
         hv[0] = hval
 
 
@@ -525,14 +592,14 @@ class JointPositionLimits(_JointBarrier):
     type_name = "joint_position_limits"
     _degree = 2
 
-    def fill(self, x, kin, k1, k2, env, G, h, hv) -> None:  # type: ignore[no-untyped-def]
+    def fill(self, x, kin, ks, kp, env, G, h, hv) -> None:  # type: ignore[no-untyped-def]
         s, i = self.sign, self.idx2
         hval = s * kin.q[i] - self.shift
         hdot = s * kin.dq[i]
         # h'' = s (qdd0 + B u) >= -(p1 + p2) h' - p1 p2 h
         np.multiply(s[:, None], kin.qddB[i], out=self._sB)
         np.negative(self._sB, out=G)
-        h[:] = s * kin.qdd0[i] + (k1 + k2) * hdot + k1 * k2 * hval
+        h[:] = s * kin.qdd0[i] + ks * hdot + kp * hval
         hv[:] = hval
 
 
@@ -542,12 +609,12 @@ class JointVelocityLimits(_JointBarrier):
     type_name = "joint_velocity_limits"
     _degree = 1
 
-    def fill(self, x, kin, k1, k2, env, G, h, hv) -> None:  # type: ignore[no-untyped-def]
+    def fill(self, x, kin, ks, kp, env, G, h, hv) -> None:  # type: ignore[no-untyped-def]
         s, i = self.sign, self.idx2
         hval = s * kin.dq[i] - self.shift
         np.multiply(s[:, None], kin.qddB[i], out=self._sB)
         np.negative(self._sB, out=G)
-        h[:] = s * kin.qdd0[i] + k1 * hval
+        h[:] = s * kin.qdd0[i] + ks * hval
         hv[:] = hval
 
 
@@ -574,7 +641,7 @@ class ActuatorBox(Barrier):
         if self.box is not None and self.box[0].size != dyn.n_controls:
             raise ValueError(f"{self.where}.lower: {dyn.n_controls} controls, got {self.box[0].size}")
 
-    def fill(self, x, kin, k1, k2, env, G, h, hv) -> None:  # type: ignore[no-untyped-def]
+    def fill(self, x, kin, ks, kp, env, G, h, hv) -> None:  # type: ignore[no-untyped-def]
         return None
 
 
@@ -593,11 +660,11 @@ class StateBarrier(Barrier):
     def gradient(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def fill(self, x, kin, k1, k2, env, G, h, hv) -> None:  # type: ignore[no-untyped-def]
+    def fill(self, x, kin, ks, kp, env, G, h, hv) -> None:  # type: ignore[no-untyped-def]
         hval = float(self.value(x))
         dh = np.asarray(self.gradient(x), dtype=np.float64)
         G[0] = -(dh @ self._dyn.g(x))
-        h[0] = float(dh @ self._dyn.f(x)) + k1[0] * hval
+        h[0] = float(dh @ self._dyn.f(x)) + ks[0] * hval
         hv[0] = hval
 
 

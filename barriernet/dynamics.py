@@ -45,6 +45,8 @@ class Kinematics:
 
     Attributes:
         point_order: 0 (no point), 1 (``p' = c + J u``) or 2 (``p' = v``, ``p'' = a0 + B u``).
+        drift_zero: True when c (order 1) or a0 (order 2) is identically zero (a model that
+            fills them sets it False).
         p: (d,) position of the constrained point, m.
         c, J: order 1: drift (d,) and input map (d, n_controls) of ``p'``.
         v, a0, B: order 2: velocity (d,), acceleration drift (d,) and input map (d, n_controls).
@@ -53,10 +55,25 @@ class Kinematics:
         qdd0, qddB: ``q'' = qdd0 + qddB u``: (k,) and (k, n_controls).
     """
 
-    __slots__ = ("point_order", "p", "c", "J", "v", "a0", "B", "has_joints", "q", "dq", "qdd0", "qddB")
+    __slots__ = (
+        "point_order",
+        "drift_zero",
+        "p",
+        "c",
+        "J",
+        "v",
+        "a0",
+        "B",
+        "has_joints",
+        "q",
+        "dq",
+        "qdd0",
+        "qddB",
+    )
 
     def __init__(self, d: int, n_controls: int, point_order: int, n_joints: int) -> None:
         self.point_order = point_order
+        self.drift_zero = True  # c == 0 (order 1) / a0 == 0 (order 2): lets barriers skip a term
         self.p = np.zeros(d)
         self.c = np.zeros(d)
         self.J = np.zeros((d, n_controls))

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from barriernet.barriers import ActuatorBox, Barrier, InputError, make_barrier
+from barriernet.barriers import ActuatorBox, Barrier, InputError, PointGroup, _PointBarrier, make_barrier
 from barriernet.dynamics import ControlAffine, make_dynamics
 from barriernet.qp import SOLVERS, solve_qp
 
@@ -99,6 +99,25 @@ def _floats(v: Any, where: str, size: int | None = None) -> np.ndarray:
     if size is not None and a.size != size:
         raise ValueError(f"{where}: expected {size} values, got {a.size}")
     return a
+
+
+def _differs(u: list[float], u_nom: list[float]) -> bool:
+    """Not ``numpy.allclose(u, u_nom)``: some |u - u_nom| > 1e-8 + 1e-5 |u_nom| (nan counts as differing)."""
+    return not all(abs(a - b) <= 1e-8 + 1e-5 * abs(b) for a, b in zip(u, u_nom))
+
+
+def _merged(bs: list[Barrier]) -> list[Any]:
+    """Consecutive mergeable barriers of one class merged into one (vectorised) barrier."""
+    out: list[Any] = []
+    i = 0
+    while i < len(bs):
+        j = i + 1
+        if bs[i].mergeable:
+            while j < len(bs) and type(bs[j]) is type(bs[i]):
+                j += 1
+        out.append(bs[i] if j == i + 1 else bs[i].merge(bs[i + 1 : j]))
+        i = j
+    return out
 
 
 class SafetyFilter:
@@ -181,15 +200,17 @@ class SafetyFilter:
         self._gain_default = (
             np.concatenate([b.gains for b in rows if b.gains is not None]) if rows else np.zeros(0)
         )
-        gidx = np.zeros((m, 2), dtype=np.intp)
+        gidx = np.zeros((2, m), dtype=np.intp)
+        rel2 = np.zeros(m)
         prio = np.zeros(m, dtype=np.int64)
         r = g = 0
         for b in rows:
-            gidx[r : r + b.n_rows, 0] = g
-            gidx[r : r + b.n_rows, 1] = g + (1 if b.relative_degree >= 2 else 0)
+            gidx[0, r : r + b.n_rows] = g
+            gidx[1, r : r + b.n_rows] = g + (1 if b.relative_degree >= 2 else 0)
+            rel2[r : r + b.n_rows] = 1.0 if b.relative_degree >= 2 else 0.0
             prio[r : r + b.n_rows] = b.priority
             r, g = r + b.n_rows, g + len(b.gain_names)
-        self._gidx = gidx.reshape(-1)
+        self._gidx, self._rel2 = gidx, rel2
         self.priorities = prio
         # A = [I; G; -I], b = [upper; h; -lower]: DAQP gets G = A[n:n+m] and bu = b[:n+m]
         # (its first n entries are the simple bounds); one matvec checks everything.
@@ -205,37 +226,55 @@ class SafetyFilter:
         self._bl = np.concatenate([lo, np.full(m, -_INF)])
         self._sense = np.zeros(n + m, dtype=np.int32)
         self._H = np.diag(w)
+        self._negw = None if (w == 1.0).all() else -w
         self._hv = np.zeros(m)
         self._f = np.zeros(n)
         self._res = np.zeros(2 * n + m)
+        self._res_rows = self._res[n : n + m]
         self._tol = np.zeros(2 * n + m)
         self._ubig = hi + 1e6 * (1.0 + hi - lo)
         self._lbig = lo - 1e6 * (1.0 + hi - lo)
-        self._K_default = self._gain_default[self._gidx].reshape(m, 2)
-        self._K_call = np.zeros((m, 2))
+        self._big = float(np.abs(np.concatenate([self._ubig, self._lbig])).min())
+        # per-row gains: ks = k (degree 1) or p1 + p2 (degree 2), kp = p1 p2
+        self._K_default = np.zeros((2, m))
+        self._K_call = np.zeros((2, m))
+        self._Ka, self._Kb = np.zeros(m), np.zeros(m)
+        self._set_row_gains(self._gain_default, self._K_default)
         self._kin = dyn.new_kinematics()
         self._zero_slack = np.zeros(m)
         self._zero_slack.setflags(write=False)
-        # kernels: consecutive mergeable barriers of one class evaluated as one block
-        blocks: list[tuple[Barrier, int, int]] = []
+        # blocks: consecutive point barriers share one PointGroup (one matmul for their rows),
+        # inside it consecutive barriers of one class are merged into one vectorised kernel
+        blocks: list[tuple[Any, int, int]] = []
         r = 0
         i = 0
         while i < len(rows):
             j = i + 1
-            if rows[i].mergeable:
-                while j < len(rows) and type(rows[j]) is type(rows[i]):
+            if isinstance(rows[i], _PointBarrier):
+                while j < len(rows) and isinstance(rows[j], _PointBarrier):
                     j += 1
-            nr = sum(b.n_rows for b in rows[i:j])
-            blk = rows[i] if j == i + 1 else rows[i].merge(rows[i + 1 : j])
-            blocks.append((blk, r, r + nr))
+                nr = sum(b.n_rows for b in rows[i:j])
+                blocks.append((PointGroup(_merged(rows[i:j]), self._hv[r : r + nr]), r, r + nr))
+            else:
+                nr = rows[i].n_rows
+                blocks.append((rows[i], r, r + nr))
             r += nr
             i = j
         self._blocks_default = [self._block_call(b, r0, r1, self._K_default) for b, r0, r1 in blocks]
         self._blocks_call = [self._block_call(b, r0, r1, self._K_call) for b, r0, r1 in blocks]
         self._levels = sorted(set(prio.tolist()))
 
-    def _block_call(self, b: Barrier, r0: int, r1: int, K: np.ndarray) -> tuple[Any, ...]:
-        return (b.fill, K[r0:r1, 0], K[r0:r1, 1], self._G[r0:r1], self._h[r0:r1], self._hv[r0:r1])
+    def _set_row_gains(self, gv: np.ndarray, K: np.ndarray) -> None:
+        """Per-row (ks, kp) in ``K`` (2, m) from the gain vector ``gv`` (n_gains,)."""
+        ka, kb = self._Ka, self._Kb
+        np.take(gv, self._gidx[0], out=ka)
+        np.take(gv, self._gidx[1], out=kb)
+        np.multiply(kb, self._rel2, out=K[0])
+        K[0] += ka
+        np.multiply(ka, kb, out=K[1])
+
+    def _block_call(self, b: Any, r0: int, r1: int, K: np.ndarray) -> tuple[Any, ...]:
+        return (b.fill, K[0, r0:r1], K[1, r0:r1], self._G[r0:r1], self._h[r0:r1], self._hv[r0:r1])
 
     # ---- configuration ----------------------------------------------------------------------
     @classmethod
@@ -345,11 +384,12 @@ class SafetyFilter:
         u_nom = np.asarray(u_nom, dtype=np.float64)
         if u_nom.shape != (self.n_controls,):
             u_nom = self._reshape(u_nom, self.n_controls, "u_nom")
-        if not math.isfinite(float(x.sum()) + float(u_nom.sum())) and not (
-            np.isfinite(x).all() and np.isfinite(u_nom).all()
-        ):
-            bad = "x" if not np.isfinite(x).all() else "u_nom"
-            return self._fallback(x, f"{bad} has non-finite values", "invalid_input", u_nom, None, t0)
+        ul = u_nom.tolist()
+        if not math.isfinite(sum(x.tolist()) + sum(ul)):  # nan / inf (or an overflowing sum)
+            if not np.isfinite(x).all():
+                return self._fallback(x, "x has non-finite values", "invalid_input", u_nom, None, t0)
+            if not np.isfinite(u_nom).all():
+                return self._fallback(x, "u_nom has non-finite values", "invalid_input", u_nom, None, t0)
         if gains is None:
             blocks = self._blocks_default
         else:
@@ -357,99 +397,85 @@ class SafetyFilter:
             if gv.shape != (self.n_gains,):
                 gv = self._reshape(gv, self.n_gains, "gains")
             if not (np.isfinite(gv).all() and (gv > 0).all()):
-                return self._fallback(
-                    x, f"gains must be finite and > 0, got {gv.tolist()}", "invalid_input", u_nom, None, t0
-                )
-            np.take(gv, self._gidx, out=self._K_call.reshape(-1))
+                reason = f"gains must be finite and > 0, got {gv.tolist()}"
+                return self._fallback(x, reason, "invalid_input", u_nom, None, t0)
+            self._set_row_gains(gv, self._K_call)
             blocks = self._blocks_call
         kin = self.dynamics.kinematics(x, self._kin)
         try:
-            for fill, k1, k2, G, h, hv in blocks:
-                fill(x, kin, k1, k2, env, G, h, hv)
+            for fill, ks, kp, G, h, hv in blocks:
+                fill(x, kin, ks, kp, env, G, h, hv)
         except InputError as e:
             return self._fallback(x, str(e), "invalid_input", u_nom, None, t0)
-        A, b = self._A, self._b
-        if not math.isfinite(float(A.sum()) + float(b.sum())):
-            return self._fallback(
-                x,
-                "constraint rows are not finite (dynamics or barrier at this state)",
-                "solver_error",
-                u_nom,
-                self._hv.copy(),
-                t0,
-            )
-        n, m = self.n_controls, self.n_rows
-        # fast path: the nominal command already satisfies everything exactly
+        # fast path: the nominal command satisfies the box and every row exactly
         res = self._res
-        np.matmul(A, u_nom, out=res)
-        res -= b
-        if res.max() <= 0.0:
-            t1 = time.perf_counter()
-            return u_nom.copy(), FilterReport(
-                self.constraint_names,
-                self._hv.copy(),
-                res[n : n + m] >= -self._active_tol(),
-                self._zero_slack,
-                0.0,
-                "optimal",
-                self.solver_name,
-                t1 - t0,
-                False,
-                "",
-                False,
-            )
+        np.matmul(self._A, u_nom, out=res)
+        res -= self._b
+        rl = res.tolist()
+        if math.isfinite(sum(rl)):
+            if max(rl) <= 0.0:
+                return u_nom.copy(), FilterReport(
+                    self.constraint_names,
+                    self._hv.copy(),
+                    self._res_rows >= -_ACTIVE_TOL,
+                    self._zero_slack,
+                    0.0,
+                    "optimal",
+                    self.solver_name,
+                    time.perf_counter() - t0,
+                    False,
+                    "",
+                    False,
+                )
+        elif not math.isfinite(float(self._A.sum()) + float(self._b.sum())):
+            reason = "constraint rows are not finite (dynamics or barrier at this state)"
+            return self._fallback(x, reason, "solver_error", u_nom, self._hv.copy(), t0)
         u_q = u_nom
-        if (u_nom > self._ubig).any() or (u_nom < self._lbig).any():
+        if max(map(abs, ul)) > self._big:  # keep the QP data finite for absurd nominal commands
             u_q = np.clip(u_nom, self._lbig, self._ubig)
-        np.multiply(self.weights, u_q, out=self._f)
-        np.negative(self._f, out=self._f)
+        f = self._f
+        if self._negw is None:
+            np.negative(u_q, out=f)
+        else:
+            np.multiply(self._negw, u_q, out=f)
         if self._fast:
             sol, _fv, flag, _info = self._daqp_solve(
-                self._H, self._f, self._G, self._bu, self._bl, self._sense, primal_tol=1e-10
+                self._H, f, self._G, self._bu, self._bl, self._sense, primal_tol=1e-10
             )
             status = "optimal" if flag == 1 or flag == 2 else ("infeasible" if flag == -1 else "error")
         else:
-            r = solve_qp(self._H, self._f, self._G, self._h, self.lower, self.upper, solver=self.solver_name)
+            r = solve_qp(self._H, f, self._G, self._h, self.lower, self.upper, solver=self.solver_name)
             sol, status = r.x, r.status
         if status == "optimal":
-            u = self._verified(sol)
-            if u is None:
-                return self._fallback(
-                    x,
-                    "solution failed the independent constraint check",
-                    "solver_error",
-                    u_nom,
-                    self._hv.copy(),
-                    t0,
-                )
-            t1 = time.perf_counter()
+            # independent check: clip into the box (exact bounds), then every row at the clipped u
+            u = np.minimum(sol, self.upper)
+            np.maximum(u, self.lower, out=u)
+            np.matmul(self._A, u, out=res)
+            res -= self._b
+            rl = res.tolist()
+            if not (math.isfinite(sum(rl)) and max(rl) <= _VERIFY_TOL) and not self._rows_hold(res):
+                reason = "solution failed the independent constraint check"
+                return self._fallback(x, reason, "solver_error", u_nom, self._hv.copy(), t0)
             return u, FilterReport(
                 self.constraint_names,
                 self._hv.copy(),
-                res[n : n + m] >= -self._active_tol(),
+                self._res_rows >= -_ACTIVE_TOL,
                 self._zero_slack,
                 0.0,
                 "optimal",
                 self.solver_name,
-                t1 - t0,
+                time.perf_counter() - t0,
                 False,
                 "",
-                self._intervened(u, u_nom),
+                _differs(u.tolist(), ul),
             )
         if status == "infeasible":
             if not self.slack_enabled:
-                return self._fallback(
-                    x,
-                    "CBF constraints infeasible within the control box (slack disabled)",
-                    "infeasible",
-                    u_nom,
-                    self._hv.copy(),
-                    t0,
-                )
+                reason = "CBF constraints infeasible within the control box (slack disabled)"
+                return self._fallback(x, reason, "infeasible", u_nom, self._hv.copy(), t0)
             return self._relaxed(x, u_nom, t0)
-        return self._fallback(
-            x, f"{self.solver_name} solver failed", "solver_error", u_nom, self._hv.copy(), t0
-        )
+        reason = f"{self.solver_name} solver failed"
+        return self._fallback(x, reason, "solver_error", u_nom, self._hv.copy(), t0)
 
     @staticmethod
     def _reshape(a: np.ndarray, size: int, name: str) -> np.ndarray:
@@ -457,41 +483,28 @@ class SafetyFilter:
             raise ValueError(f"{name}: expected {size} values (shape ({size},)), got shape {a.shape}")
         return a.reshape(size)
 
-    def _active_tol(self) -> np.ndarray:
-        t = np.abs(self._h)
-        t += 1.0
-        t *= _ACTIVE_TOL
-        return t
-
-    def _verified(self, sol: Any, hard: np.ndarray | None = None) -> np.ndarray | None:
-        """Clip ``sol`` into the box and check every (hard) row; None when the check fails.
-
-        Leaves the residuals A u - b in ``self._res``."""
-        u = np.asarray(sol, dtype=np.float64)
-        if u.shape != (self.n_controls,) or not math.isfinite(float(u.sum())):
-            return None
-        tol, b = self._tol, self._b
-        np.abs(b, out=tol)
+    def _rows_hold(self, res: np.ndarray, hard: np.ndarray | None = None) -> bool:
+        """Residuals ``res`` = A u - b within 1e-9 (1 + |b|) (nan fails); ``hard`` masks the QP rows."""
+        tol = self._tol
+        np.abs(self._b, out=tol)
         tol += 1.0
         tol *= _VERIFY_TOL
-        res = self._res
-        np.matmul(self._A, u, out=res)
-        res -= b
-        if (res > tol)[: self.n_controls].any() or (res > tol)[self.n_controls + self.n_rows :].any():
+        ok = res <= tol
+        if hard is not None:
+            ok[self.n_controls : self.n_controls + self.n_rows] |= ~hard
+        return bool(ok.all())
+
+    def _verified(self, sol: Any, hard: np.ndarray) -> np.ndarray | None:
+        """``sol`` clipped into the box if every ``hard`` row holds there (residuals in ``_res``)."""
+        u = np.asarray(sol, dtype=np.float64).reshape(-1)
+        if u.shape != (self.n_controls,):
             return None
         u = np.clip(u, self.lower, self.upper)
-        np.matmul(self._A, u, out=res)
-        res -= b
-        over = res > tol
-        if hard is not None:
-            over[self.n_controls : self.n_controls + self.n_rows] &= hard
-        if over.any():
+        np.matmul(self._A, u, out=self._res)
+        self._res -= self._b
+        if not (np.isfinite(u).all() and self._rows_hold(self._res, hard)):
             return None
         return u
-
-    @staticmethod
-    def _intervened(u: np.ndarray, u_nom: np.ndarray) -> bool:
-        return bool((np.abs(u - u_nom) > 1e-8 + 1e-5 * np.abs(u_nom)).any())
 
     def _relaxed(self, x: np.ndarray, u_nom: np.ndarray, t0: float) -> tuple[np.ndarray, FilterReport]:
         """Lexicographic relaxation: slack on the lowest priority levels first."""
@@ -531,7 +544,7 @@ class SafetyFilter:
             rep = FilterReport(
                 self.constraint_names,
                 self._hv.copy(),
-                self._res[n : n + m] >= -self._active_tol(),
+                self._res_rows >= -_ACTIVE_TOL,
                 viol,
                 float(viol.sum()),
                 "relaxed",
@@ -539,7 +552,7 @@ class SafetyFilter:
                 t1 - t0,
                 False,
                 "",
-                self._intervened(u, u_nom),
+                _differs(u.tolist(), u_nom.tolist()),
             )
             return u, rep
         return self._fallback(x, "relaxed QP failed", "solver_error", u_nom, self._hv.copy(), t0)
@@ -555,16 +568,27 @@ class SafetyFilter:
             kin = self.dynamics.kinematics(xa, self._kin)
         except Exception:
             return out
-        r0 = 0
-        for fill, k1, k2, G, h, hv in self._blocks_default:
-            r1 = r0 + hv.shape[0]
+        for fill, ks, kp, G, h, hv in self._blocks_default:
+            grp = getattr(fill, "__self__", None)
+            if isinstance(grp, PointGroup):  # members one by one: a missing scan leaves walls known
+                for b in grp.members:
+                    try:
+                        b.phi(kin.p, kin.v if grp.order == 2 else None, env)
+                    except Exception:
+                        b.hv[:] = np.nan
+                out[self._row_slice(hv)] = hv
+                continue
             try:
-                fill(xa, kin, k1, k2, env, G, h, hv)
-                out[r0:r1] = hv
+                fill(xa, kin, ks, kp, env, G, h, hv)
+                out[self._row_slice(hv)] = hv
             except Exception:
                 pass
-            r0 = r1
         return out
+
+    def _row_slice(self, view: np.ndarray) -> slice:
+        """The rows of ``self._hv`` that ``view`` covers."""
+        r0 = (view.ctypes.data - self._hv.ctypes.data) // self._hv.itemsize
+        return slice(r0, r0 + view.shape[0])
 
     # ---- fallback ---------------------------------------------------------------------------
     def fallback_command(self, x: Any) -> np.ndarray:
@@ -609,7 +633,7 @@ class SafetyFilter:
             hv = self.barrier_values(x)
         intervened = True
         if u_nom is not None and u_nom.shape == u.shape and np.isfinite(u_nom).all():
-            intervened = self._intervened(u, u_nom)
+            intervened = _differs(u.tolist(), u_nom.tolist())
         return u, FilterReport(
             self.constraint_names,
             hv,
