@@ -1,0 +1,1012 @@
+"""Learning-quality comparison of liquid policies against standard baselines on both simulator tasks.
+
+``lnn-control compare --out DIR [--quick]`` runs, for each built-in robot (``diff_drive``, ``arm``):
+
+1. demonstrations: seeded expert rollouts in the plain MuJoCo environments (``lnn_control.sim``)
+   at the robot's sensor rate, with DART-style exploration (the executed command is the expert's
+   plus AR(1) noise, the label is always the clean expert command) so that the data covers the
+   states a learned policy drifts into; split by episode into train / validation / test;
+2. the same data and the same optimisation budget (steps, batch, window, learning rate schedule)
+   for five policies: CfC-NCP(19), LTC-NCP(19) (``LiquidPolicy`` + ``AutoNCP``), a dense CfC,
+   an LSTM and a memoryless MLP, for several seeds (initialisation, wiring draw, batch order);
+   the checkpoint with the lowest validation loss is kept;
+3. per trained policy: parameter count (all trainable entries, and the entries that receive a
+   gradient, i.e. without masked-out synapses), imitation error (normalised MSE on the held-out
+   test episodes, whole episodes from a zero state), closed-loop success rate and minimum barrier
+   value on seeded evaluation episodes, without and with the safety filter
+   (``barriernet.safety_filter.SafetyFilter.from_config`` on the ``safety_filter`` section of
+   ``config/<robot>.yaml``, when that module is available), and under three perturbations
+   without the filter: sensor noise, dropped messages (the policy gets the last observation
+   again) and irregular sampling (random control periods; liquid cells get the true dt).
+
+Success: diff_drive reaches the goal (0.15 m) without a collision within ``max_time``; arm
+reaches the goal (|q - q_goal| < 0.05 rad, |dq| < 0.1 rad/s) without a floor contact or a
+velocity-limit excess. Barrier value: diff_drive the clearance (m) of the robot disc to the
+nearest obstacle or wall, arm the smallest joint-limit margin (rad), both from the simulator's
+ground truth (the true state, not the noisy sensors).
+
+Observation vectors are the ones the node builds from ``config/<robot>.yaml`` (diff_drive:
+goal in the body frame, v, omega, 8 scan sectors; arm: q, dq, q_goal); they are computed here
+directly from the environment for speed, and ``test/unit/test_compare.py`` checks them against
+:class:`lnn_control.observation.ObservationMap` on the simulator's messages.
+
+Outputs in ``--out``: ``compare.json`` (every number, per seed), ``compare.md`` (tables),
+``compare.png`` (success by condition and parameter count vs success).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import pathlib
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lnn_control.policy import LiquidPolicy
+from lnn_control.sim import models as M
+from lnn_control.sim.arm import ArmEnv
+from lnn_control.sim.diff_drive import DiffDriveEnv, sample_free_position
+from lnn_control.sim.experts import ArmExpert, DiffDriveExpert
+from lnn_control.wiring import AutoNCP
+
+__all__ = [
+    "CONDITIONS",
+    "MODELS",
+    "TASKS",
+    "CompareConfig",
+    "Demo",
+    "LSTMPolicy",
+    "MLPPolicy",
+    "build_model",
+    "closed_loop",
+    "collect_demos",
+    "count_parameters",
+    "features",
+    "filter_state",
+    "main",
+    "run_compare",
+    "train_model",
+    "imitation_mse",
+]
+
+TASKS: tuple[str, ...] = ("diff_drive", "arm")
+MODELS: tuple[str, ...] = ("cfc_ncp19", "ltc_ncp19", "cfc_dense", "lstm", "mlp")
+MODEL_LABELS = {
+    "cfc_ncp19": "CfC-NCP(19)",
+    "ltc_ncp19": "LTC-NCP(19)",
+    "cfc_dense": "dense CfC(64)",
+    "lstm": "LSTM(64)",
+    "mlp": "MLP(64x2)",
+}
+#: evaluation conditions; "+filter" ones run the safety filter
+CONDITIONS: tuple[str, ...] = ("clean", "clean+filter", "noise", "drop", "irregular")
+
+_RATE = {"diff_drive": 50.0, "arm": 100.0}  # Hz, the simulator's sensor rates (sim.topics.PUBLISH_RATE)
+_N_IN = {"diff_drive": 12, "arm": 9}
+_N_OUT = {"diff_drive": 2, "arm": 3}
+_LIMITS = {
+    "diff_drive": np.array([M.DIFF_DRIVE_V_LIMIT, M.DIFF_DRIVE_OMEGA_LIMIT]),
+    "arm": np.asarray(M.ARM_TAU_LIMIT, dtype=float),
+}
+
+
+@dataclasses.dataclass
+class CompareConfig:
+    """Sizes of one comparison run (``quick()`` for CI, ``full()`` for the published table).
+
+    Attributes:
+        tasks, models: what to compare; seeds: how many seeds per model (0, 1, ...).
+        demo_train / demo_val / demo_test: expert episodes per split (same for every model).
+        train_steps, batch, window, lr: optimisation budget (Adam, cosine decay to lr / 10).
+        eval_every: validation period (steps); eval_episodes: closed-loop episodes per condition.
+        max_time: episode limit (s) per task for evaluation; dart: exploration noise std as a
+        fraction of the command limits; noise_std: sensor noise (m, rad, rad/s) per task;
+        drop_prob: probability that a sensor update is lost; dt_range: control period factors
+        (uniform) for irregular sampling.
+    """
+
+    tasks: tuple[str, ...] = TASKS
+    models: tuple[str, ...] = MODELS
+    seeds: int = 3
+    demo_train: int = 48
+    demo_val: int = 8
+    demo_test: int = 8
+    train_steps: int = 500
+    batch: int = 32
+    window: int = 64
+    lr: float = 5e-3
+    eval_every: int = 50
+    eval_episodes: int = 12
+    max_time: dict[str, float] = dataclasses.field(default_factory=lambda: {"diff_drive": 30.0, "arm": 6.0})
+    demo_max_time: dict[str, float] = dataclasses.field(
+        default_factory=lambda: {"diff_drive": 40.0, "arm": 6.0}
+    )
+    dart: float = 0.15
+    noise_std: dict[str, float] = dataclasses.field(default_factory=lambda: {"diff_drive": 0.03, "arm": 0.02})
+    drop_prob: float = 0.3
+    dt_range: tuple[float, float] = (0.5, 2.0)
+    quick: bool = False
+
+    @classmethod
+    def full(cls) -> CompareConfig:
+        return cls()
+
+    @classmethod
+    def quick_config(cls) -> CompareConfig:
+        return cls(
+            seeds=1,
+            demo_train=4,
+            demo_val=2,
+            demo_test=2,
+            train_steps=16,
+            batch=8,
+            window=32,
+            eval_every=8,
+            eval_episodes=2,
+            max_time={"diff_drive": 4.0, "arm": 1.5},
+            demo_max_time={"diff_drive": 10.0, "arm": 3.0},
+            quick=True,
+        )
+
+    def check(self) -> None:
+        for t in self.tasks:
+            if t not in TASKS:
+                raise ValueError(f"tasks: {t!r} is not one of {TASKS}")
+        for m in self.models:
+            if m not in MODELS:
+                raise ValueError(f"models: {m!r} is not one of {MODELS}")
+        for name in ("seeds", "demo_train", "demo_val", "demo_test", "train_steps", "batch", "window"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if not self.eval_episodes >= 1:
+            raise ValueError(f"eval_episodes must be >= 1, got {self.eval_episodes}")
+        if not 0.0 <= self.drop_prob < 1.0:
+            raise ValueError(f"drop_prob must be in [0, 1), got {self.drop_prob}")
+        lo, hi = self.dt_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"dt_range must be 0 < low <= high, got {self.dt_range}")
+
+
+# --- observations ----------------------------------------------------------------------------
+def features(robot: str, obs: Any, goal: np.ndarray) -> np.ndarray:
+    """Policy input of ``config/<robot>.yaml`` from an environment observation and the goal.
+
+    diff_drive (12): goal in the body frame (2, m), v (m/s), omega (rad/s), 8 scan sectors (min
+    range per sector, invalid beams = range_max); arm (9): q (rad), dq (rad/s), q_goal (rad).
+    """
+    if robot == "diff_drive":
+        x, y, th = (float(v) for v in obs.pose)
+        th = 2.0 * math.atan2(math.sin(th / 2), math.cos(th / 2))  # as the odometry quaternion gives it
+        th = math.atan2(math.sin(th), math.cos(th))
+        c, s = math.cos(th), math.sin(th)
+        dx, dy = goal[0] - x, goal[1] - y
+        r = np.asarray(obs.scan, dtype=float)
+        r = np.where(np.isfinite(r) & (r >= M.SCAN_RANGE_MIN) & (r <= M.SCAN_RANGE_MAX), r, M.SCAN_RANGE_MAX)
+        sectors = r.reshape(8, -1).min(axis=1)
+        return np.concatenate([[c * dx + s * dy, -s * dx + c * dy, obs.twist[0], obs.twist[1]], sectors])
+    return np.concatenate([obs.position, obs.velocity, goal])
+
+
+def filter_state(robot: str, obs: Any) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+    """(SafetyFilter state x, env) as the node's ObservationMap gives them from the same sensors."""
+    if robot == "diff_drive":
+        x, y, th = (float(v) for v in obs.pose)
+        th = math.atan2(math.sin(th), math.cos(th))
+        r = np.asarray(obs.scan, dtype=float)
+        valid = np.isfinite(r) & (r >= M.SCAN_RANGE_MIN) & (r <= M.SCAN_RANGE_MAX)
+        ang = np.arange(r.size) * (2 * math.pi / M.SCAN_BEAMS) + th
+        pts = np.stack([x + r[valid] * np.cos(ang[valid]), y + r[valid] * np.sin(ang[valid])], axis=1)
+        return np.array([x, y, th]), {"scan_points": pts}
+    return np.concatenate([obs.position, obs.velocity]), None
+
+
+# --- episodes ---------------------------------------------------------------------------------
+def _episode_env(robot: str, seed: int, noise_std: float = 0.0) -> tuple[Any, Any, np.ndarray]:
+    """(env, first observation, goal) of episode ``seed``: the same draws as ``lnn_control.record``."""
+    rng = np.random.default_rng([seed, 1])
+    if robot == "diff_drive":
+        env: Any = DiffDriveEnv(noise_std, noise_std, seed=seed)
+        env.reset(seed=seed)
+        goal = sample_free_position(rng, 0.15)
+        while np.linalg.norm(goal - env.pose[:2]) < 1.0:
+            goal = sample_free_position(rng, 0.15)
+    else:
+        env = ArmEnv(noise_std, seed=seed)
+        env.reset(seed=seed)
+        goal = env.sample_reachable_goal(rng, env.q)
+    env.set_goal(goal)
+    return env, env.observation(), np.asarray(goal, dtype=float)
+
+
+def _barrier(robot: str, gt: np.ndarray) -> float:
+    return float(gt[0]) if robot == "diff_drive" else float(np.min(gt[:3]))
+
+
+def _violation(robot: str, gt: np.ndarray) -> bool:
+    if robot == "diff_drive":
+        return bool(gt[1] > 0.5)
+    return bool(gt[4] > 0.5 or gt[5] > 1.0 or np.min(gt[:3]) < 0.0)
+
+
+def _round_dt(dt: float) -> float:
+    return max(1, round(dt / M.SIM_TIMESTEP)) * M.SIM_TIMESTEP
+
+
+@dataclasses.dataclass
+class Demo:
+    """One expert episode: ``obs`` (T, n_in), ``dt`` (T,) s since the previous observation
+    (the first is the nominal period), ``target`` (T, n_out) clean expert commands."""
+
+    obs: np.ndarray
+    dt: np.ndarray
+    target: np.ndarray
+    reached: bool
+
+
+def collect_demos(
+    robot: str, seeds: Sequence[int], dart: float = 0.15, max_time: float = 40.0, hold: float = 0.5
+) -> list[Demo]:
+    """Expert episodes of ``robot`` for each seed (start/goal draws of ``lnn_control.record``).
+
+    The executed command is ``expert + n_k`` (clipped to the limits) with AR(1) noise
+    ``n_k = 0.95 n_{k-1} + sqrt(1 - 0.95^2) dart limits eps_k``; the label is the expert's command.
+    """
+    dt = _round_dt(1.0 / _RATE[robot])
+    out = []
+    lim = _LIMITS[robot]
+    dd_expert = DiffDriveExpert() if robot == "diff_drive" else None
+    for s in seeds:
+        env, o, goal = _episode_env(robot, int(s))
+        expert: Any = dd_expert if dd_expert is not None else ArmExpert(env.model)
+        rng = np.random.default_rng([int(s), 7])
+        n = np.zeros(lim.size)
+        obs, tgt = [], []
+        t_reached = None
+        k = 0
+        while True:
+            obs.append(features(robot, o, goal))
+            u = expert(o.pose, goal) if robot == "diff_drive" else expert(o.position, o.velocity, goal)
+            tgt.append(u)
+            t = k * dt
+            if t_reached is None and env.goal_reached():
+                t_reached = t
+            if (t_reached is not None and t - t_reached >= hold) or t >= max_time:
+                break
+            n = 0.95 * n + math.sqrt(1 - 0.95**2) * dart * lim * rng.standard_normal(lim.size)
+            o = env.step(np.clip(u + n, -lim, lim), dt)
+            k += 1
+        T = len(obs)
+        out.append(Demo(np.array(obs), np.full(T, dt), np.array(tgt), t_reached is not None))
+    return out
+
+
+# --- models -----------------------------------------------------------------------------------
+class _Normalised(nn.Module):
+    """Input / output normalisation buffers with LiquidPolicy's ``set_normalization``."""
+
+    input_mean: torch.Tensor
+    input_std: torch.Tensor
+    output_mean: torch.Tensor
+    output_std: torch.Tensor
+
+    def __init__(self, n_inputs: int, n_outputs: int) -> None:
+        super().__init__()
+        self.n_inputs, self.n_outputs = n_inputs, n_outputs
+        self.register_buffer("input_mean", torch.zeros(n_inputs))
+        self.register_buffer("input_std", torch.ones(n_inputs))
+        self.register_buffer("output_mean", torch.zeros(n_outputs))
+        self.register_buffer("output_std", torch.ones(n_outputs))
+
+    def set_normalization(self, input_mean: Any, input_std: Any, output_mean: Any, output_std: Any) -> None:
+        for name, v in (
+            ("input_mean", input_mean),
+            ("input_std", input_std),
+            ("output_mean", output_mean),
+            ("output_std", output_std),
+        ):
+            getattr(self, name).copy_(torch.as_tensor(np.asarray(v, dtype=np.float64)))
+
+
+class LSTMPolicy(_Normalised):
+    """LSTM baseline: normalised x -> ``nn.LSTM(hidden)`` -> Linear; state [h, c] (B, 2 hidden).
+
+    Elapsed time is not an input (a standard LSTM sees one sample per step).
+    """
+
+    def __init__(self, n_inputs: int, n_outputs: int, hidden: int = 64) -> None:
+        super().__init__(n_inputs, n_outputs)
+        self.hidden = hidden
+        self.lstm = nn.LSTM(n_inputs, hidden, batch_first=True)
+        self.out = nn.Linear(hidden, n_outputs)
+        self.state_size = 2 * hidden
+
+    def forward(
+        self, x: torch.Tensor, timespans: Any = None, hx: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        z = (x.to(self.input_mean.dtype) - self.input_mean) / self.input_std
+        state = None
+        if hx is not None:
+            H = self.hidden
+            state = (hx[:, :H].unsqueeze(0).contiguous(), hx[:, H:].unsqueeze(0).contiguous())
+        y, (h, c) = self.lstm(z, state)
+        return self.out(y) * self.output_std + self.output_mean, torch.cat([h[0], c[0]], -1)
+
+
+class MLPPolicy(_Normalised):
+    """Memoryless baseline: normalised x -> Linear-tanh-Linear-tanh-Linear; state of size 0."""
+
+    def __init__(self, n_inputs: int, n_outputs: int, hidden: int = 64) -> None:
+        super().__init__(n_inputs, n_outputs)
+        self.net = nn.Sequential(
+            nn.Linear(n_inputs, hidden),
+            nn.Tanh(),
+            nn.Linear(hidden, hidden),
+            nn.Tanh(),
+            nn.Linear(hidden, n_outputs),
+        )
+        self.state_size = 0
+
+    def forward(
+        self, x: torch.Tensor, timespans: Any = None, hx: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        z = (x.to(self.input_mean.dtype) - self.input_mean) / self.input_std
+        return self.net(z) * self.output_std + self.output_mean, x.new_zeros(x.shape[0], 0)
+
+
+def build_model(kind: str, n_inputs: int, n_outputs: int, seed: int) -> nn.Module:
+    """A fresh policy of ``kind`` (one of :data:`MODELS`), initialised from ``seed``.
+
+    cfc_ncp19 / ltc_ncp19: ``LiquidPolicy`` on ``AutoNCP(19, n_outputs, seed=seed)``;
+    cfc_dense: ``LiquidPolicy`` dense CfC of 64 neurons (backbone 64) with a Linear read-out;
+    lstm: :class:`LSTMPolicy` (64); mlp: :class:`MLPPolicy` (2 x 64).
+    """
+    if kind not in MODELS:
+        raise ValueError(f"kind {kind!r}: use one of {MODELS}")
+    torch.manual_seed(seed)
+    if kind == "cfc_ncp19":
+        return LiquidPolicy(n_inputs, "cfc", AutoNCP(19, n_outputs, seed=seed))
+    if kind == "ltc_ncp19":
+        return LiquidPolicy(n_inputs, "ltc", AutoNCP(19, n_outputs, seed=seed))
+    if kind == "cfc_dense":
+        return LiquidPolicy(n_inputs, "cfc", None, 64, proj_size=n_outputs, backbone_units=64)
+    if kind == "lstm":
+        return LSTMPolicy(n_inputs, n_outputs, 64)
+    return MLPPolicy(n_inputs, n_outputs, 64)
+
+
+def count_parameters(model: nn.Module, n_inputs: int) -> tuple[int, int]:
+    """(trainable entries, entries that receive a gradient) of ``model``.
+
+    The second count leaves out weights that a wiring masks away (they never change): it is
+    found from the gradient of a random 8-step batch, which is non-zero for every live entry.
+    """
+    total = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 8, n_inputs, generator=g, dtype=model.input_mean.dtype)  # type: ignore[arg-type]
+    ts = torch.rand(4, 8, generator=g, dtype=x.dtype) * 0.05 + 0.01
+    model.zero_grad()
+    y, _ = model(x, ts)
+    (y * torch.randn(y.shape, generator=g, dtype=y.dtype)).sum().backward()
+    live = sum(int((p.grad != 0).sum()) for p in model.parameters() if p.grad is not None)
+    model.zero_grad()
+    return int(total), int(live)
+
+
+# --- training ---------------------------------------------------------------------------------
+def _norm(demos: Sequence[Demo]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    X = np.concatenate([d.obs for d in demos])
+    Y = np.concatenate([d.target for d in demos])
+    return X.mean(0), np.maximum(X.std(0), 1e-3), Y.mean(0), np.maximum(Y.std(0), 1e-3)
+
+
+def _windows(demos: Sequence[Demo], window: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    xs, ts, ys = [], [], []
+    for d in demos:
+        T = len(d.obs)
+        starts = list(range(0, max(T - window, 0) + 1, max(window // 2, 1)))
+        if T > window and starts[-1] != T - window:
+            starts.append(T - window)
+        for s in starts:
+            e = min(s + window, T)
+            pad = window - (e - s)
+            xs.append(np.pad(d.obs[s:e], ((0, pad), (0, 0)), mode="edge"))
+            ts.append(np.pad(d.dt[s:e], (0, pad), mode="edge"))
+            ys.append(np.pad(d.target[s:e], ((0, pad), (0, 0)), mode="edge"))
+    f = torch.float32
+    return (
+        torch.as_tensor(np.array(xs), dtype=f),
+        torch.as_tensor(np.array(ts), dtype=f),
+        torch.as_tensor(np.array(ys), dtype=f),
+    )
+
+
+def _padded(demos: Sequence[Demo]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Whole episodes padded at the end (causal models: padding never changes earlier outputs)."""
+    T = max(len(d.obs) for d in demos)
+    B = len(demos)
+    n_in, n_out = demos[0].obs.shape[1], demos[0].target.shape[1]
+    x = np.zeros((B, T, n_in))
+    ts = np.full((B, T), float(demos[0].dt[0]))
+    y = np.zeros((B, T, n_out))
+    m = np.zeros((B, T), dtype=bool)
+    for i, d in enumerate(demos):
+        n = len(d.obs)
+        x[i, :n], ts[i, :n], y[i, :n], m[i, :n] = d.obs, d.dt, d.target, True
+        x[i, n:] = d.obs[-1]
+    f = torch.float32
+    return (
+        torch.as_tensor(x, dtype=f),
+        torch.as_tensor(ts, dtype=f),
+        torch.as_tensor(y, dtype=f),
+        torch.tensor(m),
+    )
+
+
+def imitation_mse(model: nn.Module, demos: Sequence[Demo]) -> float:
+    """Normalised MSE of ``model`` on whole held-out episodes (open loop, from a zero state).
+
+    MSE = mean over valid steps and outputs of ((y - u_expert) / output_std)^2.
+    """
+    x, ts, y, m = _padded(demos)
+    with torch.no_grad():
+        dtype: Any = model.input_mean.dtype
+        pred, _ = model(x.to(dtype), ts)
+        err = ((pred.float() - y) / model.output_std.float()) ** 2  # type: ignore[operator]
+    return float(err[m].mean())
+
+
+def train_model(
+    model: nn.Module, train: Sequence[Demo], val: Sequence[Demo], cfg: CompareConfig, seed: int
+) -> dict[str, Any]:
+    """Behaviour cloning with the shared budget; keeps the weights with the lowest validation loss.
+
+    Loss: normalised MSE on windows of ``cfg.window`` steps from a zero state, batches of
+    ``cfg.batch`` drawn with ``torch.Generator(seed)``; Adam, cosine decay from ``cfg.lr`` to
+    ``cfg.lr / 10``, gradient norm clipped at 1. Returns the curve and the kept step.
+    """
+    model.set_normalization(*_norm(train))  # type: ignore[operator]
+    xw, tw, yw = _windows(train, cfg.window)
+    xv, tv, yv = _windows(val, cfg.window)
+    out_std = model.output_std.float()  # type: ignore[union-attr]
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.train_steps, eta_min=cfg.lr / 10)
+    g = torch.Generator().manual_seed(seed)
+
+    def val_loss() -> float:
+        with torch.no_grad():
+            p, _ = model(xv, tv)
+            return float((((p - yv) / out_std) ** 2).mean())
+
+    best = (val_loss(), 0, {k: v.clone() for k, v in model.state_dict().items()})
+    curve = []
+    t0 = time.perf_counter()
+    for step in range(1, cfg.train_steps + 1):
+        idx = torch.randint(0, xw.shape[0], (min(cfg.batch, xw.shape[0]),), generator=g)
+        p, _ = model(xw[idx], tw[idx])
+        loss = (((p - yw[idx]) / out_std) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % cfg.eval_every == 0 or step == cfg.train_steps:
+            v = val_loss()
+            curve.append((step, loss.item(), v))
+            if v < best[0]:
+                best = (v, step, {k: t.clone() for k, t in model.state_dict().items()})
+    model.load_state_dict(best[2])
+    return {
+        "val_mse": best[0],
+        "best_step": best[1],
+        "curve": curve,
+        "train_time_s": time.perf_counter() - t0,
+    }
+
+
+# --- closed loop ------------------------------------------------------------------------------
+def _config_path(robot: str) -> pathlib.Path:
+    """``config/<robot>.yaml`` of the source tree, else of the installed ROS package share."""
+    here = pathlib.Path(__file__).resolve().parents[1] / "config" / f"{robot}.yaml"
+    if here.is_file():
+        return here
+    share = pathlib.Path(sys.prefix) / "share" / "lnn_control" / "config" / f"{robot}.yaml"
+    return share
+
+
+def make_filter(robot: str) -> tuple[Any, str]:
+    """(SafetyFilter or None, note): the filter of ``config/<robot>.yaml`` when barriernet has it."""
+    try:
+        from barriernet.safety_filter import SafetyFilter  # type: ignore[import-not-found]
+        from lnn_control.observation import load_filter_config
+    except ImportError as e:
+        return None, f"no safety filter: barriernet.safety_filter is not available ({e})"
+    path = _config_path(robot)
+    try:
+        return SafetyFilter.from_config(load_filter_config(path)), f"SafetyFilter from {path.name}"
+    except (ValueError, OSError) as e:
+        return None, f"no safety filter: {path}: {e}"
+
+
+def closed_loop(
+    robot: str,
+    model: nn.Module | None,
+    seeds: Sequence[int],
+    condition: str = "clean",
+    cfg: CompareConfig | None = None,
+    safety_filter: Any = None,
+) -> list[dict[str, Any]]:
+    """Run ``model`` (None: the expert) on the evaluation episodes ``seeds`` in lock-step.
+
+    All episodes step together so the policy runs once per step on a batch (B, 1, n_in) with
+    per-episode elapsed times. ``condition``: ``clean``, ``noise`` (sensor noise
+    ``cfg.noise_std``), ``drop`` (each sensor update lost with ``cfg.drop_prob``: the policy gets
+    the previous observation again), ``irregular`` (control period ``dt0 * U(cfg.dt_range)``,
+    rounded to physics steps; the policy gets the true dt). ``safety_filter``: filter each
+    command (``SafetyFilter.filter``) before it is applied.
+
+    Returns one dict per episode: success, reached, violation, min_barrier, steps, time_s,
+    interventions and fallbacks (filter steps that changed the command / used the fallback).
+    """
+    cfg = cfg or CompareConfig()
+    base = condition.replace("+filter", "")
+    if base not in ("clean", "noise", "drop", "irregular"):
+        raise ValueError(f"condition {condition!r}: use one of {CONDITIONS}")
+    noise = cfg.noise_std[robot] if base == "noise" else 0.0
+    dt0 = _round_dt(1.0 / _RATE[robot])
+    B = len(seeds)
+    envs, goals, last = [], [], []
+    for s in seeds:
+        env, o, goal = _episode_env(robot, int(s), noise)
+        envs.append(env)
+        goals.append(goal)
+        last.append(o)
+    rng = np.random.default_rng([int(seeds[0]) if B else 0, CONDITIONS.index(condition), 99])
+    active = np.ones(B, dtype=bool)
+    res = [
+        {
+            "success": False,
+            "reached": False,
+            "violation": False,
+            "min_barrier": math.inf,
+            "steps": 0,
+            "time_s": 0.0,
+            "interventions": 0,
+            "fallbacks": 0,
+        }
+        for _ in range(B)
+    ]
+    for i, env in enumerate(envs):
+        res[i]["min_barrier"] = _barrier(robot, env.ground_truth())
+    experts: list[Any] = []
+    if model is None:  # one expert per episode: the diff-drive expert caches its goal's cost-to-go field
+        experts = [DiffDriveExpert() if robot == "diff_drive" else ArmExpert(e.model) for e in envs]
+    x_in = np.stack([features(robot, o, g) for o, g in zip(last, goals)])
+    dts = np.full(B, dt0)
+    h = None
+    max_steps = int(math.ceil(cfg.max_time[robot] / dt0 * (1 if base != "irregular" else 2)))
+    for _k in range(max_steps):
+        if not active.any():
+            break
+        if model is not None:
+            with torch.no_grad():
+                dtype: Any = model.input_mean.dtype
+                y, h = model(  # type: ignore[misc]
+                    torch.as_tensor(x_in[:, None, :], dtype=dtype),
+                    torch.as_tensor(dts[:, None], dtype=dtype),
+                    h,
+                )
+            u_all = y[:, 0].double().numpy()
+        for i in map(int, np.flatnonzero(active)):
+            env, o = envs[i], last[i]
+            if model is None:
+                if robot == "diff_drive":
+                    u = experts[i](o.pose, goals[i])
+                else:
+                    u = experts[i](o.position, o.velocity, goals[i])
+            else:
+                u = u_all[i, : _N_OUT[robot]]
+            if not np.all(np.isfinite(u)):
+                u = np.zeros_like(u)
+            if safety_filter is not None:
+                xs, fenv = filter_state(robot, o)
+                u_safe, rep = safety_filter.filter(xs, u, env=fenv)
+                res[i]["interventions"] += int(bool(getattr(rep, "intervened", False)))
+                res[i]["fallbacks"] += int(bool(getattr(rep, "fallback_used", False)))
+                u = np.asarray(u_safe, dtype=float)
+            d = dts[i] if base != "irregular" else _round_dt(dt0 * rng.uniform(*cfg.dt_range))
+            o = env.step(u, d)
+            gt = env.ground_truth()
+            r = res[i]
+            r["steps"] += 1
+            r["time_s"] += d
+            r["min_barrier"] = min(r["min_barrier"], _barrier(robot, gt))
+            if _violation(robot, gt):
+                r["violation"] = True
+            if env.goal_reached():
+                r["reached"] = True
+            if r["violation"] or r["reached"] or r["time_s"] >= cfg.max_time[robot] - 1e-9:
+                active[i] = False
+            dts[i] = d
+            if base == "drop" and rng.random() < cfg.drop_prob:
+                continue  # the update is lost: the policy sees the previous observation again
+            last[i] = o
+            x_in[i] = features(robot, o, goals[i])
+    for r in res:
+        r["success"] = bool(r["reached"] and not r["violation"])
+    return res
+
+
+# --- the whole comparison ---------------------------------------------------------------------
+def _mean_std(values: Sequence[float]) -> list[float]:
+    a = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if a.size == 0:
+        return [math.nan, math.nan]
+    return [float(a.mean()), float(a.std())]
+
+
+def _summarise_episodes(eps: list[dict[str, Any]]) -> dict[str, Any]:
+    mins = [e["min_barrier"] for e in eps]
+    return {
+        "success_rate": float(np.mean([e["success"] for e in eps])),
+        "reached_rate": float(np.mean([e["reached"] for e in eps])),
+        "violation_rate": float(np.mean([e["violation"] for e in eps])),
+        "min_barrier": float(np.min(mins)),
+        "mean_min_barrier": float(np.mean(mins)),
+        "interventions": int(sum(e["interventions"] for e in eps)),
+        "fallbacks": int(sum(e["fallbacks"] for e in eps)),
+        "steps": int(sum(e["steps"] for e in eps)),
+        "episodes": len(eps),
+    }
+
+
+def run_task(robot: str, cfg: CompareConfig, log: Any = None) -> dict[str, Any]:
+    """Demonstrations, training and evaluation of every model and seed on one robot."""
+
+    def say(msg: str) -> None:
+        if log is not None:
+            print(f"[compare {robot} {time.strftime('%H:%M:%S')}] {msg}", file=log, flush=True)
+
+    torch.set_num_threads(1)
+    n_tr, n_va, n_te = cfg.demo_train, cfg.demo_val, cfg.demo_test
+    t0 = time.perf_counter()
+    demos = collect_demos(robot, range(n_tr + n_va + n_te), cfg.dart, cfg.demo_max_time[robot])
+    train, val, test = demos[:n_tr], demos[n_tr : n_tr + n_va], demos[n_tr + n_va :]
+    steps = sum(len(d.obs) for d in demos)
+    say(f"{len(demos)} demonstrations, {steps} steps in {time.perf_counter() - t0:.1f} s")
+    eval_seeds = list(range(100_000, 100_000 + cfg.eval_episodes))
+    filt, filt_note = make_filter(robot)
+    say(filt_note)
+    out: dict[str, Any] = {
+        "robot": robot,
+        "rate_hz": _RATE[robot],
+        "n_inputs": _N_IN[robot],
+        "n_outputs": _N_OUT[robot],
+        "demonstrations": {
+            "train": n_tr,
+            "val": n_va,
+            "test": n_te,
+            "steps": steps,
+            "expert_reached": float(np.mean([d.reached for d in demos])),
+        },
+        "filter": {"available": filt is not None, "note": filt_note},
+        "eval_seeds": [eval_seeds[0], eval_seeds[-1]],
+        "models": {},
+    }
+    t1 = time.perf_counter()
+    expert = _summarise_episodes(closed_loop(robot, None, eval_seeds, "clean", cfg))
+    out["expert"] = {"clean": expert}
+    say(f"expert closed loop: success {expert['success_rate']:.2f} ({time.perf_counter() - t1:.1f} s)")
+    conditions = [c for c in CONDITIONS if filt is not None or "+filter" not in c]
+    for kind in cfg.models:
+        per_seed = []
+        for seed in range(cfg.seeds):
+            model = build_model(kind, _N_IN[robot], _N_OUT[robot], seed)
+            n_params, n_live = count_parameters(model, _N_IN[robot])
+            tr = train_model(model, train, val, cfg, seed)
+            model.eval()
+            mse = imitation_mse(model, test)
+            conds = {}
+            t2 = time.perf_counter()
+            for cond in conditions:
+                eps = closed_loop(robot, model, eval_seeds, cond, cfg, filt if "+filter" in cond else None)
+                conds[cond] = _summarise_episodes(eps)
+            say(
+                f"{kind} seed {seed}: params {n_params} (live {n_live}), train {tr['train_time_s']:.1f} s, "
+                f"test MSE {mse:.4f}, success "
+                + ", ".join(f"{c} {v['success_rate']:.2f}" for c, v in conds.items())
+                + f" (eval {time.perf_counter() - t2:.1f} s)"
+            )
+            per_seed.append(
+                {
+                    "seed": seed,
+                    "params": n_params,
+                    "live_params": n_live,
+                    "imitation_mse": mse,
+                    "val_mse": tr["val_mse"],
+                    "best_step": tr["best_step"],
+                    "train_time_s": tr["train_time_s"],
+                    "curve": tr["curve"],
+                    "conditions": conds,
+                }
+            )
+        summary: dict[str, Any] = {
+            "params": per_seed[0]["params"],
+            "live_params": per_seed[0]["live_params"],
+            "imitation_mse": _mean_std([s["imitation_mse"] for s in per_seed]),
+        }
+        for cond in conditions:
+            summary[f"success[{cond}]"] = _mean_std([s["conditions"][cond]["success_rate"] for s in per_seed])
+            summary[f"min_barrier[{cond}]"] = _mean_std(
+                [s["conditions"][cond]["min_barrier"] for s in per_seed]
+            )
+        for cond in ("noise", "drop", "irregular"):
+            summary[f"drop[{cond}]"] = _mean_std(
+                [
+                    s["conditions"]["clean"]["success_rate"] - s["conditions"][cond]["success_rate"]
+                    for s in per_seed
+                ]
+            )
+        out["models"][kind] = {"label": MODEL_LABELS[kind], "seeds": per_seed, "summary": summary}
+    out["time_s"] = time.perf_counter() - t0
+    out["verdict"] = _verdict(out)
+    return out
+
+
+def _verdict(task: dict[str, Any]) -> dict[str, Any]:
+    """The issue's bar: NCP (CfC-NCP(19)) within 10 % of the LSTM's success, >= 10x fewer
+    parameters, and a smaller success drop under sensor noise."""
+    ms = task["models"]
+    if "cfc_ncp19" not in ms or "lstm" not in ms:
+        return {"checked": False, "why": "needs cfc_ncp19 and lstm"}
+    n, lstm = ms["cfc_ncp19"]["summary"], ms["lstm"]["summary"]
+    s_n, s_l = n["success[clean]"][0], lstm["success[clean]"][0]
+    if not s_l > 0:
+        return {"checked": False, "why": "the LSTM never succeeds: no reference to compare against"}
+    ratio = lstm["params"] / n["params"]
+    within = s_n >= 0.9 * s_l - 1e-12
+    fewer = ratio >= 10.0
+    less = n["drop[noise]"][0] <= lstm["drop[noise]"][0] + 1e-12
+    return {
+        "checked": True,
+        "ncp_success": s_n,
+        "lstm_success": s_l,
+        "within_10_percent": bool(within),
+        "param_ratio": float(ratio),
+        "ten_x_fewer": bool(fewer),
+        "ncp_noise_drop": n["drop[noise]"][0],
+        "lstm_noise_drop": lstm["drop[noise]"][0],
+        "degrades_less": bool(less),
+        "passed": bool(within and fewer and less),
+    }
+
+
+def run_compare(cfg: CompareConfig, jobs: int = 1, log: Any = None) -> dict[str, Any]:
+    """Every task of ``cfg`` (in parallel processes when ``jobs`` > 1); the JSON-able results."""
+    cfg.check()
+    t0 = time.perf_counter()
+    if jobs > 1 and len(cfg.tasks) > 1:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(min(jobs, len(cfg.tasks))) as pool:
+            done = pool.starmap(run_task, [(t, cfg, None) for t in cfg.tasks])
+        tasks = dict(zip(cfg.tasks, done))
+    else:
+        tasks = {t: run_task(t, cfg, log) for t in cfg.tasks}
+    conf = dataclasses.asdict(cfg)
+    return {
+        "format": "lnn_control.compare/1",
+        "mode": "quick" if cfg.quick else "full",
+        "config": conf,
+        "torch": torch.__version__,
+        "time_s": time.perf_counter() - t0,
+        "tasks": tasks,
+    }
+
+
+# --- reports ----------------------------------------------------------------------------------
+def _fmt(ms: list[float], pct: bool = False, digits: int = 3) -> str:
+    m, s = ms
+    if not math.isfinite(m):
+        return "n/a"
+    if pct:
+        return f"{100 * m:.0f} ± {100 * s:.0f}%"
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The comparison tables (one per task) as markdown."""
+    cfg = results["config"]
+    lines = [
+        f"# Policy comparison ({results['mode']} mode)",
+        "",
+        f"Same demonstrations and budget for every model: {cfg['demo_train']} train / "
+        f"{cfg['demo_val']} val / {cfg['demo_test']} test expert episodes, {cfg['train_steps']} Adam steps "
+        f"of {cfg['batch']} windows x {cfg['window']} steps, {cfg['seeds']} seed(s); "
+        f"{cfg['eval_episodes']} closed-loop episodes per condition. Values are mean ± std over seeds. "
+        "Success: goal reached without violation. min h: worst barrier value over the episodes "
+        "(diff_drive clearance in m, arm joint margin in rad). Perturbations (no filter): noise = sensor "
+        f"noise std {cfg['noise_std']}, drop = {cfg['drop_prob']:.0%} of sensor updates lost (last "
+        f"observation held), irregular = control period x U{tuple(cfg['dt_range'])}.",
+        "",
+    ]
+    for robot, task in results["tasks"].items():
+        has_f = task["filter"]["available"]
+        lines += [
+            f"## {robot}",
+            "",
+            f"Expert on the same evaluation episodes: success {task['expert']['clean']['success_rate']:.0%}, "
+            f"min h {task['expert']['clean']['min_barrier']:.3f}. Filter: {task['filter']['note']}.",
+            "",
+        ]
+        head = ["model", "params (live)", "held-out MSE", "success", "min h"]
+        if has_f:
+            head += ["success +filter", "min h +filter"]
+        head += ["noise", "drop", "irregular"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for m in task["models"].values():
+            s = m["summary"]
+            row = [
+                m["label"],
+                f"{s['params']:,} ({s['live_params']:,})",
+                _fmt(s["imitation_mse"]),
+                _fmt(s["success[clean]"], pct=True),
+                _fmt(s["min_barrier[clean]"]),
+            ]
+            if has_f:
+                row += [_fmt(s["success[clean+filter]"], pct=True), _fmt(s["min_barrier[clean+filter]"])]
+            row += [_fmt(s[f"success[{c}]"], pct=True) for c in ("noise", "drop", "irregular")]
+            lines.append("| " + " | ".join(row) + " |")
+        v = task["verdict"]
+        if v.get("checked"):
+            lines += [
+                "",
+                f"Bar (CfC-NCP(19) vs LSTM): success {v['ncp_success']:.0%} vs {v['lstm_success']:.0%} "
+                f"(within 10%: {'yes' if v['within_10_percent'] else 'no'}); "
+                f"{v['param_ratio']:.1f}x fewer parameters (>= 10x: {'yes' if v['ten_x_fewer'] else 'no'}); "
+                f"success drop under noise {100 * v['ncp_noise_drop']:.0f} vs "
+                f"{100 * v['lstm_noise_drop']:.0f} points (less: {'yes' if v['degrades_less'] else 'no'}). "
+                f"**{'Passed' if v['passed'] else 'Not passed'}.**",
+            ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: str | pathlib.Path) -> pathlib.Path:
+    """Per task: success by condition (bars, seeds' std as error bars) and parameters vs success."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = pathlib.Path(path)
+    tasks = results["tasks"]
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(12, 3.8 * len(tasks)), dpi=100, squeeze=False)
+    colors = {
+        "cfc_ncp19": "tab:blue",
+        "ltc_ncp19": "tab:cyan",
+        "cfc_dense": "tab:purple",
+        "lstm": "tab:orange",
+        "mlp": "tab:gray",
+    }
+    for row, (robot, task) in enumerate(tasks.items()):
+        ax = axes[row, 0]
+        conds = [c for c in CONDITIONS if f"success[{c}]" in next(iter(task["models"].values()))["summary"]]
+        kinds = list(task["models"])
+        w = 0.8 / max(len(kinds), 1)
+        for j, kind in enumerate(kinds):
+            s = task["models"][kind]["summary"]
+            m = [100 * s[f"success[{c}]"][0] for c in conds]
+            e = [100 * s[f"success[{c}]"][1] for c in conds]
+            ax.bar(
+                np.arange(len(conds)) + (j - (len(kinds) - 1) / 2) * w,
+                m,
+                w,
+                yerr=e,
+                color=colors[kind],
+                label=MODEL_LABELS[kind],
+                capsize=2,
+            )
+        ax.axhline(100 * task["expert"]["clean"]["success_rate"], color="k", ls=":", lw=1, label="expert")
+        ax.set_xticks(np.arange(len(conds)), conds)
+        ax.set_ylim(0, 105)
+        ax.set_ylabel("closed-loop success (%)")
+        ax.set_title(f"{robot}: success by condition")
+        ax.legend(fontsize=7, ncol=3, loc="upper right")
+        ax.grid(True, axis="y", alpha=0.3)
+        ax = axes[row, 1]
+        for kind in kinds:
+            s = task["models"][kind]["summary"]
+            ax.errorbar(
+                s["params"],
+                100 * s["success[clean]"][0],
+                yerr=100 * s["success[clean]"][1],
+                fmt="o",
+                color=colors[kind],
+                capsize=3,
+            )
+            ax.annotate(
+                MODEL_LABELS[kind],
+                (s["params"], 100 * s["success[clean]"][0]),
+                fontsize=8,
+                xytext=(5, 4),
+                textcoords="offset points",
+            )
+        ax.set_xscale("log")
+        ax.set_ylim(-5, 105)
+        ax.set_xlabel("trainable parameters (log)")
+        ax.set_ylabel("success, clean (%)")
+        ax.set_title(f"{robot}: size vs success")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_reports(results: dict[str, Any], out: str | pathlib.Path) -> dict[str, pathlib.Path]:
+    """``compare.json``, ``compare.md`` and ``compare.png`` in ``out``."""
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "compare.json", "md": out / "compare.md", "png": out / "compare.png"}
+    paths["json"].write_text(json.dumps(results, indent=1, allow_nan=True) + "\n")
+    paths["md"].write_text(markdown(results))
+    plot(results, paths["png"])
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``lnn-control compare --out DIR [--quick] [--tasks ...] [--models ...] [--seeds N] [--jobs N]``."""
+    p = argparse.ArgumentParser(
+        prog="lnn-control compare",
+        description="Compare CfC/LTC NCP policies with dense CfC, LSTM and MLP on both simulator tasks.",
+    )
+    p.add_argument("--out", required=True, type=pathlib.Path, help="output directory")
+    p.add_argument(
+        "--quick", action="store_true", help="tiny run for CI (1 seed, few episodes, short training)"
+    )
+    p.add_argument("--tasks", nargs="+", choices=TASKS, default=None)
+    p.add_argument("--models", nargs="+", choices=MODELS, default=None)
+    p.add_argument("--seeds", type=int, default=None, help="seeds per model (default 3, quick 1)")
+    p.add_argument("--train-steps", type=int, default=None)
+    p.add_argument("--episodes", type=int, default=None, help="closed-loop episodes per condition")
+    p.add_argument("--jobs", type=int, default=1, help="processes (one per task)")
+    a = p.parse_args(argv)
+    cfg = CompareConfig.quick_config() if a.quick else CompareConfig.full()
+    if a.tasks:
+        cfg.tasks = tuple(a.tasks)
+    if a.models:
+        cfg.models = tuple(a.models)
+    if a.seeds is not None:
+        cfg.seeds = a.seeds
+    if a.train_steps is not None:
+        cfg.train_steps = a.train_steps
+    if a.episodes is not None:
+        cfg.eval_episodes = a.episodes
+    try:
+        cfg.check()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if a.jobs < 1:
+        print(f"error: --jobs must be >= 1, got {a.jobs}", file=sys.stderr)
+        return 2
+    results = run_compare(cfg, a.jobs, log=sys.stderr)
+    paths = write_reports(results, a.out)
+    print(markdown(results))
+    print("wrote " + ", ".join(str(v) for v in paths.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
