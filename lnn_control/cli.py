@@ -1,7 +1,10 @@
 """``lnn-control`` console script: ``train`` here; ``inspect`` / ``compare`` dispatch lazily.
 
 ``lnn-control train --config config/diff_drive.yaml --data DIR_OR_FILES --cell cfc|ltc
---wiring ncp --units 19 [--barriernet] --epochs N --out models/x.npz``
+--wiring ncp --units 19 [--barriernet] --epochs N [--dagger-rounds R] --out models/x.npz``
+
+The observation mapping is the node's (``lnn_control.observation.load_observation_config`` on the
+same YAML), and the result is a ``lnn_control.model_file`` policy file the node loads.
 
 ``inspect`` and ``compare`` live in ``lnn_control.interpret`` / ``lnn_control.compare``; each is
 imported only when asked for and must expose ``main(argv: list[str]) -> int``.
@@ -18,168 +21,208 @@ from typing import Any
 import numpy as np
 import yaml
 
-__all__ = ["main", "train_main", "ROBOT_FIELDS", "mapper_factory"]
-
-#: Observation fields per built-in robot when the config YAML has no ``observation:`` mapping
-#: that ``lnn_control.observation`` can load (the same topics the simulator publishes).
-ROBOT_FIELDS: dict[str, dict[str, Any]] = {
-    "diff_drive": {
-        "fields": {
-            "/odom": [
-                "pose.pose.position.x",
-                "pose.pose.position.y",
-                "pose.pose.orientation.z",
-                "pose.pose.orientation.w",
-                "twist.twist.linear.x",
-                "twist.twist.angular.z",
-            ],
-            "/scan": ["ranges"],
-            "/goal_pose": ["pose.position.x", "pose.position.y"],
-        },
-        "command_topic": "/cmd_vel",
-        "command_fields": ["linear.x", "angular.z"],
-        "output_names": ["v", "omega"],
-    },
-    "arm": {
-        "fields": {"/joint_states": ["position", "velocity"], "/goal_joints": ["position"]},
-        "command_topic": "/effort_controller/commands",
-        "command_fields": ["data[0]", "data[1]", "data[2]"],
-        "output_names": ["tau1", "tau2", "tau3"],
-    },
-}
+__all__ = ["main", "train_main", "read_robot_config"]
 
 _SUBMODULES = {"inspect": "lnn_control.interpret", "compare": "lnn_control.compare"}
 
 
-def _robot_of(cfg: dict[str, Any], path: pathlib.Path) -> str:
-    robot = cfg.get("robot") or path.stem
-    if robot not in ROBOT_FIELDS:
-        raise SystemExit(f"--config {path}: set 'robot:' to one of {sorted(ROBOT_FIELDS)} (got {robot!r})")
-    return str(robot)
+def read_robot_config(path: pathlib.Path) -> dict[str, Any]:
+    """The node's parameters in a robot config YAML (``<node>: ros__parameters:`` or top level)."""
+    cfg = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(cfg, dict):
+        raise ValueError(f"--config {path}: expected a YAML mapping")
+    for v in cfg.values():
+        if isinstance(v, dict) and isinstance(v.get("ros__parameters"), dict):
+            return dict(v["ros__parameters"])
+    return cfg
 
 
-def mapper_factory(config_path: pathlib.Path, cfg: dict[str, Any], robot: str) -> tuple[Any, str]:
-    """Return (zero-argument mapper factory, description): the node's ObservationMap when available."""
-    from lnn_control import training
-
-    try:
-        obs_mod = importlib.import_module("lnn_control.observation")
-    except ImportError:
-        obs_mod = None
-    if obs_mod is not None and hasattr(obs_mod, "load_observation_config") and "observation" in cfg:
-
-        def make_obs() -> Any:
-            m = obs_mod.load_observation_config(str(config_path))
-            return m
-
-        probe = make_obs()
-        if all(hasattr(probe, a) for a in ("topics", "update", "vector", "names")):
-            return make_obs, "ObservationMap from " + str(config_path)
-    fields = ROBOT_FIELDS[robot]["fields"]
-    return (lambda: training.FieldMap(fields)), f"built-in {robot} field map"
-
-
-def train_main(argv: list[str]) -> int:
-    """``lnn-control train``: returns 0 on success, 2 on bad data / arguments (message on stderr)."""
-    from lnn_control import plots, training
-
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="lnn-control train", description="Train a liquid policy from recordings."
+        prog="lnn-control train",
+        description="Train a liquid policy (CfC/LTC, NCP wiring) from recordings; writes a model file.",
     )
     p.add_argument(
-        "--config", required=True, type=pathlib.Path, help="robot config YAML (config/<robot>.yaml)"
+        "--config",
+        required=True,
+        type=pathlib.Path,
+        help="robot config YAML (config/<robot>.yaml): its observation section maps messages to inputs",
     )
     p.add_argument(
         "--data", required=True, nargs="+", help="bag directories, .mcap, .npz, .csv, or folders of them"
     )
     p.add_argument("--cell", choices=("cfc", "ltc"), default="cfc")
-    p.add_argument("--wiring", choices=("ncp",), default="ncp")
-    p.add_argument("--units", type=int, default=19)
-    p.add_argument("--barriernet", action="store_true", help="train through barriernet.QPLayer end to end")
+    p.add_argument("--wiring", choices=("ncp",), default="ncp", help="AutoNCP wiring (lnn_control.wiring)")
+    p.add_argument("--units", type=int, default=19, help="neurons of the NCP wiring")
+    p.add_argument("--sparsity", type=float, default=0.5, help="NCP synapse sparsity in [0.1, 1)")
+    p.add_argument(
+        "--barriernet",
+        action="store_true",
+        help="train end to end through barriernet.QPLayer with learned class-K gains",
+    )
     p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--window", type=int, default=32)
+    p.add_argument("--window", type=int, default=32, help="truncated-BPTT window (steps)")
+    p.add_argument("--batch", type=int, default=16, help="windows per gradient step")
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--patience", type=int, default=8)
+    p.add_argument("--input-noise", type=float, default=0.0, help="augmentation noise (normalised units)")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument(
+        "--dagger-rounds",
+        type=int,
+        default=0,
+        help="DAgger rounds on the built-in simulator (policy rollouts relabelled by the expert)",
+    )
+    p.add_argument("--dagger-episodes", type=int, default=16, help="policy rollouts added per DAgger round")
+    p.add_argument("--dagger-epochs", type=int, default=15, help="training epochs per DAgger round")
+    p.add_argument("--eval-episodes", type=int, default=10, help="closed-loop evaluation episodes per round")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, type=pathlib.Path, help="model file (.npz); plots go next to it")
     p.add_argument("--no-progress", action="store_true")
-    a = p.parse_args(argv)
+    return p
+
+
+def train_main(argv: list[str]) -> int:
+    """``lnn-control train``: returns 0 on success, 2 on bad data / arguments (message on stderr)."""
+    import importlib.util
+
+    from lnn_control import plots, training
+    from lnn_control.model_file import save_policy
+    from lnn_control.observation import load_filter_config, load_observation_config
+
+    a = _parser().parse_args(argv)
     if not a.config.is_file():
         print(f"error: --config {a.config} does not exist", file=sys.stderr)
         return 2
-    cfg = yaml.safe_load(a.config.read_text()) or {}
-    robot = _robot_of(cfg, a.config)
-    if a.barriernet:
+    try:
+        params = read_robot_config(a.config)
+        probe = load_observation_config(a.config)
+    except (ValueError, yaml.YAMLError) as e:
+        print(f"error: --config {a.config}: {e}", file=sys.stderr)
+        return 2
+    robot = str(params.get("robot") or a.config.stem)
+    try:
+        controls = load_filter_config(a.config).get("controls", {})
+        output_names = [str(n) for n in controls.get("names", [])]
+    except ValueError:
+        output_names = []
+    if len(output_names) != len(probe.command_fields):
+        output_names = list(probe.command_fields)
+    if a.barriernet and importlib.util.find_spec("barriernet.qp_layer") is None:
         print(
-            "error: --barriernet needs barriernet.QPLayer and differentiable barriers, "
-            "which this training module does not wire up yet; train without --barriernet",
+            "error: --barriernet trains through barriernet.QPLayer (barriernet/qp_layer.py), which is "
+            "not in this checkout yet; train without --barriernet",
             file=sys.stderr,
         )
         return 2
-    preset = ROBOT_FIELDS[robot]
-    factory, how = mapper_factory(a.config, cfg, robot)
-    used: list[Any] = []
-    try:
-        episodes = training.load_recordings(
-            a.data, factory, preset["command_topic"], preset["command_fields"], used_mappers=used
+    if a.barriernet:
+        print(
+            "error: --barriernet: end-to-end training through barriernet.QPLayer is not wired into "
+            "lnn-control train yet; train without --barriernet",
+            file=sys.stderr,
         )
+        return 2
+    if a.dagger_rounds < 0:
+        print(f"error: --dagger-rounds must be >= 0, got {a.dagger_rounds}", file=sys.stderr)
+        return 2
+
+    def factory() -> Any:
+        return load_observation_config(a.config)
+
+    try:
+        episodes = training.load_recordings(a.data, factory, probe.command_topic, probe.command_fields)
         tc = training.TrainConfig(
             cell=a.cell,
             units=a.units,
+            sparsity=a.sparsity,
+            wiring_seed=a.seed,
             epochs=a.epochs,
             window=a.window,
+            batch=a.batch,
             lr=a.lr,
             patience=a.patience,
+            val_fraction=a.val_fraction,
             seed=a.seed,
+            input_noise=a.input_noise,
             progress=not a.no_progress,
         )
-        res = training.train_policy(episodes, tc)
+        train_eps, val_eps = training.split_episodes(episodes, a.val_fraction, a.seed)
+        res = training.train_policy(
+            [], tc, input_names=probe.names, output_names=output_names, split=(train_eps, val_eps)
+        )
     except (training.DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    names = [str(n) for n in used[0].names] if used else []
-    meta = {
+    model = res.model
+    history: list[dict[str, Any]] = []
+    if a.dagger_rounds > 0:
+        model, history = _dagger(a, robot, tc, res, train_eps, val_eps, probe.names, output_names)
+    meta: dict[str, Any] = {
         "robot": robot,
-        "wiring": {"type": "ncp", "units": a.units, "seed": a.seed},
-        "output_names": preset["output_names"],
-        "input_names": names,
-        "observation": cfg.get("observation", {"fields": preset["fields"], "source": how}),
-        "command_topic": preset["command_topic"],
+        "config": str(a.config),
+        "command_topic": probe.command_topic,
         "training": {
+            "cell": a.cell,
+            "wiring": {"type": "auto_ncp", "units": a.units, "sparsity": a.sparsity, "seed": a.seed},
             "epochs_run": len(res.train_loss),
             "best_epoch": res.best_epoch,
             "best_val_loss": res.val_loss[res.best_epoch],
             "n_train": len(res.train_episodes),
             "n_val": len(res.val_episodes),
             "data": [str(d) for d in a.data],
+            "seed": a.seed,
+            "dagger": history,
         },
     }
-    out = training.save_checkpoint(a.out, res.model, meta)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    out = pathlib.Path(save_policy(a.out, model.double(), observation=params.get("observation"), **meta))
     stem = out.with_suffix("")
     plots.loss_curves(f"{stem}_loss.png", res.train_loss, res.val_loss, res.best_epoch)
-    show = res.val_episodes or res.train_episodes
-    preds = []
-    import torch
-
-    with torch.no_grad():
-        for e in show[:3]:
-            y, _ = res.model(
-                torch.as_tensor(e.obs, dtype=torch.float32)[None],
-                torch.as_tensor(e.dt, dtype=torch.float32)[None],
-            )
-            preds.append(y[0].numpy())
+    show = (res.val_episodes or res.train_episodes)[:3]
     plots.rollouts_vs_demos(
         f"{stem}_rollouts.png",
-        [e.target for e in show[:3]],
-        preds,
-        [np.cumsum(e.dt) - e.dt[0] for e in show[:3]],
-        preset["output_names"],
+        [e.target for e in show],
+        [training.predict(model, e)[:, : model.n_commands] for e in show],
+        [np.cumsum(e.dt) - e.dt[0] for e in show],
+        output_names,
     )
+    last = f", closed loop {history[-1]}" if history else ""
     print(
-        f"{robot}: {len(episodes)} episodes ({how}), best epoch {res.best_epoch + 1}/{len(res.train_loss)}, "
-        f"val loss {res.val_loss[res.best_epoch]:.4f} -> {out}"
+        f"{robot}: {len(episodes)} episodes, best epoch {res.best_epoch + 1}/{len(res.train_loss)}, "
+        f"val loss {res.val_loss[res.best_epoch]:.4f}{last} -> {out}"
     )
     return 0
+
+
+def _dagger(
+    a: argparse.Namespace,
+    robot: str,
+    tc: Any,
+    res: Any,
+    train_eps: list[Any],
+    val_eps: list[Any],
+    input_names: list[str],
+    output_names: list[str],
+) -> tuple[Any, list[dict[str, Any]]]:
+    """DAgger rounds after behaviour cloning (see lnn_control.dagger); validation stays on expert demos."""
+    import dataclasses
+
+    from lnn_control import dagger, training
+
+    loop = dagger.ClosedLoop(robot, a.config)
+    fine = dataclasses.replace(tc, epochs=a.dagger_epochs, lr=tc.lr * 0.3, patience=a.dagger_epochs)
+
+    def train(data: Any, prev: Any) -> Any:
+        if prev is None:
+            return res.model
+        return training.train_policy(
+            [], fine, input_names=input_names, output_names=output_names, init=prev, split=(data, val_eps)
+        ).model
+
+    eval_seeds = [10_000 + a.seed + i for i in range(a.eval_episodes)]
+    return dagger.dagger(
+        loop, train_eps, train, a.dagger_rounds, a.dagger_episodes, 20_000 + a.seed, eval_seeds
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,17 +8,21 @@ windows of ``window`` steps, MSE on normalised commands:
 
     L = mean_{b,t,j} ((y_bt,j - mu_j) / sigma_j - (u_bt,j - mu_j) / sigma_j)^2
 
-The checkpoint with the lowest validation loss is kept; training stops after ``patience`` epochs
+The model is a :class:`~lnn_control.policy.LiquidPolicy` (CfC or LTC on an AutoNCP wiring) with
+the normalisation statistics inside it, so it takes raw observations and returns raw commands;
+``lnn_control.model_file.save_policy`` writes it in the format the controller node loads. The
+checkpoint with the lowest validation loss is kept; training stops after ``patience`` epochs
 without improvement. Observations come from a *message mapper* (``topics``, ``update(topic, msg,
-t_ns)``, ``vector() -> ndarray | None``, ``names``): the node's :class:`ObservationMap` when the
-config YAML has one, or :class:`FieldMap` (message field paths per topic).
+t_ns)``, ``vector() -> ndarray | None``, ``names``): the node's :class:`ObservationMap` (what the
+CLI uses, from the robot's config YAML), or :class:`FieldMap` (message field paths per topic).
+Closed-loop data aggregation (DAgger) lives in :mod:`lnn_control.dagger`.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
-import json
 import math
 import pathlib
 from collections.abc import Callable, Iterable, Sequence
@@ -27,6 +31,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import nn
+
+from lnn_control.policy import LiquidPolicy
+from lnn_control.wiring import AutoNCP
 
 __all__ = [
     "DataError",
@@ -40,17 +47,15 @@ __all__ = [
     "split_episodes",
     "NormStats",
     "norm_stats",
-    "SequencePolicy",
     "TrainConfig",
     "TrainResult",
     "BestCheckpoint",
+    "build_policy",
+    "normalized_error",
     "train_policy",
     "evaluate",
-    "save_checkpoint",
-    "load_checkpoint",
+    "predict",
 ]
-
-CHECKPOINT_FORMAT = "lnn_control.training/1"
 
 
 class DataError(ValueError):
@@ -326,74 +331,59 @@ def norm_stats(episodes: Sequence[Episode]) -> NormStats:
     return NormStats(obs.mean(0), np.maximum(obs.std(0), 1e-6), tgt.mean(0), np.maximum(tgt.std(0), 1e-6))
 
 
-class SequencePolicy(nn.Module):
-    """ncps CfC / LTC with AutoNCP wiring between input and output normalisation.
-
-    ``forward(x (B, T, n_in) raw, timespans (B, T) s) -> (y (B, T, n_out) raw, h (B, units))``.
-    """
-
-    input_mean: torch.Tensor
-    input_std: torch.Tensor
-    output_mean: torch.Tensor
-    output_std: torch.Tensor
-
-    def __init__(self, cell: str, n_in: int, n_out: int, units: int, seed: int, stats: NormStats) -> None:
-        super().__init__()
-        from ncps.torch import LTC, CfC
-        from ncps.wirings import AutoNCP
-
-        if cell not in ("cfc", "ltc"):
-            raise ValueError(f"cell must be 'cfc' or 'ltc', got {cell!r}")
-        if units < n_out + 3:
-            raise ValueError(f"units must be >= n_out + 3 = {n_out + 3} for an NCP wiring, got {units}")
-        self.cell, self.n_in, self.n_out, self.units, self.seed = cell, n_in, n_out, units, seed
-        wiring = AutoNCP(units, n_out, seed=seed)
-        self.rnn = (CfC if cell == "cfc" else LTC)(n_in, wiring, batch_first=True)
-        for name, v in dataclasses.asdict(stats).items():
-            self.register_buffer(name, torch.as_tensor(v, dtype=torch.float32))
-
-    def forward(
-        self, x: torch.Tensor, timespans: torch.Tensor, hx: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        z = (x - self.input_mean) / self.input_std
-        b, t = z.shape[:2]
-        ts = timespans.expand(b, t) if timespans.dim() == 2 else timespans.reshape(b, t)
-        h = torch.zeros(b, self.rnn.state_size, dtype=z.dtype) if hx is None else hx
-        outs = []
-        # Own time loop: ncps' loop squeezes per-sample timespans to (B,), which does not
-        # broadcast against (B, units) in the wired cells; (B, 1) does.
-        for k in range(t):
-            out, h = self.rnn.rnn_cell(z[:, k], h, ts[:, k : k + 1])
-            outs.append(out)
-        y = torch.stack(outs, 1)
-        return y * self.output_std + self.output_mean, h
-
-    def normalized_error(self, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Mean squared error in normalised command units (dimensionless)."""
-        return (((y - target) / self.output_std) ** 2).mean()
-
-
 @dataclasses.dataclass
 class TrainConfig:
-    """Hyperparameters: epochs, window (steps), batch (windows), lr, patience (epochs), seed."""
+    """Hyperparameters of :func:`train_policy`.
+
+    cell: ``cfc`` | ``ltc``; units: neurons of the AutoNCP wiring (> n_outputs + n_gains + 2);
+    sparsity: its synapse sparsity in [0.1, 1); wiring_seed: seed of its synapse draw;
+    synapses: wired CfC synapses, ``ncps`` (as ncps 1.0.1: dense time gates and intra-layer
+    recurrence, more capacity) or ``wiring`` (only the wiring's synapses);
+    backbone_units: CfC backbone width (dense CfC only; a wired CfC has none); epochs;
+    window: truncated-BPTT window (steps); batch: windows per step; lr; weight_decay (Adam);
+    patience: epochs without validation improvement before stopping; val_fraction: share of
+    episodes held out; seed: split, initialisation and batch order; input_noise: std of Gaussian
+    noise added to the normalised observations while training (augmentation, 0 = off);
+    n_gains / gain_scale: BarrierNet class-K gain head (``gain_scale * sigmoid``); progress: tqdm bar.
+    """
 
     cell: str = "cfc"
     units: int = 19
+    sparsity: float = 0.5
+    wiring_seed: int = 0
+    synapses: str = "ncps"
+    backbone_units: int = 128
     epochs: int = 50
     window: int = 32
     batch: int = 16
     lr: float = 5e-3
+    weight_decay: float = 0.0
     patience: int = 8
     val_fraction: float = 0.2
     seed: int = 0
+    input_noise: float = 0.0
+    n_gains: int = 0
+    gain_scale: float = 4.0
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for k in ("epochs", "window", "batch", "patience", "units"):
+        if self.cell not in ("cfc", "ltc"):
+            raise ValueError(f"cell must be 'cfc' or 'ltc', got {self.cell!r}")
+        for k in ("epochs", "window", "batch", "patience", "units", "backbone_units"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0 or self.input_noise < 0:
+            raise ValueError(
+                f"weight_decay and input_noise must be >= 0, got {self.weight_decay}, {self.input_noise}"
+            )
+        if self.synapses not in ("ncps", "wiring"):
+            raise ValueError(f"synapses must be 'ncps' or 'wiring', got {self.synapses!r}")
+        if self.n_gains < 0:
+            raise ValueError(f"n_gains must be >= 0, got {self.n_gains}")
+        if not (math.isfinite(self.gain_scale) and self.gain_scale > 0):
+            raise ValueError(f"gain_scale must be finite and > 0, got {self.gain_scale}")
 
 
 class BestCheckpoint:
@@ -418,47 +408,111 @@ class BestCheckpoint:
         return self.stale >= self.patience
 
 
+def build_policy(
+    cfg: TrainConfig,
+    n_inputs: int,
+    n_outputs: int,
+    stats: NormStats,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    gain_names: Sequence[str] | None = None,
+) -> LiquidPolicy:
+    """A :class:`LiquidPolicy` (AutoNCP wiring, ``cfg.n_gains`` gain outputs) with ``stats`` inside.
+
+    The wiring has ``n_outputs + n_gains`` motor neurons; commands are de-normalised with the
+    command statistics, gains are ``gain_scale * sigmoid`` (see :mod:`lnn_control.policy`).
+    """
+    n_motor = n_outputs + cfg.n_gains
+    if cfg.units < n_motor + 3:
+        raise ValueError(
+            f"units must be >= outputs + gains + 3 = {n_motor + 3} for an NCP wiring, got {cfg.units}"
+        )
+    wiring = AutoNCP(cfg.units, n_motor, sparsity=cfg.sparsity, seed=cfg.wiring_seed)
+    extra: dict[str, Any] = (
+        {"backbone_units": cfg.backbone_units, "synapses": cfg.synapses} if cfg.cell == "cfc" else {}
+    )
+    policy = LiquidPolicy(
+        n_inputs,
+        cfg.cell,
+        wiring,
+        n_gains=cfg.n_gains,
+        gain_scale=cfg.gain_scale,
+        input_names=None if input_names is None else list(input_names),
+        output_names=None if output_names is None else list(output_names),
+        gain_names=None if gain_names is None else list(gain_names),
+        **extra,
+    )
+    policy.set_normalization(stats.input_mean, stats.input_std, stats.output_mean, stats.output_std)
+    return policy
+
+
+def normalized_error(model: LiquidPolicy, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the commands ``y[..., :n_commands]`` in normalised units (dimensionless)."""
+    k = model.n_commands
+    return (((y[..., :k] - target) / model.output_std) ** 2).mean()
+
+
 def _windows(episodes: Sequence[Episode], window: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Non-overlapping windows of ``window`` steps (the tail window is aligned to the episode end)."""
+    """Non-overlapping windows of ``window`` steps (the tail window is aligned to the episode end).
+
+    Episodes shorter than ``window`` are left-padded by repeating their first step, so every
+    window has the same length and no episode is cut to the shortest one.
+    """
     xs, ds, ys = [], [], []
     for e in episodes:
-        t = e.obs.shape[0]
-        w = min(window, t)
-        starts = list(range(0, t - w + 1, w))
-        if starts[-1] != t - w:
-            starts.append(t - w)
+        obs, dt, tgt = e.obs, e.dt, e.target
+        t = obs.shape[0]
+        if t < window:
+            pad = window - t
+            obs = np.concatenate([np.repeat(obs[:1], pad, 0), obs])
+            dt = np.concatenate([np.repeat(dt[:1], pad), dt])
+            tgt = np.concatenate([np.repeat(tgt[:1], pad, 0), tgt])
+            t = window
+        starts = list(range(0, t - window + 1, window))
+        if starts[-1] != t - window:
+            starts.append(t - window)
         for s in starts:
-            xs.append(e.obs[s : s + w])
-            ds.append(e.dt[s : s + w])
-            ys.append(e.target[s : s + w])
-    w = min(x.shape[0] for x in xs)
+            xs.append(obs[s : s + window])
+            ds.append(dt[s : s + window])
+            ys.append(tgt[s : s + window])
     f = torch.float32
     return (
-        torch.as_tensor(np.stack([x[:w] for x in xs]), dtype=f),
-        torch.as_tensor(np.stack([d[:w] for d in ds]), dtype=f),
-        torch.as_tensor(np.stack([y[:w] for y in ys]), dtype=f),
+        torch.as_tensor(np.stack(xs), dtype=f),
+        torch.as_tensor(np.stack(ds), dtype=f),
+        torch.as_tensor(np.stack(ys), dtype=f),
     )
 
 
 @torch.no_grad()
-def evaluate(model: SequencePolicy, episodes: Sequence[Episode]) -> float:
-    """Open-loop normalised MSE over whole episodes (each run from a zero hidden state)."""
+def evaluate(model: LiquidPolicy, episodes: Sequence[Episode]) -> float:
+    """Open-loop normalised MSE over whole episodes, each run from a zero hidden state."""
     total, count = 0.0, 0
+    dtype = model.input_mean.dtype
     for e in episodes:
-        x = torch.as_tensor(e.obs, dtype=torch.float32)[None]
-        d = torch.as_tensor(e.dt, dtype=torch.float32)[None]
+        x = torch.as_tensor(e.obs, dtype=dtype)[None]
+        d = torch.as_tensor(e.dt, dtype=dtype)[None]
         y, _ = model(x, d)
-        err = float(model.normalized_error(y, torch.as_tensor(e.target, dtype=torch.float32)[None]))
+        err = float(normalized_error(model, y, torch.as_tensor(e.target, dtype=dtype)[None]))
         total += err * e.obs.shape[0]
         count += e.obs.shape[0]
     return total / count
+
+
+@torch.no_grad()
+def predict(model: LiquidPolicy, episode: Episode) -> np.ndarray:
+    """Open-loop outputs (T, n_outputs) of ``model`` over ``episode`` from a zero state."""
+    dtype = model.input_mean.dtype
+    y, _ = model(
+        torch.as_tensor(episode.obs, dtype=dtype)[None], torch.as_tensor(episode.dt, dtype=dtype)[None]
+    )
+    return y[0].double().numpy()
 
 
 @dataclasses.dataclass
 class TrainResult:
     """Trained model (best checkpoint loaded), per-epoch losses, best epoch, split."""
 
-    model: SequencePolicy
+    model: LiquidPolicy
     train_loss: list[float]
     val_loss: list[float]
     best_epoch: int
@@ -466,27 +520,54 @@ class TrainResult:
     val_episodes: list[Episode]
 
 
-def train_policy(episodes: Sequence[Episode], cfg: TrainConfig) -> TrainResult:
+def train_policy(
+    episodes: Sequence[Episode],
+    cfg: TrainConfig,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    gain_names: Sequence[str] | None = None,
+    init: LiquidPolicy | None = None,
+    split: tuple[Sequence[Episode], Sequence[Episode]] | None = None,
+) -> TrainResult:
     """Behaviour cloning with truncated BPTT; returns the best-validation checkpoint.
 
-    Without validation episodes (a single episode) the training loss picks the checkpoint.
+    Args:
+        episodes: demonstrations (ignored when ``split`` is given).
+        cfg: hyperparameters.
+        input_names / output_names / gain_names: stored in the policy (and its model file).
+        init: start from this policy's weights (DAgger rounds); its normalisation is kept.
+        split: explicit (train, validation) episodes instead of a seeded split.
+    Without validation episodes the training loss picks the checkpoint.
     """
     from tqdm import tqdm
 
-    if not episodes:
-        raise DataError("no episodes to train on")
     torch.manual_seed(cfg.seed)
-    train_eps, val_eps = split_episodes(episodes, cfg.val_fraction, cfg.seed)
-    stats = norm_stats(train_eps)
-    model = SequencePolicy(
-        cfg.cell, train_eps[0].obs.shape[1], train_eps[0].target.shape[1], cfg.units, cfg.seed, stats
-    )
+    if split is not None:
+        train_eps, val_eps = list(split[0]), list(split[1])
+    else:
+        if not episodes:
+            raise DataError("no episodes to train on")
+        train_eps, val_eps = split_episodes(episodes, cfg.val_fraction, cfg.seed)
+    if not train_eps:
+        raise DataError("no training episodes")
+    n_in, n_out = train_eps[0].obs.shape[1], train_eps[0].target.shape[1]
+    if init is not None:
+        if init.n_inputs != n_in or init.n_commands != n_out:
+            raise ValueError(
+                f"init policy has {init.n_inputs} inputs / {init.n_commands} commands, data {n_in} / {n_out}"
+            )
+        model = copy.deepcopy(init).float()
+    else:
+        model = build_policy(cfg, n_in, n_out, norm_stats(train_eps), input_names, output_names, gain_names)
+    model.train()
     x, d, y = _windows(train_eps, cfg.window)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.lr * 0.05)
     gen = torch.Generator().manual_seed(cfg.seed)
     best = BestCheckpoint(cfg.patience)
     tr_hist: list[float] = []
     va_hist: list[float] = []
+    noise_scale = cfg.input_noise * model.input_std  # noise in normalised units -> raw units
     bar = tqdm(range(cfg.epochs), desc=f"train {cfg.cell}", disable=not cfg.progress, unit="epoch")
     for epoch in bar:
         model.train()
@@ -494,14 +575,18 @@ def train_policy(episodes: Sequence[Episode], cfg: TrainConfig) -> TrainResult:
         run, nb = 0.0, 0
         for i in range(0, x.shape[0], cfg.batch):
             idx = perm[i : i + cfg.batch]
-            out, _ = model(x[idx], d[idx])
-            loss = model.normalized_error(out, y[idx])
+            xb = x[idx]
+            if cfg.input_noise > 0:
+                xb = xb + torch.randn(xb.shape, generator=gen) * noise_scale
+            out, _ = model(xb, d[idx])
+            loss = normalized_error(model, out, y[idx])
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # liquid cells can spike early on
             opt.step()
             run += float(loss.detach())
             nb += 1
+        sched.step()
         model.eval()
         tr_hist.append(run / nb)
         va = evaluate(model, val_eps) if val_eps else tr_hist[-1]
@@ -511,41 +596,5 @@ def train_policy(episodes: Sequence[Episode], cfg: TrainConfig) -> TrainResult:
             break
     assert best.state is not None
     model.load_state_dict(best.state)
-    return TrainResult(model, tr_hist, va_hist, best.best_epoch, train_eps, val_eps)
-
-
-def save_checkpoint(path: str | pathlib.Path, model: SequencePolicy, meta: dict[str, Any]) -> pathlib.Path:
-    """Write tensors + ``__config__`` JSON (cell, sizes, seed, ``meta``) to one ``.npz`` (no pickle)."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cfg = {
-        "format": CHECKPOINT_FORMAT,
-        "cell": model.cell,
-        "n_in": model.n_in,
-        "n_out": model.n_out,
-        "units": model.units,
-        "seed": model.seed,
-        **meta,
-    }
-    arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    np.savez(path, __config__=np.array(json.dumps(cfg)), **arrays)
-    return path
-
-
-def load_checkpoint(path: str | pathlib.Path) -> tuple[SequencePolicy, dict[str, Any]]:
-    """Inverse of :func:`save_checkpoint`; raises :class:`DataError` on a foreign or corrupt file."""
-    path = pathlib.Path(path)
-    with np.load(path, allow_pickle=False) as z:
-        if "__config__" not in z:
-            raise DataError(f"{path} has no __config__ entry; not a training checkpoint")
-        cfg = json.loads(str(z["__config__"]))
-        if cfg.get("format") != CHECKPOINT_FORMAT:
-            raise DataError(f"{path} has format {cfg.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-        arrays = {k: torch.as_tensor(z[k]) for k in z.files if k != "__config__"}
-    zero = NormStats(
-        np.zeros(cfg["n_in"]), np.ones(cfg["n_in"]), np.zeros(cfg["n_out"]), np.ones(cfg["n_out"])
-    )
-    model = SequencePolicy(cfg["cell"], cfg["n_in"], cfg["n_out"], cfg["units"], cfg["seed"], zero)
-    model.load_state_dict(arrays)
     model.eval()
-    return model, cfg
+    return TrainResult(model, tr_hist, va_hist, best.best_epoch, train_eps, val_eps)

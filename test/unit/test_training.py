@@ -140,43 +140,94 @@ def test_csv_and_npz_loading_and_errors(tmp_path) -> None:
         tr.load_recordings([tmp_path / "empty"])
 
 
-def test_checkpoint_round_trip(tmp_path) -> None:
-    eps = _synthetic(2, 20, seed=5)
-    res = tr.train_policy(eps, tr.TrainConfig(units=6, epochs=1, seed=0, progress=False))
-    path = tr.save_checkpoint(tmp_path / "m.npz", res.model, {"output_names": ["u"]})
-    model, cfg = tr.load_checkpoint(path)
-    assert cfg["output_names"] == ["u"]
-    x = torch.as_tensor(eps[0].obs, dtype=torch.float32)[None]
-    d = torch.as_tensor(eps[0].dt, dtype=torch.float32)[None]
-    torch.testing.assert_close(model(x, d)[0], res.model(x, d)[0])
-    np.savez(tmp_path / "x.npz", a=np.zeros(2))
-    with pytest.raises(tr.DataError, match="no __config__"):
-        tr.load_checkpoint(tmp_path / "x.npz")
+def test_trained_policy_is_a_liquid_policy_and_model_file_round_trips(tmp_path) -> None:
+    """Training gives a LiquidPolicy with the statistics inside; save_policy/load_stepper reproduce it."""
+    from lnn_control.model_file import load_policy, load_stepper, save_policy
+    from lnn_control.policy import LiquidPolicy
+
+    eps = _synthetic(3, 20, seed=5)
+    cfg = tr.TrainConfig(units=6, epochs=2, seed=0, progress=False)
+    res = tr.train_policy(eps, cfg, input_names=["a", "b"], output_names=["u"])
+    model = res.model
+    assert isinstance(model, LiquidPolicy) and model.cell == "cfc"
+    assert model.get_config()["wiring"]["type"] == "auto_ncp"
+    stats = tr.norm_stats(res.train_episodes)
+    np.testing.assert_allclose(model.input_mean.numpy(), stats.input_mean, rtol=1e-6)
+    np.testing.assert_allclose(model.output_std.numpy(), stats.output_std, rtol=1e-6)
+    path = save_policy(tmp_path / "m.npz", model.double(), observation={"features": ["a"]}, robot="x")
+    back = load_policy(path)
+    assert back.input_names == ["a", "b"] and back.output_names == ["u"] and back.metadata["robot"] == "x"
+    e = eps[0]
+    want = tr.predict(model, e)
+    np.testing.assert_allclose(tr.predict(back, e), want, rtol=1e-12, atol=1e-12)
+    stepper = load_stepper(path)
+    got = np.stack([stepper.step(o, float(d)) for o, d in zip(e.obs, e.dt)])
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_gain_head_and_warm_start() -> None:
+    """n_gains adds positive gain outputs below gain_scale; init= continues from given weights."""
+    eps = _synthetic(3, 20, seed=6)
+    cfg = tr.TrainConfig(units=8, epochs=1, seed=0, progress=False, n_gains=2, gain_scale=3.0)
+    res = tr.train_policy(eps, cfg, gain_names=["p1", "p2"])
+    y = tr.predict(res.model, eps[0])
+    assert y.shape == (20, 3) and res.model.gain_names == ["p1", "p2"]
+    assert np.all(y[:, 1:] > 0) and np.all(y[:, 1:] < 3.0)
+    w0 = {k: v.clone() for k, v in res.model.state_dict().items()}
+    cont = tr.train_policy(
+        [],
+        tr.TrainConfig(units=8, epochs=3, seed=0, progress=False, n_gains=2, lr=1e-2),
+        init=res.model,
+        split=(res.train_episodes, []),
+    )
+    assert cont.model is not res.model
+    assert all(torch.equal(v, res.model.state_dict()[k]) for k, v in w0.items())  # init left untouched
+    assert cont.train_loss[0] < res.train_loss[0]  # starts from the trained weights, not from scratch
+    with pytest.raises(ValueError, match="init policy has"):
+        tr.train_policy(
+            [], cfg, init=res.model, split=([tr.Episode(np.ones((3, 5)), np.ones(3), np.ones((3, 1)))], [])
+        )
 
 
 def test_bad_config_errors() -> None:
     with pytest.raises(ValueError, match="epochs must be >= 1"):
         tr.TrainConfig(epochs=0)
     with pytest.raises(ValueError, match="cell must be"):
-        tr.SequencePolicy("gru", 2, 1, 8, 0, tr.norm_stats(_synthetic(1, 5, 0)))
+        tr.TrainConfig(cell="gru")
+    with pytest.raises(ValueError, match="input_noise"):
+        tr.TrainConfig(input_noise=-1.0)
+    with pytest.raises(ValueError, match="units must be >= outputs"):
+        tr.train_policy(_synthetic(2, 5, 0), tr.TrainConfig(units=3, epochs=1, progress=False))
 
 
 def test_cli_train_on_recorded_bags(tmp_path, capsys) -> None:
-    from lnn_control import cli, record
+    """Bags -> node's ObservationMap (config/arm.yaml) -> model file the node's loader reads."""
+    import pathlib
 
+    from lnn_control import cli, record
+    from lnn_control.model_file import load_stepper
+
+    cfg = pathlib.Path(__file__).resolve().parents[2] / "config" / "arm.yaml"
     record.record("arm", 2, tmp_path / "bags", seed=0)
-    cfg = tmp_path / "arm.yaml"
-    cfg.write_text("robot: arm\n")
     out = tmp_path / "m" / "arm.npz"
     argv = ["train", "--config", str(cfg), "--data", str(tmp_path / "bags"), "--units", "8"]
     rc = cli.main([*argv, "--epochs", "2", "--window", "16", "--out", str(out), "--no-progress"])
     assert rc == 0, capsys.readouterr().err
-    model, meta = tr.load_checkpoint(out)
-    assert meta["robot"] == "arm" and meta["output_names"] == ["tau1", "tau2", "tau3"]
-    assert model.n_in == 9 and len(meta["input_names"]) == 9  # q, dq, q_goal
+    stepper = load_stepper(out)
+    meta = stepper.metadata
+    assert meta["robot"] == "arm" and stepper.output_names == ["tau1", "tau2", "tau3"]
+    assert stepper.n_inputs == 9 and stepper.input_names[:2] == ["q[0]", "q[1]"]  # q, dq, q_goal
+    assert stepper.observation["features"] == ["q", "dq", "q_goal"]
     assert meta["training"]["n_train"] == 1 and meta["training"]["n_val"] == 1
+    assert stepper.step(np.zeros(9), 0.01).shape == (3,)
     assert (tmp_path / "m" / "arm_loss.png").stat().st_size > 1000
     assert (tmp_path / "m" / "arm_rollouts.png").stat().st_size > 1000
     rc = cli.main([*argv[:3], "--data", str(tmp_path / "nope"), "--out", str(out)])
     assert rc == 2 and "recordings not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("robot: arm\n")
+    assert cli.main(["train", "--config", str(bad), "--data", str(tmp_path / "bags"), "--out", str(out)]) == 2
+    assert "observation" in capsys.readouterr().err
+    rc = cli.main([*argv, "--barriernet", "--out", str(out)])
+    assert rc == 2 and "--barriernet" in capsys.readouterr().err
     assert cli.main(["frobnicate"]) == 2

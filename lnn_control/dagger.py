@@ -1,0 +1,303 @@
+"""Closed-loop rollouts of a policy on the built-in simulator, and DAgger data aggregation (no ROS).
+
+Behaviour cloning trains on states the expert visits; the policy's own small errors take it to
+states the expert never saw, and errors compound (Ross et al., "A reduction of imitation learning
+to no-regret online learning", AISTATS 2011). DAgger fixes this by rolling the *policy* out,
+letting the expert label every state it visits, adding those (observation, expert command)
+sequences to the data and training again:
+
+    D_0 = expert demonstrations;  pi_0 = BC(D_0)
+    for i = 1..N:  D_i = D_{i-1} + {(o_t, expert(s_t)) : s_t visited by pi_{i-1}};  pi_i = BC(D_i)
+
+Rollouts run in process: :class:`ClosedLoop` steps the plain MuJoCo environment
+(``lnn_control.sim``) at the simulator node's publish rate, builds the very messages the node
+would receive (``lnn_control.sim.topics`` dicts), maps them with the robot's
+:class:`~lnn_control.observation.ObservationMap` (the node's mapping, from the same YAML) and steps
+a :class:`~lnn_control.runtime.PolicyStepper`, so the observations match the node's exactly.
+Starts and goals are drawn as :mod:`lnn_control.record` draws them, from a seed per episode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from lnn_control.observation import ObservationMap, load_observation_config
+from lnn_control.sim import topics as T
+from lnn_control.sim.arm import ArmEnv
+from lnn_control.sim.diff_drive import DiffDriveEnv, sample_free_position
+from lnn_control.sim.experts import ArmExpert, DiffDriveExpert
+from lnn_control.sim.models import ARM_JOINT_NAMES, ROBOTS
+from lnn_control.training import Episode
+
+__all__ = ["RolloutResult", "ClosedLoop", "success_rate", "dagger"]
+
+_NS = 1_000_000_000
+
+
+@dataclasses.dataclass
+class RolloutResult:
+    """One closed-loop episode.
+
+    reached: goal reached; collided: a tick had the collision flag set; time_s: sim time until
+    the goal was reached (or the episode ended); min_margin: smallest clearance (m, diff_drive)
+    or joint-limit margin (rad, arm); episode: observations the policy saw with the expert's
+    command at each step as target (for DAgger); start, goal: the episode's draw.
+    """
+
+    seed: int
+    reached: bool
+    collided: bool
+    time_s: float
+    min_margin: float
+    episode: Episode
+    start: np.ndarray
+    goal: np.ndarray
+
+
+class ClosedLoop:
+    """A built-in robot in its plain environment, its expert, and the node's observation mapping.
+
+    Args:
+        robot: ``diff_drive`` or ``arm``.
+        config: the robot's config YAML (``config/<robot>.yaml``) whose ``observation:`` section
+            maps messages to the policy input.
+        rate: control rate (Hz), default the simulator node's publish rate.
+        noise_std: sensor noise std (m, rad, rad/s).
+    """
+
+    def __init__(
+        self, robot: str, config: str | pathlib.Path, rate: float | None = None, noise_std: float = 0.0
+    ) -> None:
+        if robot not in ROBOTS:
+            raise ValueError(f"robot must be one of {ROBOTS}, got {robot!r}")
+        self.robot = robot
+        self.config = pathlib.Path(config)
+        self.rate = T.PUBLISH_RATE[robot] if rate is None else float(rate)
+        if not 1.0 <= self.rate <= 1000.0:
+            raise ValueError(f"rate must be in [1, 1000] Hz, got {rate}")
+        self.noise_std = float(noise_std)
+        probe = self.observation_map()
+        self.input_names = probe.names
+        self.n_inputs = probe.n_inputs
+        self.n_commands = len(probe.command_fields)
+        if robot == "diff_drive":
+            self.dd_env = DiffDriveEnv(noise_std, noise_std)
+            self.dd_expert = DiffDriveExpert()
+        else:
+            self.arm_env = ArmEnv(noise_std)
+            self.arm_expert = ArmExpert(self.arm_env.model)
+
+    def observation_map(self) -> ObservationMap:
+        """A fresh mapping (no messages seen) from the config YAML."""
+        return load_observation_config(self.config)
+
+    def default_max_time(self) -> float:
+        """Episode time limit (s) of :mod:`lnn_control.record`: 40 (base) / 6 (arm)."""
+        return 40.0 if self.robot == "diff_drive" else 6.0
+
+    def draw(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """(start, goal) of episode ``seed``, drawn as :mod:`lnn_control.record` draws them."""
+        rng = np.random.default_rng([seed, 1])
+        if self.robot == "diff_drive":
+            env = self.dd_env
+            env.reset(seed=seed)
+            start = env.pose.copy()
+            goal = sample_free_position(rng, 0.15)
+            while np.linalg.norm(goal - start[:2]) < 1.0:
+                goal = sample_free_position(rng, 0.15)
+            return start, goal
+        arm = self.arm_env
+        arm.reset(seed=seed)
+        q0 = arm.q
+        return q0, arm.sample_reachable_goal(rng, q0)
+
+    def run(
+        self,
+        policy: Any | None,
+        seed: int,
+        max_time: float | None = None,
+        hold: float = 0.5,
+        stop_after_collision: float = 1.0,
+        start: np.ndarray | None = None,
+        goal: np.ndarray | None = None,
+    ) -> RolloutResult:
+        """One episode driven by ``policy`` (a PolicyStepper; None = the expert), labelled by the expert.
+
+        Args:
+            policy: object with ``step(obs, dt) -> outputs`` and ``reset()``; the first
+                ``n_commands`` outputs are applied (learned gains, if any, are ignored here).
+            seed: episode seed (start and goal as in :mod:`lnn_control.record`, sensor noise).
+            max_time: time limit (s), default :meth:`default_max_time`.
+            hold: time (s) run on after the goal is reached (the policy must stay there).
+            stop_after_collision: end the episode this long (s) after the first collision.
+            start, goal: override the seeded draw.
+        """
+        s0, g0 = self.draw(seed)
+        start = s0 if start is None else np.asarray(start, dtype=float)
+        goal = g0 if goal is None else np.asarray(goal, dtype=float)
+        max_time = self.default_max_time() if max_time is None else float(max_time)
+        dt = 1.0 / self.rate
+        om = self.observation_map()
+        if policy is not None:
+            policy.reset()
+        obs_rows: list[np.ndarray] = []
+        targets: list[np.ndarray] = []
+        worst, collided = math.inf, False
+        t_reached: float | None = None
+        t_collided: float | None = None
+        step_env: Callable[[np.ndarray], None]
+        if self.robot == "diff_drive":
+            env = self.dd_env
+            ob = env.reset(seed=seed, start=start, goal=goal)
+            om.update(T.GOAL_TOPIC["diff_drive"][0], T.pose_stamped(goal[0], goal[1], 0), 0)
+
+            def sense(t_ns: int) -> np.ndarray:
+                om.update("/odom", T.odometry(ob, t_ns), t_ns)
+                om.update("/scan", T.laser_scan(ob, t_ns, dt), t_ns)
+                return self.dd_expert(ob.pose, goal)
+
+            def step_env(u: np.ndarray) -> None:
+                nonlocal ob
+                ob = env.step(u, dt)
+
+            def margin() -> tuple[float, bool]:
+                gt = env.ground_truth()
+                return float(gt[0]), bool(gt[1] > 0.5)
+
+            reached: Callable[[], bool] = env.goal_reached
+        else:
+            arm = self.arm_env
+            ob_a = arm.reset(seed=seed, q0=start, goal=goal)
+            goal_msg = {
+                "header": T.header(0, "base_link"),
+                "name": list(ARM_JOINT_NAMES),
+                "position": [float(g) for g in goal],
+                "velocity": [],
+                "effort": [],
+            }
+            om.update(T.GOAL_TOPIC["arm"][0], goal_msg, 0)
+
+            def sense(t_ns: int) -> np.ndarray:
+                om.update("/joint_states", T.joint_state(ob_a, t_ns), t_ns)
+                return self.arm_expert(ob_a.position, ob_a.velocity, goal)
+
+            def step_env(u: np.ndarray) -> None:
+                nonlocal ob_a
+                ob_a = arm.step(u, dt)
+
+            def margin() -> tuple[float, bool]:
+                gt = arm.ground_truth()
+                return float(gt[:3].min()), bool(gt[4] > 0.5 or gt[:3].min() < 0)
+
+            reached = arm.goal_reached
+        k = 0
+        while True:
+            t = k * dt
+            t_ns = round(t * _NS)
+            u_exp = sense(t_ns)
+            o = om.observation()
+            obs_rows.append(o)
+            targets.append(np.asarray(u_exp, dtype=float))
+            m, bad = margin()
+            worst = min(worst, m)
+            if bad and t_collided is None:
+                collided, t_collided = True, t
+            if t_reached is None and reached():
+                t_reached = t
+            if (
+                (t_reached is not None and t - t_reached >= hold)
+                or t >= max_time
+                or (t_collided is not None and t - t_collided >= stop_after_collision)
+            ):
+                break
+            if policy is None:
+                u = u_exp
+            else:
+                y = np.asarray(policy.step(o, dt), dtype=float)
+                u = y[: self.n_commands]
+            step_env(u)
+            k += 1
+        n = len(obs_rows)
+        ep = Episode(
+            np.stack(obs_rows), np.full(n, dt), np.stack(targets), source=f"{self.robot} seed {seed}"
+        )
+        return RolloutResult(
+            seed=seed,
+            reached=t_reached is not None,
+            collided=collided,
+            time_s=float(t_reached if t_reached is not None else k * dt),
+            min_margin=float(worst),
+            episode=ep,
+            start=np.asarray(start, dtype=float),
+            goal=np.asarray(goal, dtype=float),
+        )
+
+
+def success_rate(results: Sequence[RolloutResult]) -> dict[str, float]:
+    """Share of episodes that reached the goal without collision, reached at all, and collided."""
+    n = max(1, len(results))
+    return {
+        "episodes": len(results),
+        "success": sum(r.reached and not r.collided for r in results) / n,
+        "reached": sum(r.reached for r in results) / n,
+        "collided": sum(r.collided for r in results) / n,
+    }
+
+
+def dagger(
+    loop: ClosedLoop,
+    demos: Sequence[Episode],
+    train: Callable[[Sequence[Episode], Any | None], Any],
+    rounds: int,
+    episodes_per_round: int,
+    seed: int,
+    eval_seeds: Sequence[int] = (),
+    log: Callable[[str], None] = print,
+) -> tuple[Any, list[dict[str, Any]]]:
+    """DAgger: train on ``demos``, then ``rounds`` times roll the policy out, relabel, aggregate, retrain.
+
+    Args:
+        loop: the robot's :class:`ClosedLoop`.
+        demos: expert demonstrations (round 0 data).
+        train: ``train(episodes, previous_policy_or_None) -> LiquidPolicy`` (warm start when given).
+        rounds, episodes_per_round: DAgger rounds and policy rollouts added per round.
+        seed: rollout seeds are ``seed + 1000 * round + i``.
+        eval_seeds: closed-loop evaluation episodes after each round; the policy with the best
+            success rate (ties: the later round) is returned.
+    Returns:
+        (best policy, history: one dict per round with data size and closed-loop rates).
+    """
+    if rounds < 0 or episodes_per_round < 1:
+        raise ValueError(
+            f"rounds must be >= 0 and episodes_per_round >= 1, got {rounds}, {episodes_per_round}"
+        )
+    data = list(demos)
+    policy = train(data, None)
+    history: list[dict[str, Any]] = []
+    best: tuple[float, Any] = (-1.0, policy)
+    for r in range(rounds + 1):
+        stats: dict[str, Any] = {
+            "round": r,
+            "data_episodes": len(data),
+            "data_steps": int(sum(len(e.dt) for e in data)),
+        }
+        if eval_seeds:
+            ev = [loop.run(policy.runtime(), s) for s in eval_seeds]
+            stats.update(success_rate(ev))
+            if stats["success"] >= best[0]:
+                best = (stats["success"], policy)
+        history.append(stats)
+        log(f"dagger round {r}: {stats}")
+        if r == rounds:
+            break
+        stepper = policy.runtime()
+        new = [loop.run(stepper, seed + 1000 * (r + 1) + i).episode for i in range(episodes_per_round)]
+        data += new
+        policy = train(data, policy)
+    return (best[1] if eval_seeds else policy), history
