@@ -418,7 +418,7 @@ class MujocoManipulator(Manipulator):
     def _mb(self, q: np.ndarray, dq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self._compute(q, dq, True)
         M = np.zeros((self.n_joints, self.n_joints))
-        self._mj.mj_fullM(self.model, M, self.data.qM)
+        self._mj.mj_fullM(self.model, self.data, M)
         return M, self._bias_buf.copy()
 
     def _accel(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
