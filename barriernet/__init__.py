@@ -28,6 +28,7 @@ from barriernet.dynamics import (
     register_dynamics,
 )
 from barriernet.qp import SOLVERS, QPResult, register_solver, solve_qp
+from barriernet.qp_layer import QPLayer
 from barriernet.safety_filter import FilterReport, SafetyFilter
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "Manipulator",
     "MujocoManipulator",
     "PlanarArm",
+    "QPLayer",
     "QPResult",
     "SafetyFilter",
     "SpeedLimit",

@@ -1,0 +1,697 @@
+"""Batched, differentiable convex QP layer (torch only, any device).
+
+Each sample b of a batch solves
+
+    u*_b = argmin_u  1/2 u' P_b u + q_b' u   s.t.  G_b u <= h_b,   lb_b <= u <= ub_b
+
+with P_b symmetric positive definite (only its symmetric part (P + P')/2 is used). The
+gradient of a loss L(u*) reaches every input (P, q, G, h, lb, ub) by implicit differentiation
+of the KKT conditions at the solution (as in OptNet, Amos & Kolter 2017): with S the active
+rows (box rows included) and z their multipliers,
+
+    [P    A_S'] [d_u]   [-dL/du*]
+    [A_S   0  ] [d_z] = [   0   ]
+
+gives dL/dq = d_u, dL/dP = (d_u u*' + u* d_u')/2, dL/dA_S = z d_u' + d_z u*', dL/db_S = -d_z
+(A, b: the rows ``G u <= h``, ``u <= ub``, ``-u <= -lb``); inactive rows get zero. The system
+is solved through its dual Schur complement ``A_S P^-1 A_S'`` by Cholesky.
+
+Forward solvers (``method``):
+
+- ``enumerate``: for tiny problems (n <= 3 controls, a few rows) every candidate active set of
+  at most n linearly independent rows is solved in closed form at once, and the candidate
+  meeting the KKT conditions is kept: exact to rounding, no iterations.
+- ``ipm``: a batched primal-dual interior-point method (Mehrotra predictor-corrector) on the
+  (n x n) reduced Newton system, rows scaled to unit norm, early exit once every sample
+  converged, then a polish step that solves the identified active set exactly.
+- ``auto`` (default): ``enumerate`` when the candidate count is small, else ``ipm``.
+
+Per-sample outcome: :attr:`QPLayer.status` after each call (and :meth:`QPLayer.solve`) holds
+an int tensor, :data:`OPTIMAL` (0), :data:`INFEASIBLE` (1: no u satisfies the constraints,
+certified) or :data:`INACCURATE` (2: the solver stopped short of its tolerance). A batch with
+a bad sample is not lost: infeasible samples return u = 0, inaccurate ones the solver's best
+iterate, and neither passes gradient (zero) to its inputs. ``on_infeasible="raise"`` raises
+``RuntimeError`` instead. Malformed input (shapes, dtypes, NaN, non-PD P) raises ``ValueError``
+naming the argument.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["INACCURATE", "INFEASIBLE", "OPTIMAL", "STATUS_NAMES", "QPLayer", "QPLayerResult"]
+
+OPTIMAL, INFEASIBLE, INACCURATE = 0, 1, 2
+STATUS_NAMES = ("optimal", "infeasible", "inaccurate")
+
+_METHODS = ("auto", "enumerate", "ipm")
+# ``auto`` enumerates when n <= 3 and the number of candidate active sets is at most this.
+_ENUM_MAX_CANDIDATES = 80
+
+
+@dataclass
+class QPLayerResult:
+    """``u`` (B, n) or (n,), ``status`` (B,) or () int64 (see :data:`STATUS_NAMES`),
+    ``iterations`` (interior-point iterations; 0 for ``enumerate``), ``method`` used."""
+
+    u: Tensor
+    status: Tensor
+    iterations: int
+    method: str
+
+
+@dataclass
+class _Config:
+    method: str
+    max_iter: int
+    tol: float | None
+    batch: int
+    n: int
+    batched: tuple[bool, ...]  # per input P, q, G, h, lb, ub: had a leading batch dim
+    iters_out: int = 0  # set by the forward pass
+    method_out: str = ""
+
+
+def _default_tol(dtype: torch.dtype) -> float:
+    return 1e-10 if dtype == torch.float64 else 1e-5
+
+
+def _n_candidates(n: int, p: int) -> int:
+    return sum(math.comb(p, k) for k in range(min(n, p) + 1))
+
+
+# ----------------------------------------------------------------------------- input checks
+
+
+def _check_inputs(
+    P: Any, q: Any, G: Any, h: Any, lb: Any, ub: Any
+) -> tuple[int, int, int, tuple[bool, ...], torch.dtype, torch.device]:
+    """Validate shapes / dtypes / devices / values; return (batch, n, m, batched flags, dtype, device)."""
+    if not isinstance(q, Tensor):
+        raise ValueError(f"q must be a torch.Tensor (n,) or (B, n), got {type(q).__name__}")
+    if q.dim() not in (1, 2) or q.shape[-1] == 0:
+        raise ValueError(f"q must have shape (n,) or (B, n) with n >= 1, got {tuple(q.shape)}")
+    n = q.shape[-1]
+    dtype, device = q.dtype, q.device
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"q must be float32 or float64, got {dtype}")
+    if (G is None) != (h is None):
+        raise ValueError("G and h must be given together (both None for no general rows)")
+    m = 0 if G is None else (G.shape[-2] if isinstance(G, Tensor) and G.dim() >= 2 else -1)
+    spec = {
+        "P": (P, (n, n)),
+        "q": (q, (n,)),
+        "G": (G, (m, n)),
+        "h": (h, (m,)),
+        "lb": (lb, (n,)),
+        "ub": (ub, (n,)),
+    }
+    batched = []
+    sizes: dict[str, int] = {}
+    for name, (t, tail) in spec.items():
+        if t is None:
+            batched.append(False)
+            continue
+        if not isinstance(t, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor or None, got {type(t).__name__}")
+        if t.dim() not in (len(tail), len(tail) + 1) or tuple(t.shape[-len(tail) :]) != tail or m < 0:
+            shape = "(" + ", ".join(map(str, tail)) + ")"
+            raise ValueError(
+                f"{name} must have shape {shape} or (B, {shape[1:]} for n={n}"
+                + (f", m={m}" if name in ("G", "h") else "")
+                + f"; got {tuple(t.shape)}"
+            )
+        if t.dtype != dtype:
+            raise ValueError(f"{name} has dtype {t.dtype}, but q has {dtype}: pass all inputs in one dtype")
+        if t.device != device:
+            raise ValueError(f"{name} is on {t.device}, but q is on {device}: pass all inputs on one device")
+        isb = t.dim() == len(tail) + 1
+        batched.append(isb)
+        if isb:
+            sizes[name] = t.shape[0]
+    real = {k: v for k, v in sizes.items() if v != 1}
+    if len(set(real.values())) > 1:
+        raise ValueError(
+            f"batch sizes differ between inputs: {real}; use one B (or 1 / no batch dim to share)"
+        )
+    batch = next(iter(real.values()), 1)
+    for name, t in (("P", P), ("q", q), ("G", G)):
+        if t is not None and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} contains NaN or Inf")
+    for name, t in (("h", h), ("lb", lb), ("ub", ub)):
+        if t is not None and bool(torch.isnan(t).any()):
+            raise ValueError(f"{name} contains NaN (+-Inf is allowed: an absent bound)")
+    return batch, n, m, tuple(batched), dtype, device
+
+
+def _expand(t: Tensor, batched: bool, batch: int, tail: tuple[int, ...]) -> Tensor:
+    return t.expand(batch, *tail) if batched else t.unsqueeze(0).expand(batch, *tail)
+
+
+def _assemble(
+    G: Tensor | None, h: Tensor | None, lb: Tensor | None, ub: Tensor | None, cfg: _Config, dtype, device
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Rows A u <= b (B, p, n), (B, p): G rows, then ub rows (e_i), then lb rows (-e_i).
+
+    Absent bounds (+inf in h / ub, -inf in lb) become the inert row 0 u <= 1. Returns A, b,
+    ``present`` (B, p) bool, and ``trivially_infeasible`` (B,) bool (h = -inf, lb = +inf,
+    ub = -inf or lb > ub).
+    """
+    B, n = cfg.batch, cfg.n
+    bP, bq, bG, bh, blb, bub = cfg.batched
+    As, bs = [], []
+    bad = torch.zeros(B, dtype=torch.bool, device=device)
+    eye = torch.eye(n, dtype=dtype, device=device)
+    if G is not None and h is not None and G.shape[-2] > 0:
+        m = G.shape[-2]
+        As.append(_expand(G, bG, B, (m, n)))
+        bs.append(_expand(h, bh, B, (m,)))
+        bad = bad | (bs[-1] == -math.inf).any(-1)
+    if ub is not None:
+        As.append(eye.expand(B, n, n))
+        bs.append(_expand(ub, bub, B, (n,)))
+        bad = bad | (bs[-1] == -math.inf).any(-1)
+    if lb is not None:
+        As.append((-eye).expand(B, n, n))
+        lbe = _expand(lb, blb, B, (n,))
+        bs.append(-lbe)
+        bad = bad | (lbe == math.inf).any(-1)
+        if ub is not None:
+            bad = bad | (lbe > bs[-2]).any(-1)
+    if not As:
+        z = torch.zeros(B, 0, dtype=dtype, device=device)
+        return torch.zeros(B, 0, n, dtype=dtype, device=device), z, z.bool(), bad
+    A = torch.cat(As, 1) if len(As) > 1 else As[0]
+    b = torch.cat(bs, 1) if len(bs) > 1 else bs[0]
+    present = torch.isfinite(b)
+    if not bool(present.all()):
+        A = A * present.unsqueeze(-1)
+        b = torch.where(present, b, torch.ones((), dtype=dtype, device=device))
+    return A, b, present, bad
+
+
+# ----------------------------------------------------------------------------- active-set algebra
+
+
+def _masked_dual_solve(H: Tensor, rhs: Tensor, mask: Tensor, jitter: float) -> tuple[Tensor, Tensor]:
+    """Solve (H_SS) z_S = rhs_S for the rows in ``mask`` (B, p), z = 0 elsewhere, by Cholesky.
+
+    Returns z (B, p) and ok (B,) bool (False where H_SS is singular even with ``jitter``).
+    """
+    p = H.shape[-1]
+    mm = mask.unsqueeze(-1) & mask.unsqueeze(-2)
+    eye = torch.eye(p, dtype=H.dtype, device=H.device)
+    Hd = torch.where(mm, H, torch.zeros((), dtype=H.dtype, device=H.device)) + eye * (~mask).unsqueeze(-1)
+    r = torch.where(mask, rhs, torch.zeros((), dtype=H.dtype, device=H.device))
+    L, info = torch.linalg.cholesky_ex(Hd)
+    ok = info == 0
+    if not bool(ok.all()) and jitter > 0:
+        scale = torch.diagonal(Hd, dim1=-2, dim2=-1).abs().amax(-1, keepdim=True).clamp_min(1e-300)
+        Hj = Hd + torch.diag_embed(jitter * scale * mask)
+        L2, info2 = torch.linalg.cholesky_ex(Hj)
+        L = torch.where(ok.view(-1, 1, 1), L, L2)
+        ok = ok | (info2 == 0)
+    L = torch.where(ok.view(-1, 1, 1), L, eye)
+    z = torch.cholesky_solve(r.unsqueeze(-1), L).squeeze(-1)
+    return z * mask, ok
+
+
+def _kkt_score(
+    u: Tensor, z: Tensor, A: Tensor, b: Tensor, rnorm: Tensor, qscale: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Relative primal and dual violation of (u, z): (..., C) each, for u (B, C, n), z (B, C, p)."""
+    slack = torch.matmul(u, A.mT) - b.unsqueeze(1)  # (B, C, p)
+    pviol = (slack.clamp_min(0) / rnorm.unsqueeze(1)).amax(-1) / (1 + u.abs().amax(-1))
+    dviol = ((-z).clamp_min(0) * rnorm.unsqueeze(1)).amax(-1) / qscale.unsqueeze(1)
+    # complementarity: rows with a multiplier must hold with equality
+    cviol = (torch.where(z != 0, slack.abs(), 0.0) / rnorm.unsqueeze(1)).amax(-1) / (1 + u.abs().amax(-1))
+    return torch.maximum(pviol, cviol), dviol
+
+
+# ----------------------------------------------------------------------------- forward solvers
+
+_COMBO_CACHE: dict[tuple[int, int, str], Tensor] = {}
+
+
+def _combos(p: int, k: int, device: torch.device) -> Tensor:
+    key = (p, k, str(device))
+    t = _COMBO_CACHE.get(key)
+    if t is None:
+        t = torch.tensor(list(combinations(range(p), k)), dtype=torch.long, device=device).reshape(-1, k)
+        _COMBO_CACHE[key] = t
+    return t
+
+
+def _solve_enumerate(
+    u0: Tensor,
+    V: Tensor,
+    H: Tensor,
+    c: Tensor,
+    A: Tensor,
+    b: Tensor,
+    present: Tensor,
+    rnorm: Tensor,
+    qscale: Tensor,
+    tol: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Every active set of <= n independent rows, solved in closed form; keep the KKT one.
+
+    Args: u0 = -P^-1 q (B, n); V = P^-1 A' (B, n, p); H = A P^-1 A' (B, p, p); c = A u0 - b.
+    Returns u (B, n), z (B, p), active (B, p) bool, status (B,).
+    """
+    B, n = u0.shape
+    p = A.shape[1]
+    dtype, device = u0.dtype, u0.device
+    eps = torch.finfo(dtype).eps
+    Vt = V.mT  # (B, p, n): row i = P^-1 A_i'
+    us, zs = [u0.unsqueeze(1)], [torch.zeros(B, 1, p, dtype=dtype, device=device)]
+    valid = [torch.ones(B, 1, dtype=torch.bool, device=device)]
+    hd = torch.diagonal(H, dim1=-2, dim2=-1)
+    for k in range(1, min(n, p) + 1):
+        S = _combos(p, k, device)  # (C, k)
+        C = S.shape[0]
+        if k == 1:
+            zk = (c / torch.where(present, hd, torch.ones((), dtype=dtype, device=device))).unsqueeze(-1)
+            ok = present
+            uk = u0.unsqueeze(1) - zk * Vt
+        elif k == 2:
+            i, j = S[:, 0], S[:, 1]
+            hii, hjj, hij = hd[:, i], hd[:, j], H[:, i][:, :, j].diagonal(dim1=-2, dim2=-1)
+            det = hii * hjj - hij * hij
+            ok = present[:, i] & present[:, j] & (det > 1e3 * eps * hii * hjj)
+            det = torch.where(ok, det, torch.ones((), dtype=dtype, device=device))
+            ci, cj = c[:, i], c[:, j]
+            zi, zj = (hjj * ci - hij * cj) / det, (hii * cj - hij * ci) / det
+            zk = torch.stack([zi, zj], -1)
+            uk = u0.unsqueeze(1) - zi.unsqueeze(-1) * Vt[:, i] - zj.unsqueeze(-1) * Vt[:, j]
+        else:
+            Hs = H[:, S.unsqueeze(-1), S.unsqueeze(-2)]  # (B, C, k, k)
+            cs = c[:, S]  # (B, C, k)
+            L, info = torch.linalg.cholesky_ex(Hs)
+            dg = torch.diagonal(L, dim1=-2, dim2=-1)
+            hs = torch.diagonal(Hs, dim1=-2, dim2=-1)
+            ok = (info == 0) & present[:, S].all(-1)
+            ok = ok & ((dg * dg) > 1e3 * eps * hs).all(-1)
+            L = torch.where(ok[..., None, None], L, torch.eye(k, dtype=dtype, device=device))
+            zk = torch.cholesky_solve(cs.unsqueeze(-1), L).squeeze(-1)
+            uk = u0.unsqueeze(1) - torch.einsum("bck,bckn->bcn", zk, Vt[:, S])
+        zf = torch.zeros(B, C, p, dtype=dtype, device=device)
+        zf.scatter_(2, S.unsqueeze(0).expand(B, C, k), zk)
+        us.append(uk)
+        zs.append(zf)
+        valid.append(ok)
+    U = torch.cat(us, 1)
+    Z = torch.cat(zs, 1)
+    ok_all = torch.cat(valid, 1)
+    pviol, dviol = _kkt_score(U, Z, A, b, rnorm, qscale)
+    inf = torch.full((), math.inf, dtype=dtype, device=device)
+    score = torch.where(ok_all, torch.maximum(pviol, dviol), inf)
+    best = score.argmin(1)
+    ar = torch.arange(B, device=device)
+    u, z, sbest = U[ar, best], Z[ar, best], score[ar, best]
+    status = torch.full((B,), OPTIMAL, dtype=torch.long, device=device)
+    status = torch.where(sbest > tol, INACCURATE, status)
+    # No candidate point satisfies the constraints: the problem has no feasible point (a
+    # feasible strictly convex QP's optimum is one of the candidates).
+    minp = torch.where(ok_all, pviol, inf).amin(1)
+    status = torch.where((sbest > tol) & (minp > tol), INFEASIBLE, status)
+    active = z != 0
+    return u, z, active, status
+
+
+def _solve_ipm(
+    Psym: Tensor,
+    q: Tensor,
+    A: Tensor,
+    b: Tensor,
+    rnorm: Tensor,
+    tol: float,
+    max_iter: int,
+    start: tuple[Tensor, Tensor, Tensor] | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+    """Mehrotra predictor-corrector on rows scaled to unit norm, from ``start`` = (u, s, z)
+    (scaled rows) if given; returns u, z (scaled rows' multipliers), slack s, status, iterations."""
+    B, n = q.shape
+    p = A.shape[1]
+    dtype, device = q.dtype, q.device
+    An = A / rnorm.unsqueeze(-1)
+    bn = b / rnorm
+    At = An.mT
+    qs = 1 + q.abs().amax(-1)
+    bs = 1 + bn.abs().amax(-1)
+    if start is None:
+        # Least squares on the KKT system with S = Z = I, then shift s, z inside the cone.
+        M0 = Psym + At @ An
+        L0 = torch.linalg.cholesky(M0)
+        u = torch.cholesky_solve((At @ bn.unsqueeze(-1)) - q.unsqueeze(-1), L0).squeeze(-1)
+        s = bn - (An @ u.unsqueeze(-1)).squeeze(-1)
+        z = -s
+        ap = (-s).amax(-1, keepdim=True)
+        s = torch.where(ap < 0, s, s + 1 + ap)
+        ad = (-z).amax(-1, keepdim=True)
+        z = torch.where(ad < 0, z, z + 1 + ad)
+    else:
+        u, s, z = start
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    infeas = torch.zeros(B, dtype=torch.bool, device=device)
+    it = 0
+
+    def step_len(v: Tensor, dv: Tensor) -> Tensor:
+        ratio = torch.where(dv < 0, -v / dv, torch.full((), math.inf, dtype=dtype, device=device))
+        return ratio.amin(-1).clamp(max=1.0)
+
+    for it in range(1, max_iter + 1):  # noqa: B007
+        Pu = (Psym @ u.unsqueeze(-1)).squeeze(-1)
+        rd = Pu + q + (At @ z.unsqueeze(-1)).squeeze(-1)
+        rp = (An @ u.unsqueeze(-1)).squeeze(-1) + s - bn
+        gap = (s * z).sum(-1)
+        obj = 1 + (0.5 * (u * Pu).sum(-1) + (q * u).sum(-1)).abs()
+        conv = (rd.abs().amax(-1) <= tol * qs) & (rp.abs().amax(-1) <= tol * bs) & (gap <= tol * obj)
+        # Farkas certificate of infeasibility: y >= 0, A'y = 0, b'y < 0 (y = z / sum z).
+        y = z / z.sum(-1, keepdim=True)
+        aty = (At @ y.unsqueeze(-1)).squeeze(-1).abs().amax(-1)
+        cert = (aty <= tol * 10) & ((y * bn).sum(-1) < -tol * 10) & (z.sum(-1) > 1e6)
+        infeas = infeas | (cert & ~conv)
+        # Complementarity far below the tolerance while a residual is not: the normal
+        # equations have lost the accuracy to go on (z/s spans ~1/eps); polish decides.
+        stalled = gap <= 1e-4 * tol * obj
+        done = conv | infeas | stalled
+        if bool(done.all()):
+            break
+        mu = gap / p
+        W = z / s
+        M = Psym + At @ (W.unsqueeze(-1) * An)
+        L, info = torch.linalg.cholesky_ex(M)
+        bad = info != 0
+        if bool(bad.any()):
+            # Near the boundary z/s spans more than 1/eps: regularise instead of stopping.
+            dmax = torch.diagonal(M, dim1=-2, dim2=-1).amax(-1)
+            eye = torch.eye(n, dtype=dtype, device=device)
+            L2, info2 = torch.linalg.cholesky_ex(
+                M + (1e3 * torch.finfo(dtype).eps * dmax)[:, None, None] * eye
+            )
+            L = torch.where(bad.view(-1, 1, 1), L2, L)
+            bad = info2 != 0
+            done = done | bad
+            L = torch.where(bad.view(-1, 1, 1), eye, L)
+
+        def newton(
+            rc: Tensor, L: Tensor = L, rd: Tensor = rd, rp: Tensor = rp, s: Tensor = s, z: Tensor = z
+        ) -> tuple[Tensor, Tensor, Tensor]:
+            r = -rd - (At @ ((z * rp - rc) / s).unsqueeze(-1)).squeeze(-1)
+            du = torch.cholesky_solve(r.unsqueeze(-1), L).squeeze(-1)
+            ds = -rp - (An @ du.unsqueeze(-1)).squeeze(-1)
+            dz = (-rc - z * ds) / s
+            return du, ds, dz
+
+        du, ds, dz = newton(s * z)
+        a_aff = torch.minimum(step_len(s, ds), step_len(z, dz)).unsqueeze(-1)
+        mu_aff = ((s + a_aff * ds) * (z + a_aff * dz)).sum(-1) / p
+        sigma = (mu_aff / mu).clamp(0, 1) ** 3
+        du, ds, dz = newton(s * z + ds * dz - (sigma * mu).unsqueeze(-1))
+        alpha = (0.99 * torch.minimum(step_len(s, ds), step_len(z, dz))).unsqueeze(-1)
+        alpha = torch.where(done.unsqueeze(-1), torch.zeros((), dtype=dtype, device=device), alpha)
+        u = u + alpha * du
+        s = s + alpha * ds
+        z = z + alpha * dz
+    status = torch.where(
+        conv, OPTIMAL, torch.where(infeas, INFEASIBLE, torch.full((), INACCURATE, device=device))
+    ).long()
+    return u, z, s, status, it
+
+
+def _polish(
+    z: Tensor,
+    s: Tensor,
+    status: Tensor,
+    u0: Tensor,
+    V: Tensor,
+    H: Tensor,
+    c: Tensor,
+    A: Tensor,
+    b: Tensor,
+    present: Tensor,
+    rnorm: Tensor,
+    qscale: Tensor,
+    tol: float,
+) -> tuple[Tensor, Tensor]:
+    """Exact solve of the active set an interior-point iterate points to (rows with z > s).
+
+    Returns the multipliers (z of the active-set solution where it passed the KKT test, else the
+    iterate's z, zero on rows taken as inactive) and ``good`` (B,) bool: passed.
+    """
+    cand = (status != INFEASIBLE).unsqueeze(-1) & present
+    active = (z * rnorm > s) & cand
+    zt, ok = _masked_dual_solve(H, c, active, 0.0)
+    ut = u0 - (V @ zt.unsqueeze(-1)).squeeze(-1)
+    pv, dv = _kkt_score(ut.unsqueeze(1), zt.unsqueeze(1), A, b, rnorm, qscale)
+    good = ok & (torch.maximum(pv, dv).squeeze(1) <= tol) & cand[:, 0]
+    return torch.where(good.unsqueeze(-1), zt, z * active), good
+
+
+def _forward_solve(
+    P: Tensor,
+    q: Tensor,
+    G: Tensor | None,
+    h: Tensor | None,
+    lb: Tensor | None,
+    ub: Tensor | None,
+    cfg: _Config,
+) -> dict[str, Any]:
+    """Solve the batch; return the pieces that backward needs."""
+    dtype, device = q.dtype, q.device
+    B, n = cfg.batch, cfg.n
+    bP, bq = cfg.batched[0], cfg.batched[1]
+    tol = cfg.tol if cfg.tol is not None else _default_tol(dtype)
+    Psym = 0.5 * (P + P.mT)
+    L, info = torch.linalg.cholesky_ex(Psym)
+    if bool((info != 0).any()):
+        bad = torch.nonzero(info.reshape(-1) != 0).reshape(-1)[:5].tolist()
+        raise ValueError(
+            "P must be symmetric positive definite" + (f"; samples {bad} are not" if bP else "; it is not")
+        )
+    Psym = _expand(Psym, bP, B, (n, n))
+    L = _expand(L, bP, B, (n, n))
+    qe = _expand(q, bq, B, (n,))
+    A, b, present, trivially_bad = _assemble(G, h, lb, ub, cfg, dtype, device)
+    p = A.shape[1]
+    rnorm = torch.where(
+        present, torch.linalg.vector_norm(A, dim=-1), torch.ones((), dtype=dtype, device=device)
+    )
+    u0 = -torch.cholesky_solve(qe.unsqueeze(-1), L).squeeze(-1)
+    V = torch.cholesky_solve(A.mT, L)  # (B, n, p) = P^-1 A'
+    H = A @ V
+    c = (A @ u0.unsqueeze(-1)).squeeze(-1) - b
+    qscale = 1 + qe.abs().amax(-1)
+    method = cfg.method
+    if method == "auto":
+        method = "enumerate" if n <= 3 and _n_candidates(n, p) <= _ENUM_MAX_CANDIDATES else "ipm"
+    iters = 0
+    if p == 0:
+        u, z = u0, torch.zeros(B, 0, dtype=dtype, device=device)
+        status = torch.zeros(B, dtype=torch.long, device=device)
+        active = present
+    elif method == "enumerate":
+        u, z, active, status = _solve_enumerate(u0, V, H, c, A, b, present, rnorm, qscale, tol)
+    else:
+        # Loose interior-point tolerance, then polish (exact active-set solve); samples whose
+        # polish fails continue the interior-point iterations to the final tolerance.
+        tol_ipm = max(tol, 1e-8 if dtype == torch.float64 else 1e-4)
+        u, zs, s, status, iters = _solve_ipm(Psym, qe, A, b, rnorm, tol_ipm, cfg.max_iter)
+        z, good = _polish(zs / rnorm, s, status, u0, V, H, c, A, b, present, rnorm, qscale, tol)
+        u = torch.where(good.unsqueeze(-1), u0 - (V @ z.unsqueeze(-1)).squeeze(-1), u)
+        retry = torch.nonzero(~good & (status != INFEASIBLE)).reshape(-1)
+        if retry.numel() and tol < tol_ipm:
+            ix = retry
+            u2, zs2, s2, st2, it2 = _solve_ipm(
+                Psym[ix], qe[ix], A[ix], b[ix], rnorm[ix], tol, cfg.max_iter, (u[ix], s[ix], zs[ix])
+            )
+            iters += it2
+            z2, g2 = _polish(
+                zs2 / rnorm[ix],
+                s2,
+                st2,
+                u0[ix],
+                V[ix],
+                H[ix],
+                c[ix],
+                A[ix],
+                b[ix],
+                present[ix],
+                rnorm[ix],
+                qscale[ix],
+                tol,
+            )
+            u2 = torch.where(g2.unsqueeze(-1), u0[ix] - (V[ix] @ z2.unsqueeze(-1)).squeeze(-1), u2)
+            u, z, status, good = u.clone(), z.clone(), status.clone(), good.clone()
+            u[ix], z[ix], status[ix], good[ix] = u2, z2, st2, g2
+        status = torch.where(good, OPTIMAL, status)
+        active = z != 0
+    status = torch.where(trivially_bad, INFEASIBLE, status).to(torch.long)
+    ok = status == OPTIMAL
+    u = torch.where((status == INFEASIBLE).unsqueeze(-1), torch.zeros((), dtype=dtype, device=device), u)
+    return {
+        "u": u,
+        "z": z,
+        "active": active & ok.unsqueeze(-1),
+        "status": status,
+        "L": L,
+        "A": A,
+        "V": V,
+        "H": H,
+        "iters": iters,
+        "method": method,
+        "ok": ok,
+    }
+
+
+class _QPFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, cfg: _Config, P, q, G, h, lb, ub):  # type: ignore[override]
+        out = _forward_solve(P, q, G, h, lb, ub, cfg)
+        ctx.cfg = cfg
+        ctx.has = (G is not None and G.shape[-2] > 0, lb is not None, ub is not None)
+        ctx.save_for_backward(
+            out["u"], out["z"], out["active"], out["L"], out["A"], out["V"], out["H"], out["ok"]
+        )
+        ctx.mark_non_differentiable(out["status"])
+        cfg.iters_out, cfg.method_out = out["iters"], out["method"]
+        return out["u"], out["status"]
+
+    @staticmethod
+    def backward(ctx: Any, gu: Tensor, _gs: Any):  # type: ignore[override]
+        u, z, active, L, A, V, H, ok = ctx.saved_tensors
+        cfg: _Config = ctx.cfg
+        n = cfg.n
+        dtype = u.dtype
+        gu = torch.where(ok.unsqueeze(-1), gu, torch.zeros((), dtype=dtype, device=gu.device))
+        w = torch.cholesky_solve(gu.unsqueeze(-1), L).squeeze(-1)  # P^-1 g
+        rhs = -(A @ w.unsqueeze(-1)).squeeze(-1)
+        jit = 1e-12 if dtype == torch.float64 else 1e-6
+        dz, _ = _masked_dual_solve(H, rhs, active, jit)
+        du = -(w + (V @ dz.unsqueeze(-1)).squeeze(-1))
+        bP, bq, bG, bh, blb, bub = cfg.batched
+        need = ctx.needs_input_grad  # (cfg, P, q, G, h, lb, ub)
+
+        def red(g: Tensor, batched: bool) -> Tensor:
+            return g if batched else g.sum(0)
+
+        gP = gq = gG = gh = glb = gub = None
+        if need[1]:
+            outer = du.unsqueeze(-1) * u.unsqueeze(-2)
+            gP = red(0.5 * (outer + outer.mT), bP)
+        if need[2]:
+            gq = red(du, bq)
+        gb = -dz
+        m = 0
+        if ctx.has[0]:
+            m = A.shape[1] - n * (int(ctx.has[1]) + int(ctx.has[2]))
+            if need[3]:
+                gA = z[:, :m].unsqueeze(-1) * du.unsqueeze(-2) + dz[:, :m].unsqueeze(-1) * u.unsqueeze(-2)
+                gG = red(gA, bG)
+            if need[4]:
+                gh = red(gb[:, :m], bh)
+        off = m
+        if ctx.has[2]:
+            if need[6]:
+                gub = red(gb[:, off : off + n], bub)
+            off += n
+        if ctx.has[1] and need[5]:
+            glb = red(-gb[:, off : off + n], blb)
+        return None, gP, gq, gG, gh, glb, gub
+
+
+class QPLayer(nn.Module):
+    """Batched differentiable QP: ``u* = argmin 1/2 u'Pu + q'u  s.t.  Gu <= h, lb <= u <= ub``.
+
+    Args:
+        method: ``"auto"`` (default), ``"enumerate"`` or ``"ipm"`` (see the module docstring).
+        max_iter: interior-point iteration cap (``ipm``).
+        tol: relative KKT tolerance; default 1e-10 (float64) / 1e-5 (float32).
+        on_infeasible: ``"status"`` (default: report per sample in :attr:`status`) or ``"raise"``
+            (``RuntimeError`` naming the samples that are infeasible or inaccurate).
+
+    Call ``layer(P, q, G=None, h=None, lb=None, ub=None) -> u``. Shapes (B = batch; an input
+    without the leading B is shared by every sample): P (B, n, n), q (B, n), G (B, m, n),
+    h (B, m), lb / ub (B, n); one float dtype and device for all. +-inf in h, lb, ub marks an
+    absent bound. Returns u (B, n), or (n,) when no input has a batch dimension. After each
+    call :attr:`status` (int64, (B,) or ()) and :attr:`iterations` describe it.
+    """
+
+    status: Tensor | None
+    iterations: int
+
+    def __init__(
+        self,
+        method: str = "auto",
+        max_iter: int = 50,
+        tol: float | None = None,
+        on_infeasible: str = "status",
+    ) -> None:
+        super().__init__()
+        if method not in _METHODS:
+            raise ValueError(f"method={method!r} unknown; choose one of {list(_METHODS)}")
+        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+            raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
+        if tol is not None and not (isinstance(tol, (int, float)) and math.isfinite(tol) and 0 < tol < 1):
+            raise ValueError(f"tol must be a number in (0, 1) or None, got {tol!r}")
+        if on_infeasible not in ("status", "raise"):
+            raise ValueError(f"on_infeasible={on_infeasible!r}; choose 'status' or 'raise'")
+        self.method = method
+        self.max_iter = max_iter
+        self.tol = None if tol is None else float(tol)
+        self.on_infeasible = on_infeasible
+        self.status = None
+        self.iterations = 0
+        self.last_method = ""
+
+    def extra_repr(self) -> str:
+        return (
+            f"method={self.method!r}, max_iter={self.max_iter}, tol={self.tol}, "
+            f"on_infeasible={self.on_infeasible!r}"
+        )
+
+    def solve(
+        self,
+        P: Tensor,
+        q: Tensor,
+        G: Tensor | None = None,
+        h: Tensor | None = None,
+        lb: Tensor | None = None,
+        ub: Tensor | None = None,
+    ) -> QPLayerResult:
+        """Like calling the layer, but returns u with its per-sample status (:class:`QPLayerResult`)."""
+        batch, n, m, batched, _dtype, _device = _check_inputs(P, q, G, h, lb, ub)
+        if m == 0:
+            G = h = None
+        cfg = _Config(self.method, self.max_iter, self.tol, batch, n, batched)
+        u, status = _QPFunction.apply(cfg, P, q, G, h, lb, ub)
+        iters, method = cfg.iters_out, cfg.method_out
+        if not any(batched):
+            u, status = u[0], status[0]
+        self.status, self.iterations, self.last_method = status, iters, method
+        if self.on_infeasible == "raise" and bool((status != OPTIMAL).any()):
+            bad = torch.nonzero(status.reshape(-1) != OPTIMAL).reshape(-1)
+            names = [STATUS_NAMES[int(status.reshape(-1)[i])] for i in bad[:5]]
+            raise RuntimeError(
+                f"QP not solved for {bad.numel()} of {status.numel()} samples: "
+                + ", ".join(f"sample {int(i)} {s}" for i, s in zip(bad[:5], names))
+            )
+        return QPLayerResult(u, status, iters, method)
+
+    def forward(
+        self,
+        P: Tensor,
+        q: Tensor,
+        G: Tensor | None = None,
+        h: Tensor | None = None,
+        lb: Tensor | None = None,
+        ub: Tensor | None = None,
+    ) -> Tensor:
+        return self.solve(P, q, G, h, lb, ub).u
