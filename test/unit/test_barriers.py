@@ -83,7 +83,7 @@ def rk4(dyn: ControlAffine, x: np.ndarray, u: np.ndarray, t: float, steps: int =
     return x
 
 
-CASES = [
+CASES: list[tuple[dict[str, Any], ControlAffine]] = [
     (HALF, DiffDrive()),
     (CIRCLE, DiffDrive()),
     (ELLIPSE, DiffDrive()),
