@@ -22,6 +22,7 @@ Run: ``ros2 run lnn_control lnn_controller --ros-args --params-file config/diff_
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -216,6 +217,8 @@ class LnnController(LifecycleNode):
         self._failed_now = False
         self._n_controls = 0
         self._trigger_stamp: Any = None
+        self._rx_now = 0.0
+        self._rx_stamp: float | None = None
         self._cmd_cls: Any = None
 
     # ---------------------------------------------------------------- parameters
@@ -495,6 +498,7 @@ class LnnController(LifecycleNode):
         self.received[topic] = self.received.get(topic, 0) + 1
         now = self._now()
         st = stamp_seconds(msg)
+        self._rx_now, self._rx_stamp = now, st  # the step of a trigger message reuses both
         if st is not None and st > 0.0:
             prev = self._last_stamp.get(topic)
             if prev is not None and (st < prev or (st == prev and topic == self._dt_topic)):
@@ -553,7 +557,7 @@ class LnnController(LifecycleNode):
         header = getattr(trigger_msg, "header", None)
         self._trigger_stamp = getattr(header, "stamp", None)
         try:
-            return self._step_inner(trigger_msg)
+            return self._step_inner(trigger_msg is not None)
         except Exception as e:  # a bug must not take the robot's controller down: fall back, say why
             self.counters["policy_error"] += 1
             self.get_logger().error(f"control step raised {type(e).__name__}: {e}")
@@ -561,7 +565,7 @@ class LnnController(LifecycleNode):
         finally:
             self._trigger_stamp = None
 
-    def _step_inner(self, trigger_msg: Any) -> bool:
+    def _step_inner(self, triggered: bool) -> bool:
         obs, stepper = self._obs, self._stepper
         if obs is None or stepper is None:
             return False
@@ -571,7 +575,7 @@ class LnnController(LifecycleNode):
                 if len(names) == self._n_controls:
                     self._names = names
         self.counters["steps"] += 1
-        now = self._now()
+        now = self._rx_now if triggered else self._now()
         self._last_step = now
         fault, self._fault = self._fault, None
         if fault is not None:
@@ -591,8 +595,8 @@ class LnnController(LifecycleNode):
             self.counters[e.kind if e.kind in self.counters else "bad_message"] += 1
             return self._publish_fallback(f"{e.kind}: {e}", "invalid_input")
         t = now
-        if trigger_msg is not None:
-            st = stamp_seconds(trigger_msg)
+        if triggered:
+            st = self._rx_stamp
             t = st if st is not None and st > 0.0 else now
         if self._t_prev is not None and t <= self._t_prev:  # node clock went back (sim reset)
             self.get_logger().warning("clock went backwards; resetting the policy")
@@ -630,16 +634,19 @@ class LnnController(LifecycleNode):
         return True
 
     def _verify(self, u: np.ndarray, report: Any) -> str | None:
-        """Independent last check before a command leaves the node."""
+        """Independent last check before a command leaves the node (plain floats: a few controls)."""
         if u.size != self._n_controls:
             return f"filter returned {u.size} controls, expected {self._n_controls}"
-        if not np.all(np.isfinite(u)):
+        vals = u.tolist()
+        if not all(math.isfinite(v) for v in vals):
             return "filter returned a non-finite command"
         if not report.fallback_used and str(report.status) not in ("optimal", "relaxed"):
             return f"filter status {report.status} without fallback"
         b = self._bounds
-        if b is not None and (np.any(u < b[0] - 1e-9) or np.any(u > b[1] + 1e-9)):
-            return f"command {u.tolist()} outside the control box"
+        if b is not None and any(
+            not (lo - 1e-9 <= v <= hi + 1e-9) for v, lo, hi in zip(vals, b[0].tolist(), b[1].tolist())
+        ):
+            return f"command {vals} outside the control box"
         return None
 
     def _publish_fallback(self, reason: str, status: str, u_nom: np.ndarray | None = None) -> bool:
