@@ -616,6 +616,9 @@ class QPLayer(nn.Module):
         tol: relative KKT tolerance; default 1e-10 (float64) / 1e-5 (float32).
         on_infeasible: ``"status"`` (default: report per sample in :attr:`status`) or ``"raise"``
             (``RuntimeError`` naming the samples that are infeasible or inaccurate).
+        float64_inside: solve float32 problems in float64 (default True; u and the gradients
+            come back in float32). False solves in float32 throughout (tolerance 1e-5; the
+            interior-point path then stops short of it on a few % of ill-conditioned problems).
 
     Call ``layer(P, q, G=None, h=None, lb=None, ub=None) -> u``. Shapes (B = batch; an input
     without the leading B is shared by every sample): P (B, n, n), q (B, n), G (B, m, n),
@@ -633,6 +636,7 @@ class QPLayer(nn.Module):
         max_iter: int = 50,
         tol: float | None = None,
         on_infeasible: str = "status",
+        float64_inside: bool = True,
     ) -> None:
         super().__init__()
         if method not in _METHODS:
@@ -647,6 +651,7 @@ class QPLayer(nn.Module):
         self.max_iter = max_iter
         self.tol = None if tol is None else float(tol)
         self.on_infeasible = on_infeasible
+        self.float64_inside = bool(float64_inside)
         self.status = None
         self.iterations = 0
         self.last_method = ""
@@ -667,11 +672,17 @@ class QPLayer(nn.Module):
         ub: Tensor | None = None,
     ) -> QPLayerResult:
         """Like calling the layer, but returns u with its per-sample status (:class:`QPLayerResult`)."""
-        batch, n, m, batched, _dtype, _device = _check_inputs(P, q, G, h, lb, ub)
+        batch, n, m, batched, dtype, _device = _check_inputs(P, q, G, h, lb, ub)
         if m == 0:
             G = h = None
         cfg = _Config(self.method, self.max_iter, self.tol, batch, n, batched)
+        if dtype == torch.float32 and self.float64_inside:
+            # float32 in and out, solved in float64 (differentiable casts): the same accuracy
+            # and status as float64 for the cost of the casts.
+            P, q = P.double(), q.double()
+            G, h, lb, ub = (None if t is None else t.double() for t in (G, h, lb, ub))
         u, status = _QPFunction.apply(cfg, P, q, G, h, lb, ub)
+        u = u.to(dtype)
         iters, method = cfg.iters_out, cfg.method_out
         if not any(batched):
             u, status = u[0], status[0]
