@@ -38,29 +38,20 @@ from typing import Any
 import torch
 from torch import nn
 
-try:
-    from barriernet.qp_layer import QPLayer
-except ImportError:  # TEMPORARY until barriernet/qp_layer.py lands: qpth with the same call shape
-    from qpth.qp import QPFunction
+from barriernet.qp_layer import QPLayer
 
-    class QPLayer(nn.Module):  # type: ignore[no-redef]
-        def __init__(self, **kwargs: Any) -> None:
-            super().__init__()
-
-        def forward(self, P, q, G, h, lb=None, ub=None):
-            e = torch.empty(0, dtype=P.dtype)
-            return QPFunction(verbose=-1, eps=1e-12, maxIter=40)(P, q, G, h, e, e)
-
-
-__all__ = ["BarrierNetHead", "CircleObstacle", "UnicycleBarrierNet", "unicycle_hocbf_rows"]
+__all__ = ["BarrierNetHead", "DiscObstacle", "UnicycleBarrierNet", "unicycle_hocbf_rows"]
 
 N_STATE = 4  # (px, py, theta, v)
 N_CONTROL = 2  # (omega, a)
 
 
 @dataclass(frozen=True)
-class CircleObstacle:
-    """A disc the robot's reference point must stay out of: centre (x, y) in m, radius in m (> 0)."""
+class DiscObstacle:
+    """A disc the robot's reference point must stay out of: centre (x, y) in m, radius in m (> 0).
+
+    The barrier is the paper's squared form ``b = |p - c|^2 - r^2`` (m^2), smooth everywhere;
+    :class:`barriernet.barriers.CircleObstacle` is the run-time filter's distance form."""
 
     x: float
     y: float
@@ -70,9 +61,9 @@ class CircleObstacle:
         for name in ("x", "y", "radius"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"CircleObstacle.{name} must be a finite number, got {v!r}")
+                raise ValueError(f"DiscObstacle.{name} must be a finite number, got {v!r}")
         if self.radius <= 0:
-            raise ValueError(f"CircleObstacle.radius must be > 0, got {self.radius}")
+            raise ValueError(f"DiscObstacle.radius must be > 0, got {self.radius}")
 
     def barrier(self, px: Any, py: Any) -> Any:
         """``b = (px - x)^2 + (py - y)^2 - radius^2`` (works on floats, numpy arrays and tensors)."""
@@ -112,7 +103,7 @@ class BarrierNetHead(nn.Module):
         control_weights: the diagonal of Q (2 positive numbers, for omega and a).
         verify_tol: a solution may exceed a row by at most ``verify_tol * (1 + |h|)``; the
             layer raises ``RuntimeError`` otherwise (a command is never returned unverified).
-        qp_kwargs: options passed to :class:`barriernet.QPLayer`.
+        qp_kwargs: options passed to :class:`barriernet.QPLayer` (default ``on_infeasible="raise"``).
     """
 
     centers: torch.Tensor
@@ -121,15 +112,15 @@ class BarrierNetHead(nn.Module):
 
     def __init__(
         self,
-        obstacles: Sequence[CircleObstacle],
+        obstacles: Sequence[DiscObstacle],
         control_weights: Sequence[float] = (1.0, 1.0),
         verify_tol: float = 1e-5,
         **qp_kwargs: Any,
     ) -> None:
         super().__init__()
         obstacles = list(obstacles)
-        if not obstacles or not all(isinstance(o, CircleObstacle) for o in obstacles):
-            raise ValueError("obstacles must be a non-empty sequence of CircleObstacle")
+        if not obstacles or not all(isinstance(o, DiscObstacle) for o in obstacles):
+            raise ValueError("obstacles must be a non-empty sequence of DiscObstacle")
         w = [float(v) for v in control_weights]
         if len(w) != N_CONTROL or not all(math.isfinite(v) and v > 0 for v in w):
             raise ValueError(f"control_weights must be {N_CONTROL} finite numbers > 0, got {control_weights}")
@@ -146,7 +137,7 @@ class BarrierNetHead(nn.Module):
             "radii", torch.tensor([o.radius for o in obstacles], dtype=torch.float64), persistent=False
         )
         self.register_buffer("weights", torch.tensor(w, dtype=torch.float64), persistent=False)
-        self.qp = QPLayer(**qp_kwargs)
+        self.qp = QPLayer(**{"on_infeasible": "raise", **qp_kwargs})
 
     def rows(self, x: torch.Tensor, gains: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(G (B, K, 2), h (B, K), b (B, K))`` for states x (B, 4) and gains (B, 2K) = [p1..., p2...]."""
@@ -163,7 +154,7 @@ class BarrierNetHead(nn.Module):
         """
         x, gains, u_ref = self._check(x=x, gains=gains, u_ref=u_ref)
         G, h, _ = self.rows(x, gains)
-        Q = torch.diag(self.weights.to(x.dtype)).expand(x.shape[0], N_CONTROL, N_CONTROL)
+        Q = torch.diag(self.weights.to(x.dtype))  # shared by the batch
         q = -u_ref * self.weights.to(x.dtype)
         u = self.qp(Q, q, G, h)
         with torch.no_grad():

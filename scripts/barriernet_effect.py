@@ -37,17 +37,17 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from barriernet.bnet import BarrierNetHead, CircleObstacle, UnicycleBarrierNet  # noqa: E402
+from barriernet.bnet import BarrierNetHead, DiscObstacle, UnicycleBarrierNet  # noqa: E402
 from barriernet.qp import solve_qp  # noqa: E402
 from lnn_control.policy import LiquidPolicy  # noqa: E402
 from lnn_control.wiring import AutoNCP  # noqa: E402
 
 # --- the scene (the task's description; the layer itself holds no constants) ------------------
-OBSTACLE = CircleObstacle(2.0, 0.0, 0.6)
+OBSTACLE = DiscObstacle(2.0, 0.0, 0.6)
 GOAL = (4.0, 0.0)
 GOAL_TOL = 0.2  # m
 DT = 0.05  # s, control period (zero-order hold, RK4 in between)
-HORIZON = 10.0  # s
+HORIZON = 8.0  # s (the expert needs at most ~5.2 s)
 # Expert: guidance gains, limits and its own CBF gains.
 V_MAX, OMEGA_MAX, A_MAX = 1.0, 2.5, 2.0
 PASS_MARGIN = 0.25  # m added to the radius for the tangent-point guidance
@@ -64,16 +64,19 @@ class EffectConfig:
     seed: int = 0
     n_demos: int = 48
     n_eval: int = 100
-    units: int = 19
+    units: int = 32  # NCP neurons
+    motor: int = 8  # NCP motor neurons, read out by a Linear layer to the outputs
+    sparsity: float = 0.3
     epochs: int = 60
     window: int = 32
     batch: int = 32
     lr: float = 1e-2
     gain_scale: float = 4.0
+    horizon: float = HORIZON  # s, evaluation episodes
 
     @classmethod
     def quick(cls, seed: int = 0) -> EffectConfig:
-        return cls(seed=seed, n_demos=24, n_eval=40, epochs=25)
+        return cls(seed=seed, n_demos=24, n_eval=40, epochs=30)
 
 
 # --- dynamics and barrier ------------------------------------------------------------------
@@ -200,7 +203,8 @@ def make_policy(n_outputs: int, n_gains: int, cfg: EffectConfig) -> LiquidPolicy
     policy = LiquidPolicy(
         4,
         "cfc",
-        AutoNCP(cfg.units, n_outputs, seed=cfg.seed + 1),
+        AutoNCP(cfg.units, cfg.motor, sparsity=cfg.sparsity, seed=cfg.seed + 1),
+        proj_size=n_outputs,
         n_gains=n_gains,
         gain_scale=cfg.gain_scale,
         input_names=["px", "py", "theta", "v"],
@@ -275,6 +279,7 @@ def run(cfg: EffectConfig, out_dir: pathlib.Path | None = None, log: Any = print
     t_start = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
     steps = int(round(HORIZON / DT))
+    eval_steps = int(round(cfg.horizon / DT))
     demo_starts = sample_starts(DEMO_REGION, cfg.n_demos, rng)
     demos = rollout(expert_control, demo_starts, steps)
     demo_sum = summarize(demos)
@@ -320,7 +325,7 @@ def run(cfg: EffectConfig, out_dir: pathlib.Path | None = None, log: Any = print
             ("plain", TorchController(plain)),
             ("barriernet", TorchController(bnet)),
         ):
-            r = rollout(ctrl, starts, steps)
+            r = rollout(ctrl, starts, eval_steps)
             rolls[set_name][name] = r
             results[set_name][name] = summarize(r)
     summary = {
@@ -330,7 +335,7 @@ def run(cfg: EffectConfig, out_dir: pathlib.Path | None = None, log: Any = print
             "goal": list(GOAL),
             "goal_tol": GOAL_TOL,
             "dt": DT,
-            "horizon_s": HORIZON,
+            "horizon_s": cfg.horizon,
             "demo_region": DEMO_REGION,
             "uncovered_region": WIDE_REGION,
         },
