@@ -55,7 +55,7 @@ def make_model(path: pathlib.Path) -> None:
     with torch.no_grad():  # large outputs so the control box has something to clip
         for p in policy.parameters():
             p.mul_(3.0)
-    save_policy(policy, path)
+    save_policy(path, policy)
 
 
 class Harness:
@@ -101,6 +101,18 @@ class Harness:
         fut = client.call_async(req)
         assert self.spin_until(fut.done, timeout), f"no reply from {client.srv_name}"
         return fut.result()
+
+    def wait_ready(self, timeout: float = 60.0) -> str:
+        """Poll get_state until the node process answers: a request sent before its service
+        exists is lost, and the graph may still list an lnn_controller that has just gone."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.get_state.wait_for_service(timeout_sec=1.0):
+                fut = self.get_state.call_async(GetState.Request())
+                if self.spin_until(fut.done, 1.0):
+                    return str(fut.result().current_state.label)
+                self.get_state.remove_pending_request(fut)
+        raise AssertionError("lnn_controller never answered get_state")
 
     def transition(self, tid: int) -> bool:
         return bool(self.call(self.change, ChangeState.Request(transition=Transition(id=tid))).success)
@@ -196,6 +208,7 @@ def latest_status(h: Harness) -> SafetyStatus:
 
 def test_lifecycle_and_control(setup) -> None:
     h, proc, model = setup
+    assert h.wait_ready() == "unconfigured"
     # configure fails with a missing model file, then succeeds once model_file is fixed
     assert not h.transition(Transition.TRANSITION_CONFIGURE)
     assert proc.poll() is None, "node must not crash on a bad model file"
