@@ -557,6 +557,28 @@ class SafetyFilter:
             return u, rep
         return self._fallback(x, "relaxed QP failed", "solver_error", u_nom, self._hv.copy(), t0)
 
+    def constraints(
+        self, x: Any, gains: Any = None, env: Mapping[str, Any] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The QP rows at ``x``: copies of G (m, n_controls), h (m,) (``G u <= h``) and h(x) (m,).
+
+        For inspection and tests; raises ``ValueError`` / :class:`barriernet.barriers.InputError`
+        where :meth:`filter` would fall back."""
+        x = self._reshape(np.asarray(x, dtype=np.float64), self.n_state, "x")
+        if not np.isfinite(x).all():
+            raise ValueError("x: non-finite values")
+        blocks = self._blocks_default
+        if gains is not None:
+            gv = self._reshape(np.asarray(gains, dtype=np.float64), self.n_gains, "gains")
+            if not (np.isfinite(gv).all() and (gv > 0).all()):
+                raise ValueError(f"gains must be finite and > 0, got {gv.tolist()}")
+            self._set_row_gains(gv, self._K_call)
+            blocks = self._blocks_call
+        kin = self.dynamics.kinematics(x, self._kin)
+        for fill, ks, kp, G, h, hv in blocks:
+            fill(x, kin, ks, kp, env, G, h, hv)
+        return self._G.copy(), self._h.copy(), self._hv.copy()
+
     def barrier_values(self, x: Any, env: Mapping[str, Any] | None = None) -> np.ndarray:
         """h(x) of every row (m,) at the default gains; nan where it cannot be computed
         (non-finite x, a barrier whose ``env`` entry is missing)."""
