@@ -123,12 +123,8 @@ class _Sensors:
 def _in_process(quick: bool, model_path: pathlib.Path, ncps_model: Any) -> list[dict[str, Any]]:
     import rclpy
     import torch
-    from geometry_msgs.msg import Twist
-    from lnn_control.msg import SafetyStatus
     from rclpy.context import Context
     from rclpy.lifecycle import TransitionCallbackReturn
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from std_msgs.msg import Float64MultiArray
 
     from lnn_control.controller_node import LnnController
 
@@ -138,20 +134,25 @@ def _in_process(quick: bool, model_path: pathlib.Path, ncps_model: Any) -> list[
         args=["--ros-args", "--params-file", str(CONFIG), "-p", f"model_file:={model_path}"],
     )
     node = LnnController(context=ctx)
-    reader = rclpy.create_node("bench_reader", context=ctx)  # matched readers: publishing is real
-    rel = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    for cls, topic in (
-        (Twist, "/cmd_vel"),
-        (Float64MultiArray, "/lnn_controller/nominal_command"),
-        (SafetyStatus, "/lnn_controller/safety_status"),
-    ):
-        reader.create_subscription(cls, topic, lambda m: None, rel)
+    # the outputs' readers live in another process, as on a robot (a reader in this process would
+    # take each message inside publish)
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "bench.bench_ros", "--sink"],
+        cwd=ROOT,
+        env=_ros_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS, node._last_reason
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline and node._pubs["status"].get_subscription_count() < 1:
-            time.sleep(0.01)
+        deadline = time.monotonic() + 60.0
+        while (
+            time.monotonic() < deadline and min(p.get_subscription_count() for p in node._pubs.values()) < 1
+        ):
+            time.sleep(0.05)
+        if min(p.get_subscription_count() for p in node._pubs.values()) < 1:
+            raise RuntimeError("the sink process did not subscribe to the node's outputs")
         sensors = _Sensors()
         cb = node.callbacks
         k = [0]
@@ -209,20 +210,56 @@ def _in_process(quick: bool, model_path: pathlib.Path, ncps_model: Any) -> list[
         r["passed"] = bool(r["ours_p99_s"] <= 200e-6)
         return [r]
     finally:
+        sink.terminate()
+        sink.wait(timeout=10)
         node.destroy_node()
-        reader.destroy_node()
         rclpy.shutdown(context=ctx)
 
 
 # ---------------------------------------------------------------------------------- echo node
+def _sink_main() -> None:
+    """Reader of the controller's outputs (command, nominal, status, diagnostics) in its own process."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import Twist
+    from lnn_control.msg import SafetyStatus
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.impl.implementation_singleton import rclpy_implementation
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import Float64MultiArray
+
+    RCLError = rclpy_implementation.RCLError
+    rclpy.init()
+    node = rclpy.create_node("bench_sink")
+    rel = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    for cls, topic in (
+        (Twist, "/cmd_vel"),
+        (Float64MultiArray, "/lnn_controller/nominal_command"),
+        (SafetyStatus, "/lnn_controller/safety_status"),
+        (DiagnosticArray, "/diagnostics"),
+    ):
+        node.create_subscription(cls, topic, lambda m: None, rel, raw=True)  # raw: no deserialising
+    ex = SingleThreadedExecutor()
+    ex.add_node(node)
+    try:
+        ex.spin()
+    except (KeyboardInterrupt, ExternalShutdownException, RCLError):  # RCLError: context shut by SIGTERM
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
 def _echo_main() -> None:
     """Bare DDS round trip: Odometry in (sensor QoS) -> TwistStamped out (reliable), stamp copied."""
     import rclpy
     from geometry_msgs.msg import TwistStamped
     from nav_msgs.msg import Odometry
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.impl.implementation_singleton import rclpy_implementation
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
+    RCLError = rclpy_implementation.RCLError
     rclpy.init()
     node = rclpy.create_node("bench_echo")
     pub = node.create_publisher(
@@ -240,7 +277,7 @@ def _echo_main() -> None:
     ex.add_node(node)
     try:
         ex.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except (KeyboardInterrupt, ExternalShutdownException, RCLError):
         pass
     finally:
         node.destroy_node()
@@ -524,7 +561,8 @@ def _across_processes(quick: bool, model_path: pathlib.Path) -> list[dict[str, A
                 f"(last - first tenth median) {growth * 1e3:+.3f} ms; node RSS {rss[0] / 1024:.0f} MiB "
                 f"(peak {rss[1] / 1024:.0f}) vs echo node {echo_rss[0] / 1024:.0f} MiB; node-side step "
                 f"median {diag.get('latency_median_us', '?')} us, p99 {diag.get('latency_p99_us', '?')} us; "
-                f"fallbacks {diag.get('fallbacks', '?')}; scans taken by the node "
+                f"fallbacks {diag.get('fallbacks', '?')} "
+                f"(last: {diag.get('last_fallback_reason', '')!r:.80}); scans taken by the node "
                 f"{diag.get('received /scan', '?')} (sent in the run {scans_sent} + warm-up)"
             ),
         )
@@ -588,9 +626,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--echo", action="store_true", help="run the echo node (used by the benchmark)")
+    ap.add_argument("--sink", action="store_true", help="run the output reader (used by the benchmark)")
     args = ap.parse_args()
     if args.echo:
         _echo_main()
+        return
+    if args.sink:
+        _sink_main()
         return
     for r in run(args.quick):
         print(
