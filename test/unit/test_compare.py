@@ -1,0 +1,107 @@
+"""lnn_control.compare: observation vectors, parameter counts, closed loop, and a tiny --quick run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from lnn_control import compare as C
+from lnn_control.observation import load_observation_config
+from lnn_control.sim import topics as T
+
+
+@pytest.mark.parametrize("robot", ["diff_drive", "arm"])
+def test_features_match_the_node_observation_map(robot: str) -> None:
+    """The fast vectors equal what lnn_controller builds from the simulator's messages."""
+    om = load_observation_config(C._config_path(robot))
+    env, o, goal = C._episode_env(robot, 3, noise_std=0.02)
+    rng = np.random.default_rng(0)
+    lim = C._LIMITS[robot]
+    for k in range(15):
+        t_ns = k * 20_000_000
+        if robot == "diff_drive":
+            om.update("/odom", T.odometry(o, t_ns), t_ns)
+            om.update("/scan", T.laser_scan(o, t_ns, 0.02), t_ns)
+            om.update("/goal_pose", T.pose_stamped(goal[0], goal[1], t_ns), t_ns)
+        else:
+            om.update("/joint_states", T.joint_state(o, t_ns), t_ns)
+            om.update("/goal_joints", {"header": T.header(t_ns, "base_link"), "position": list(goal)}, t_ns)
+        np.testing.assert_allclose(C.features(robot, o, goal), om.observation(), rtol=1e-12, atol=1e-12)
+        x, fenv = C.filter_state(robot, o)
+        np.testing.assert_allclose(x, om.state(), rtol=1e-12, atol=1e-12)
+        if robot == "diff_drive":
+            assert fenv is not None
+            np.testing.assert_allclose(fenv["scan_points"], om.env()["scan_points"], rtol=1e-12, atol=1e-12)
+        o = env.step(rng.uniform(-lim, lim), 0.02)
+
+
+def test_parameter_counts() -> None:
+    mlp = C.build_model("mlp", 9, 3, 0)
+    assert C.count_parameters(mlp, 9) == (9 * 64 + 64 + 64 * 64 + 64 + 64 * 3 + 3,) * 2
+    lstm = C.build_model("lstm", 12, 2, 0)
+    n = 4 * 64 * (12 + 64 + 2) + 64 * 2 + 2
+    assert C.count_parameters(lstm, 12) == (n, n)
+    total, live = C.count_parameters(C.build_model("cfc_ncp19", 12, 2, 0), 12)
+    assert live < total < n / 10  # masked synapses are stored but never trained
+    total, live = C.count_parameters(C.build_model("ltc_ncp19", 12, 2, 0), 12)
+    assert live < total
+    with pytest.raises(ValueError, match="kind"):
+        C.build_model("gru", 12, 2, 0)
+
+
+def test_expert_closed_loop_and_filter() -> None:
+    cfg = C.CompareConfig(max_time={"diff_drive": 30.0, "arm": 4.0})
+    eps = C.closed_loop("arm", None, [100_000, 100_001], "clean", cfg)
+    assert all(e["success"] and e["reached"] and not e["violation"] for e in eps)
+    assert all(0 < e["min_barrier"] < 2.0 and e["min_goal_error"] < 0.1 for e in eps)
+    filt, note = C.make_filter("arm")
+    if filt is not None:
+        eps_f = C.closed_loop("arm", None, [100_000], "clean+filter", cfg, filt)
+        assert eps_f[0]["success"] and eps_f[0]["min_barrier"] > 0
+    with pytest.raises(ValueError, match="condition"):
+        C.closed_loop("arm", None, [1], "rain", cfg)
+
+
+def test_demos_label_clean_expert_commands() -> None:
+    demos = C.collect_demos("arm", [5], dart=0.15, max_time=1.0)
+    d = demos[0]
+    assert d.obs.shape == (d.target.shape[0], 9) and d.target.shape[1] == 3
+    np.testing.assert_allclose(d.dt, 0.01)
+    assert np.all(np.abs(d.target) <= C._LIMITS["arm"] + 1e-9)
+    assert np.all(d.obs[:, 6:] == d.obs[0, 6:])  # the goal is constant within an episode
+
+
+def test_quick_run_writes_a_sane_table(tmp_path) -> None:
+    out = tmp_path / "cmp"
+    assert C.main(["--quick", "--tasks", "arm", "--out", str(out)]) == 0
+    r = json.loads((out / "compare.json").read_text())
+    assert r["mode"] == "quick" and list(r["tasks"]) == ["arm"]
+    task = r["tasks"]["arm"]
+    assert set(task["models"]) == set(C.MODELS)
+    conds = ["clean", "noise", "drop", "irregular"]
+    if task["filter"]["available"]:
+        conds.append("clean+filter")
+    for m in task["models"].values():
+        s = m["summary"]
+        assert 0 < s["live_params"] <= s["params"]
+        assert math.isfinite(s["imitation_mse"][0]) and s["imitation_mse"][0] > 0
+        for c in conds:
+            assert 0.0 <= s[f"success[{c}]"][0] <= 1.0
+            assert -0.5 < s[f"min_barrier[{c}]"][0] < 3.0  # joint margins in rad
+        seed = m["seeds"][0]
+        assert seed["conditions"]["clean"]["episodes"] == 2 and seed["best_step"] <= 16
+        assert len(seed["curve"]) == 2
+    p = {k: m["summary"]["params"] for k, m in task["models"].items()}
+    assert p["cfc_ncp19"] * 10 < p["lstm"] and p["ltc_ncp19"] * 5 < p["lstm"]
+    md = (out / "compare.md").read_text()
+    assert "| CfC-NCP(19) |" in md and "| LSTM(64) |" in md and "held-out MSE" in md
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_rejects_bad_arguments(tmp_path, capsys) -> None:
+    assert C.main(["--quick", "--seeds", "0", "--out", str(tmp_path)]) == 2
+    assert "seeds" in capsys.readouterr().err
+    assert C.main(["--quick", "--jobs", "0", "--out", str(tmp_path)]) == 2
