@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import time
@@ -310,3 +311,17 @@ def test_deactivate_publishes_fallback(setup) -> None:
     assert h.transition(Transition.TRANSITION_CLEANUP)
     assert h.call(h.get_state, GetState.Request()).current_state.label == "unconfigured"
     assert proc.poll() is None
+
+
+def test_sigterm_sends_the_fallback_then_exits(setup) -> None:
+    h, proc, _ = setup
+    assert h.transition(Transition.TRANSITION_CONFIGURE)
+    assert h.transition(Transition.TRANSITION_ACTIVATE)
+    assert h.drive(lambda: bool(h.status) and not latest_status(h).fallback_used)
+    h.status.clear()
+    h.cmds.clear()
+    proc.send_signal(signal.SIGTERM)
+    # the active node leaves through the lifecycle: one fallback (zero) command, then exit 0
+    assert h.spin_until(lambda: any(s.fallback_reason == "shutdown" for _, s in h.status), 10.0)
+    assert h.cmds[-1][1].linear.x == 0.0 and h.cmds[-1][1].angular.z == 0.0
+    assert proc.wait(timeout=10) == 0
