@@ -338,3 +338,94 @@ def test_live_filter_sets_are_atomic_and_checked_against_the_command(rig: Rig) -
     assert rig.node._filter is not before
     c = rig.cmds[-1].twist
     assert abs(c.linear.x) <= 0.05 + 1e-9 and abs(c.angular.z) <= 0.1 + 1e-9
+
+
+def test_arm_effort_commands_and_gravity_compensation_fallback(tmp_path: pathlib.Path) -> None:
+    """config/arm.yaml: JointState in, Float64MultiArray torques out (ros2_control effort
+    controllers), manipulator filter; bad joint states give the gravity-compensation fallback."""
+    import torch
+    from ncps.torch import CfC
+    from ncps.wirings import AutoNCP
+    from sensor_msgs.msg import JointState
+
+    from lnn_control.model_file import save_policy
+    from lnn_control.policy import from_ncps
+
+    torch.manual_seed(1)
+    model = tmp_path / "arm.npz"
+    save_policy(model, from_ncps(CfC(9, AutoNCP(19, 3, seed=1), batch_first=True)))
+    ctx = Context()
+    cfg = ROOT / "config" / "arm.yaml"
+    rclpy.init(
+        context=ctx,
+        args=[
+            "--ros-args",
+            "--params-file",
+            str(cfg),
+            "-p",
+            f"model_file:={model}",
+            "-p",
+            "sensor_timeout:=1.0",
+        ],
+    )
+    node = LnnController(context=ctx)
+    t = rclpy.create_node("arm_rig", context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    ex.add_node(t)
+    rel = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    cmds: list[list[float]] = []
+    status: list[SafetyStatus] = []
+    t.create_subscription(
+        Float64MultiArray, "/effort_controller/commands", lambda m: cmds.append(list(m.data)), rel
+    )
+    t.create_subscription(SafetyStatus, "/lnn_controller/safety_status", status.append, rel)
+    pub_js = t.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)
+    pub_goal = t.create_publisher(JointState, "/goal_joints", qos_profile_sensor_data)
+
+    def spin_until(cond: Callable[[], bool], timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not cond():
+            ex.spin_once(timeout_sec=0.005)
+        return cond()
+
+    def send(ts: float, q: list[float], n: int) -> None:
+        g = JointState(position=[0.5, 0.2, -0.3])
+        pub_goal.publish(g)
+        spin_until(lambda: False, 0.003)
+        js = JointState(name=["joint1", "joint2", "joint3"], position=q, velocity=[0.1, -0.2, 0.0])
+        stamp(js, ts)
+        pub_js.publish(js)
+        assert spin_until(lambda: len(status) >= n, 3.0), "no SafetyStatus"
+
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS, node._last_reason
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert spin_until(lambda: pub_js.get_subscription_count() > 0, 5.0)
+        assert spin_until(lambda: node._pubs["status"].get_subscription_count() > 0, 5.0)
+        q = [0.2, 0.6, -0.4]
+        for i in range(3):
+            send(7.0 + 0.002 * i, q, i + 1)
+        assert spin_until(lambda: len(cmds) == 3, 3.0)
+        lim = np.array([20.0, 14.0, 6.0])
+        for c, s in zip(cmds, status):
+            assert len(c) == 3 and np.all(np.abs(c) <= lim + 1e-9)
+            assert c == list(s.safe_command) and list(s.command_names) == ["tau1", "tau2", "tau3"]
+            assert not s.fallback_used
+        # a NaN joint position: gravity compensation (+ damping) at the last good state, in the box
+        send(7.01, [0.2, float("nan"), -0.4], 4)
+        s = status[-1]
+        assert s.fallback_used and s.fallback_reason.startswith("non_finite")
+        x_good = np.array([*q, 0.1, -0.2, 0.0])
+        expected, _ = node._filter.fallback(x_good, "check")
+        np.testing.assert_allclose(cmds[-1], expected, rtol=1e-12, atol=1e-12)
+        assert abs(cmds[-1][1]) > 0.1, "gravity compensation of joint 2 at q2 = 0.6 rad is not zero"
+        # two positions for three joint names: wrong_size
+        send(7.02, [0.2, 0.6], 5)
+        assert status[-1].fallback_reason.startswith("wrong_size")
+        assert node.counters["wrong_size"] == 1 and node.counters["non_finite"] == 1
+    finally:
+        ex.shutdown()
+        node.destroy_node()
+        t.destroy_node()
+        rclpy.shutdown(context=ctx)
