@@ -196,6 +196,79 @@ def _assemble(
     return A, b, present, bad
 
 
+# ----------------------------------------------------------------------------- small dense algebra
+
+
+def _inv_small(M: Tensor) -> tuple[Tensor, Tensor]:
+    """Inverse and determinant of (..., k, k) matrices, k <= 3, by cofactors.
+
+    Batched LAPACK calls cost about a microsecond per 2 x 2 matrix; a dozen elementwise ops
+    on the whole batch are far cheaper at the sizes this layer is for.
+    """
+    k = M.shape[-1]
+    if k == 1:
+        d = M[..., 0, 0]
+        return (1.0 / d)[..., None, None], d
+    if k == 2:
+        a, b, c, d = M[..., 0, 0], M[..., 0, 1], M[..., 1, 0], M[..., 1, 1]
+        det = a * d - b * c
+        adj = torch.stack([d, -b, -c, a], -1).unflatten(-1, (2, 2))
+        return adj / det[..., None, None], det
+    m = [[M[..., i, j] for j in range(3)] for i in range(3)]
+    cof = [
+        [
+            m[(i + 1) % 3][(j + 1) % 3] * m[(i + 2) % 3][(j + 2) % 3]
+            - m[(i + 1) % 3][(j + 2) % 3] * m[(i + 2) % 3][(j + 1) % 3]
+            for j in range(3)
+        ]
+        for i in range(3)
+    ]
+    det = m[0][0] * cof[0][0] + m[0][1] * cof[0][1] + m[0][2] * cof[0][2]
+    adj = torch.stack([cof[j][i] for i in range(3) for j in range(3)], -1).unflatten(-1, (3, 3))
+    return adj / det[..., None, None], det
+
+
+class _SPDSolver:
+    """Solves with a batch of SPD matrices P (..., n, n): explicit inverse for n <= 3, else Cholesky."""
+
+    def __init__(self, P: Tensor) -> None:
+        n = P.shape[-1]
+        self.inv: Tensor | None = None
+        self.chol: Tensor | None = None
+        if n <= 3:
+            inv, det = _inv_small(P)
+            pd = P[..., 0, 0] > 0
+            if n >= 2:
+                pd = pd & (P[..., 0, 0] * P[..., 1, 1] - P[..., 0, 1] * P[..., 1, 0] > 0)
+            if n == 3:
+                pd = pd & (det > 0)
+            self.inv, self.bad = inv, ~pd
+        else:
+            L, info = torch.linalg.cholesky_ex(P)
+            self.chol, self.bad = L, info != 0
+
+    def expand(self, batched: bool, batch: int) -> _SPDSolver:
+        for name in ("inv", "chol"):
+            t = getattr(self, name)
+            if t is not None:
+                setattr(self, name, _expand(t, batched, batch, tuple(t.shape[-2:])))
+        return self
+
+    def solve(self, X: Tensor) -> Tensor:
+        """P^-1 X for X (B, n, r)."""
+        if self.inv is not None:
+            return self.inv @ X
+        assert self.chol is not None
+        return torch.cholesky_solve(X, self.chol)
+
+    def factor(self) -> Tensor:
+        return self.inv if self.inv is not None else self.chol  # type: ignore[return-value]
+
+
+def _solve_with(factor: Tensor, is_inv: bool, X: Tensor) -> Tensor:
+    return factor @ X if is_inv else torch.cholesky_solve(X, factor)
+
+
 # ----------------------------------------------------------------------------- active-set algebra
 
 
@@ -205,16 +278,16 @@ def _masked_dual_solve(H: Tensor, rhs: Tensor, mask: Tensor, jitter: float) -> t
     Returns z (B, p) and ok (B,) bool (False where H_SS is singular even with ``jitter``).
     """
     p = H.shape[-1]
+    zero = torch.zeros((), dtype=H.dtype, device=H.device)
     mm = mask.unsqueeze(-1) & mask.unsqueeze(-2)
     eye = torch.eye(p, dtype=H.dtype, device=H.device)
-    Hd = torch.where(mm, H, torch.zeros((), dtype=H.dtype, device=H.device)) + eye * (~mask).unsqueeze(-1)
-    r = torch.where(mask, rhs, torch.zeros((), dtype=H.dtype, device=H.device))
+    Hd = torch.where(mm, H, zero) + eye * (~mask).unsqueeze(-1)
+    r = torch.where(mask, rhs, zero)
     L, info = torch.linalg.cholesky_ex(Hd)
     ok = info == 0
     if not bool(ok.all()) and jitter > 0:
         scale = torch.diagonal(Hd, dim1=-2, dim2=-1).abs().amax(-1, keepdim=True).clamp_min(1e-300)
-        Hj = Hd + torch.diag_embed(jitter * scale * mask)
-        L2, info2 = torch.linalg.cholesky_ex(Hj)
+        L2, info2 = torch.linalg.cholesky_ex(Hd + torch.diag_embed(jitter * scale * mask))
         L = torch.where(ok.view(-1, 1, 1), L, L2)
         ok = ok | (info2 == 0)
     L = torch.where(ok.view(-1, 1, 1), L, eye)
@@ -222,16 +295,37 @@ def _masked_dual_solve(H: Tensor, rhs: Tensor, mask: Tensor, jitter: float) -> t
     return z * mask, ok
 
 
+def _indexed_dual_solve(H: Tensor, rhs: Tensor, rows: Tensor) -> Tensor:
+    """Like :func:`_masked_dual_solve` for active sets given as row indices (B, k), k <= 3,
+    padded with p (no row); closed form. Returns z (B, p)."""
+    B, p = rhs.shape
+    valid = rows < p
+    r = rows.clamp(max=p - 1)
+    ar = torch.arange(B, device=H.device)[:, None, None]
+    Hs = H[ar, r.unsqueeze(-1), r.unsqueeze(-2)]
+    vv = valid.unsqueeze(-1) & valid.unsqueeze(-2)
+    eye = torch.eye(rows.shape[1], dtype=H.dtype, device=H.device)
+    Hs = torch.where(vv, Hs, eye)
+    inv, _ = _inv_small(Hs)
+    zs = (inv @ torch.where(valid, rhs.gather(1, r), 0.0).unsqueeze(-1)).squeeze(-1)
+    z = torch.zeros(B, p + 1, dtype=H.dtype, device=H.device)
+    z.scatter_(1, torch.where(valid, rows, p), zs * valid)
+    return z[:, :p]
+
+
 def _kkt_score(
-    u: Tensor, z: Tensor, A: Tensor, b: Tensor, rnorm: Tensor, qscale: Tensor
+    u: Tensor, z: Tensor, An: Tensor, bn: Tensor, qscale: Tensor, complementarity: bool
 ) -> tuple[Tensor, Tensor]:
-    """Relative primal and dual violation of (u, z): (..., C) each, for u (B, C, n), z (B, C, p)."""
-    slack = torch.matmul(u, A.mT) - b.unsqueeze(1)  # (B, C, p)
-    pviol = (slack.clamp_min(0) / rnorm.unsqueeze(1)).amax(-1) / (1 + u.abs().amax(-1))
-    dviol = ((-z).clamp_min(0) * rnorm.unsqueeze(1)).amax(-1) / qscale.unsqueeze(1)
-    # complementarity: rows with a multiplier must hold with equality
-    cviol = (torch.where(z != 0, slack.abs(), 0.0) / rnorm.unsqueeze(1)).amax(-1) / (1 + u.abs().amax(-1))
-    return torch.maximum(pviol, cviol), dviol
+    """Relative primal (+ complementarity) and dual violation, (B, C) each, of candidates
+    u (B, C, n), z (B, C, k) on unit-norm rows An u <= bn (z: their multipliers; with
+    ``complementarity`` z is (B, C, p), one per row)."""
+    slack = torch.baddbmm(bn.unsqueeze(1), u, An.mT, alpha=1.0, beta=-1.0)  # u An' - bn: (B, C, p)
+    pviol = slack.amax(-1).clamp_min(0)
+    if complementarity:  # rows with a multiplier must hold with equality
+        pviol = torch.maximum(pviol, torch.where(z != 0, slack.abs(), 0.0).amax(-1))
+    pviol = pviol / (1 + u.abs().amax(-1))
+    dviol = (-z).amax(-1).clamp_min(0) / qscale.unsqueeze(1) if z.shape[-1] else torch.zeros_like(pviol)
+    return pviol, dviol
 
 
 # ----------------------------------------------------------------------------- forward solvers
@@ -253,95 +347,87 @@ def _solve_enumerate(
     V: Tensor,
     H: Tensor,
     c: Tensor,
-    A: Tensor,
-    b: Tensor,
+    An: Tensor,
+    bn: Tensor,
     present: Tensor,
-    rnorm: Tensor,
     qscale: Tensor,
     tol: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Every active set of <= n independent rows, solved in closed form; keep the KKT one.
 
-    Args: u0 = -P^-1 q (B, n); V = P^-1 A' (B, n, p); H = A P^-1 A' (B, p, p); c = A u0 - b.
-    Returns u (B, n), z (B, p), active (B, p) bool, status (B,).
+    Args (rows scaled to unit norm): u0 = -P^-1 q (B, n); V = P^-1 An' (B, n, p);
+    H = An P^-1 An' (B, p, p); c = An u0 - bn (B, p).
+    Returns u (B, n), z (B, p) (unit-row multipliers), rows (B, kmax) (active rows, padded
+    with p), status (B,).
     """
     B, n = u0.shape
-    p = A.shape[1]
+    p = An.shape[1]
+    kmax = min(n, p)
     dtype, device = u0.dtype, u0.device
     eps = torch.finfo(dtype).eps
-    Vt = V.mT  # (B, p, n): row i = P^-1 A_i'
-    us, zs = [u0.unsqueeze(1)], [torch.zeros(B, 1, p, dtype=dtype, device=device)]
-    valid = [torch.ones(B, 1, dtype=torch.bool, device=device)]
+    Vt = V.mT  # (B, p, n): row i = P^-1 An_i'
+    us = [u0.unsqueeze(1)]
+    zs = [torch.zeros(B, 1, kmax, dtype=dtype, device=device)]
+    oks = [torch.ones(B, 1, dtype=torch.bool, device=device)]
+    tables = [torch.full((1, kmax), p, dtype=torch.long, device=device)]
     hd = torch.diagonal(H, dim1=-2, dim2=-1)
-    for k in range(1, min(n, p) + 1):
+    for k in range(1, kmax + 1):
         S = _combos(p, k, device)  # (C, k)
         C = S.shape[0]
         if k == 1:
-            zk = (c / torch.where(present, hd, torch.ones((), dtype=dtype, device=device))).unsqueeze(-1)
+            zk = (c / torch.where(present, hd, 1.0)).unsqueeze(-1)  # (B, p, 1)
             ok = present
             uk = u0.unsqueeze(1) - zk * Vt
-        elif k == 2:
-            i, j = S[:, 0], S[:, 1]
-            hii, hjj, hij = hd[:, i], hd[:, j], H[:, i][:, :, j].diagonal(dim1=-2, dim2=-1)
-            det = hii * hjj - hij * hij
-            ok = present[:, i] & present[:, j] & (det > 1e3 * eps * hii * hjj)
-            det = torch.where(ok, det, torch.ones((), dtype=dtype, device=device))
-            ci, cj = c[:, i], c[:, j]
-            zi, zj = (hjj * ci - hij * cj) / det, (hii * cj - hij * ci) / det
-            zk = torch.stack([zi, zj], -1)
-            uk = u0.unsqueeze(1) - zi.unsqueeze(-1) * Vt[:, i] - zj.unsqueeze(-1) * Vt[:, j]
         else:
-            Hs = H[:, S.unsqueeze(-1), S.unsqueeze(-2)]  # (B, C, k, k)
-            cs = c[:, S]  # (B, C, k)
-            L, info = torch.linalg.cholesky_ex(Hs)
-            dg = torch.diagonal(L, dim1=-2, dim2=-1)
-            hs = torch.diagonal(Hs, dim1=-2, dim2=-1)
-            ok = (info == 0) & present[:, S].all(-1)
-            ok = ok & ((dg * dg) > 1e3 * eps * hs).all(-1)
-            L = torch.where(ok[..., None, None], L, torch.eye(k, dtype=dtype, device=device))
-            zk = torch.cholesky_solve(cs.unsqueeze(-1), L).squeeze(-1)
-            uk = u0.unsqueeze(1) - torch.einsum("bck,bckn->bcn", zk, Vt[:, S])
-        zf = torch.zeros(B, C, p, dtype=dtype, device=device)
-        zf.scatter_(2, S.unsqueeze(0).expand(B, C, k), zk)
+            # index_select on flattened indices: much cheaper than advanced indexing on CPU
+            flat = S.reshape(-1)
+            Hr = H.index_select(1, flat).unflatten(1, (C, k))  # (B, C, k, p)
+            Hs = Hr.gather(-1, S[None, :, None, :].expand(B, C, k, k))  # (B, C, k, k)
+            inv, det = _inv_small(Hs)
+            ok = present.index_select(1, flat).unflatten(1, (C, k)).all(-1)
+            ok = ok & (det > 1e3 * eps * torch.diagonal(Hs, dim1=-2, dim2=-1).prod(-1))
+            cs = c.index_select(1, flat).unflatten(1, (C, k))
+            zk = (inv @ cs.unsqueeze(-1)).squeeze(-1)
+            zk = torch.where(ok.unsqueeze(-1), zk, 0.0)
+            Vs = Vt.index_select(1, flat).unflatten(1, (C, k))  # (B, C, k, n)
+            uk = u0.unsqueeze(1) - zk[..., 0:1] * Vs[:, :, 0]
+            for j in range(1, k):
+                uk = uk - zk[..., j : j + 1] * Vs[:, :, j]
         us.append(uk)
-        zs.append(zf)
-        valid.append(ok)
-    U = torch.cat(us, 1)
-    Z = torch.cat(zs, 1)
-    ok_all = torch.cat(valid, 1)
-    pviol, dviol = _kkt_score(U, Z, A, b, rnorm, qscale)
+        zs.append(torch.nn.functional.pad(zk, (0, kmax - k)))
+        oks.append(ok)
+        tables.append(torch.nn.functional.pad(S, (0, kmax - k), value=p))
+    U, Z, OK, T = torch.cat(us, 1), torch.cat(zs, 1), torch.cat(oks, 1), torch.cat(tables, 0)
+    pviol, dviol = _kkt_score(U, Z, An, bn, qscale, complementarity=False)
     inf = torch.full((), math.inf, dtype=dtype, device=device)
-    score = torch.where(ok_all, torch.maximum(pviol, dviol), inf)
-    best = score.argmin(1)
-    ar = torch.arange(B, device=device)
-    u, z, sbest = U[ar, best], Z[ar, best], score[ar, best]
-    status = torch.full((B,), OPTIMAL, dtype=torch.long, device=device)
-    status = torch.where(sbest > tol, INACCURATE, status)
+    score = torch.where(OK, torch.maximum(pviol, dviol), inf)
+    sbest, best = score.min(1)
+    u = U.gather(1, best[:, None, None].expand(B, 1, n)).squeeze(1)
+    zb = Z.gather(1, best[:, None, None].expand(B, 1, kmax)).squeeze(1)
+    rows = T.index_select(0, best)
+    z = torch.zeros(B, p + 1, dtype=dtype, device=device).scatter_(1, rows, zb)[:, :p]
+    status = torch.where(sbest > tol, INACCURATE, OPTIMAL)
     # No candidate point satisfies the constraints: the problem has no feasible point (a
     # feasible strictly convex QP's optimum is one of the candidates).
-    minp = torch.where(ok_all, pviol, inf).amin(1)
+    minp = torch.where(OK, pviol, inf).amin(1)
     status = torch.where((sbest > tol) & (minp > tol), INFEASIBLE, status)
-    active = z != 0
-    return u, z, active, status
+    return u, z, rows, status
 
 
 def _solve_ipm(
     Psym: Tensor,
     q: Tensor,
-    A: Tensor,
-    b: Tensor,
-    rnorm: Tensor,
+    An: Tensor,
+    bn: Tensor,
     tol: float,
     max_iter: int,
     start: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
-    """Mehrotra predictor-corrector on rows scaled to unit norm, from ``start`` = (u, s, z)
-    (scaled rows) if given; returns u, z (scaled rows' multipliers), slack s, status, iterations."""
+    """Mehrotra predictor-corrector on rows An u <= bn (unit-norm rows), from ``start`` =
+    (u, s, z) if given; returns u, z (multipliers), slack s, status, iterations."""
     B, n = q.shape
-    p = A.shape[1]
+    p = An.shape[1]
     dtype, device = q.dtype, q.device
-    An = A / rnorm.unsqueeze(-1)
-    bn = b / rnorm
     At = An.mT
     qs = 1 + q.abs().amax(-1)
     bs = 1 + bn.abs().amax(-1)
@@ -434,10 +520,9 @@ def _polish(
     V: Tensor,
     H: Tensor,
     c: Tensor,
-    A: Tensor,
-    b: Tensor,
+    An: Tensor,
+    bn: Tensor,
     present: Tensor,
-    rnorm: Tensor,
     qscale: Tensor,
     tol: float,
 ) -> tuple[Tensor, Tensor]:
@@ -447,10 +532,10 @@ def _polish(
     iterate's z, zero on rows taken as inactive) and ``good`` (B,) bool: passed.
     """
     cand = (status != INFEASIBLE).unsqueeze(-1) & present
-    active = (z * rnorm > s) & cand
+    active = (z > s) & cand
     zt, ok = _masked_dual_solve(H, c, active, 0.0)
     ut = u0 - (V @ zt.unsqueeze(-1)).squeeze(-1)
-    pv, dv = _kkt_score(ut.unsqueeze(1), zt.unsqueeze(1), A, b, rnorm, qscale)
+    pv, dv = _kkt_score(ut.unsqueeze(1), zt.unsqueeze(1), An, bn, qscale, complementarity=True)
     good = ok & (torch.maximum(pv, dv).squeeze(1) <= tol) & cand[:, 0]
     return torch.where(good.unsqueeze(-1), zt, z * active), good
 
@@ -470,79 +555,71 @@ def _forward_solve(
     bP, bq = cfg.batched[0], cfg.batched[1]
     tol = cfg.tol if cfg.tol is not None else _default_tol(dtype)
     Psym = 0.5 * (P + P.mT)
-    L, info = torch.linalg.cholesky_ex(Psym)
-    if bool((info != 0).any()):
-        bad = torch.nonzero(info.reshape(-1) != 0).reshape(-1)[:5].tolist()
+    Pfac = _SPDSolver(Psym)  # computed once when P is shared
+    if bool(Pfac.bad.any()):
+        bad = torch.nonzero(Pfac.bad.reshape(-1)).reshape(-1)[:5].tolist()
         raise ValueError(
             "P must be symmetric positive definite" + (f"; samples {bad} are not" if bP else "; it is not")
         )
-    Psym = _expand(Psym, bP, B, (n, n))
-    L = _expand(L, bP, B, (n, n))
+    Pfac.expand(bP, B)
     qe = _expand(q, bq, B, (n,))
     A, b, present, trivially_bad = _assemble(G, h, lb, ub, cfg, dtype, device)
     p = A.shape[1]
-    rnorm = torch.where(
-        present, torch.linalg.vector_norm(A, dim=-1), torch.ones((), dtype=dtype, device=device)
-    )
-    u0 = -torch.cholesky_solve(qe.unsqueeze(-1), L).squeeze(-1)
-    V = torch.cholesky_solve(A.mT, L)  # (B, n, p) = P^-1 A'
-    H = A @ V
-    c = (A @ u0.unsqueeze(-1)).squeeze(-1) - b
+    one = torch.ones((), dtype=dtype, device=device)
+    # Rows scaled to unit norm (z below are multipliers of the scaled rows; z_orig = z / rnorm).
+    rnorm = torch.where(present, torch.linalg.vector_norm(A, dim=-1), one)
+    An = A / rnorm.unsqueeze(-1)
+    bn = b / rnorm
+    u0 = -Pfac.solve(qe.unsqueeze(-1)).squeeze(-1)
+    V = Pfac.solve(An.mT)  # (B, n, p) = P^-1 An'
+    H = An @ V
+    c = (An @ u0.unsqueeze(-1)).squeeze(-1) - bn
     qscale = 1 + qe.abs().amax(-1)
     method = cfg.method
     if method == "auto":
         method = "enumerate" if n <= 3 and _n_candidates(n, p) <= _ENUM_MAX_CANDIDATES else "ipm"
     iters = 0
+    rows = None
     if p == 0:
         u, z = u0, torch.zeros(B, 0, dtype=dtype, device=device)
         status = torch.zeros(B, dtype=torch.long, device=device)
-        active = present
+        rows = torch.zeros(B, 0, dtype=torch.long, device=device)
     elif method == "enumerate":
-        u, z, active, status = _solve_enumerate(u0, V, H, c, A, b, present, rnorm, qscale, tol)
+        u, z, rows, status = _solve_enumerate(u0, V, H, c, An, bn, present, qscale, tol)
     else:
         # Loose interior-point tolerance, then polish (exact active-set solve); samples whose
         # polish fails continue the interior-point iterations to the final tolerance.
+        Psym = _expand(Psym, bP, B, (n, n))
         tol_ipm = max(tol, 1e-8 if dtype == torch.float64 else 1e-4)
-        u, zs, s, status, iters = _solve_ipm(Psym, qe, A, b, rnorm, tol_ipm, cfg.max_iter)
-        z, good = _polish(zs / rnorm, s, status, u0, V, H, c, A, b, present, rnorm, qscale, tol)
+        u, zs, s, status, iters = _solve_ipm(Psym, qe, An, bn, tol_ipm, cfg.max_iter)
+        z, good = _polish(zs, s, status, u0, V, H, c, An, bn, present, qscale, tol)
         u = torch.where(good.unsqueeze(-1), u0 - (V @ z.unsqueeze(-1)).squeeze(-1), u)
         retry = torch.nonzero(~good & (status != INFEASIBLE)).reshape(-1)
         if retry.numel() and tol < tol_ipm:
             ix = retry
             u2, zs2, s2, st2, it2 = _solve_ipm(
-                Psym[ix], qe[ix], A[ix], b[ix], rnorm[ix], tol, cfg.max_iter, (u[ix], s[ix], zs[ix])
+                Psym[ix], qe[ix], An[ix], bn[ix], tol, cfg.max_iter, (u[ix], s[ix], zs[ix])
             )
             iters += it2
             z2, g2 = _polish(
-                zs2 / rnorm[ix],
-                s2,
-                st2,
-                u0[ix],
-                V[ix],
-                H[ix],
-                c[ix],
-                A[ix],
-                b[ix],
-                present[ix],
-                rnorm[ix],
-                qscale[ix],
-                tol,
+                zs2, s2, st2, u0[ix], V[ix], H[ix], c[ix], An[ix], bn[ix], present[ix], qscale[ix], tol
             )
             u2 = torch.where(g2.unsqueeze(-1), u0[ix] - (V[ix] @ z2.unsqueeze(-1)).squeeze(-1), u2)
             u, z, status, good = u.clone(), z.clone(), status.clone(), good.clone()
             u[ix], z[ix], status[ix], good[ix] = u2, z2, st2, g2
         status = torch.where(good, OPTIMAL, status)
-        active = z != 0
     status = torch.where(trivially_bad, INFEASIBLE, status).to(torch.long)
     ok = status == OPTIMAL
-    u = torch.where((status == INFEASIBLE).unsqueeze(-1), torch.zeros((), dtype=dtype, device=device), u)
+    u = torch.where((status == INFEASIBLE).unsqueeze(-1), 0.0, u)
     return {
         "u": u,
-        "z": z,
-        "active": active & ok.unsqueeze(-1),
+        "z": z,  # scaled rows
+        "rows": rows,
+        "active": (z != 0) & ok.unsqueeze(-1),
         "status": status,
-        "L": L,
-        "A": A,
+        "Pfac": Pfac.factor(),
+        "is_inv": Pfac.inv is not None,
+        "rnorm": rnorm,
         "V": V,
         "H": H,
         "iters": iters,
@@ -557,8 +634,11 @@ class _QPFunction(torch.autograd.Function):
         out = _forward_solve(P, q, G, h, lb, ub, cfg)
         ctx.cfg = cfg
         ctx.has = (G is not None and G.shape[-2] > 0, lb is not None, ub is not None)
+        ctx.is_inv = out["is_inv"]
+        ctx.use_rows = out["rows"] is not None
+        rows = out["rows"] if ctx.use_rows else out["active"]
         ctx.save_for_backward(
-            out["u"], out["z"], out["active"], out["L"], out["A"], out["V"], out["H"], out["ok"]
+            out["u"], out["z"], rows, out["Pfac"], out["rnorm"], out["V"], out["H"], out["ok"]
         )
         ctx.mark_non_differentiable(out["status"])
         cfg.iters_out, cfg.method_out = out["iters"], out["method"]
@@ -566,16 +646,23 @@ class _QPFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, gu: Tensor, _gs: Any):  # type: ignore[override]
-        u, z, active, L, A, V, H, ok = ctx.saved_tensors
+        # Adjoint of the active-set KKT system, on unit-norm rows An = A / rnorm:
+        #   P d_u + An_S' e = -g,  An_S d_u = 0  ->  (An_S P^-1 An_S') e = -An_S P^-1 g,
+        #   d_u = -P^-1 (g + An_S' e); original-row multipliers: z = zn / rnorm, d_z = e / rnorm.
+        u, zn, rows, Pfac, rnorm, V, H, ok = ctx.saved_tensors
         cfg: _Config = ctx.cfg
         n = cfg.n
-        dtype = u.dtype
-        gu = torch.where(ok.unsqueeze(-1), gu, torch.zeros((), dtype=dtype, device=gu.device))
-        w = torch.cholesky_solve(gu.unsqueeze(-1), L).squeeze(-1)  # P^-1 g
-        rhs = -(A @ w.unsqueeze(-1)).squeeze(-1)
-        jit = 1e-12 if dtype == torch.float64 else 1e-6
-        dz, _ = _masked_dual_solve(H, rhs, active, jit)
-        du = -(w + (V @ dz.unsqueeze(-1)).squeeze(-1))
+        gu = torch.where(ok.unsqueeze(-1), gu, 0.0)
+        w = _solve_with(Pfac, ctx.is_inv, gu.unsqueeze(-1))  # P^-1 g (B, n, 1)
+        rhs = -(V.mT @ gu.unsqueeze(-1)).squeeze(-1)  # -An P^-1 g
+        if ctx.use_rows:
+            e = _indexed_dual_solve(H, rhs, rows) if rows.shape[1] else rhs * 0
+        else:
+            jit = 1e-12 if u.dtype == torch.float64 else 1e-6
+            e, _ = _masked_dual_solve(H, rhs, rows, jit)
+        du = -(w.squeeze(-1) + (V @ e.unsqueeze(-1)).squeeze(-1))
+        dz = e / rnorm
+        z = zn / rnorm
         bP, bq, bG, bh, blb, bub = cfg.batched
         need = ctx.needs_input_grad  # (cfg, P, q, G, h, lb, ub)
 
@@ -591,7 +678,7 @@ class _QPFunction(torch.autograd.Function):
         gb = -dz
         m = 0
         if ctx.has[0]:
-            m = A.shape[1] - n * (int(ctx.has[1]) + int(ctx.has[2]))
+            m = rnorm.shape[1] - n * (int(ctx.has[1]) + int(ctx.has[2]))
             if need[3]:
                 gA = z[:, :m].unsqueeze(-1) * du.unsqueeze(-2) + dz[:, :m].unsqueeze(-1) * u.unsqueeze(-2)
                 gG = red(gA, bG)
