@@ -43,7 +43,9 @@ def generate_launch_description() -> LaunchDescription:
         name="mujoco_sim",
         namespace=namespace,
         output="screen",
-        parameters=[{"robot": robot, "use_sim_time": False}],  # the sim publishes /clock itself
+        # use_sim_time makes the sim publish /clock and stamp with sim time (it steps on a steady
+        # wall-clock timer, so it never waits on its own /clock)
+        parameters=[{"robot": robot, "use_sim_time": True}],
     )
     controller = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(os.path.join(share, "launch", "controller.launch.py")),
