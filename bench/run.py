@@ -121,6 +121,7 @@ ANCHOR_REFS: dict[str, tuple[str, float]] = {
     "[ref] ncps CfC-NCP(19) training step": ("61 ms", 61e-3),
     "[ref] ncps LTC-NCP(19) training step": ("145 ms", 145e-3),
     "[ref] nn.LSTM(64) training step": ("8 ms", 8e-3),
+    "[ref] DDS round trip (rclpy echo node)": ("0.3 ms", 0.3e-3),
 }
 
 
