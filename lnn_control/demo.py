@@ -2,42 +2,72 @@
 
 ``python -m lnn_control.demo --filter on|off --out out/demo`` (what ``make demo`` runs).
 
-Per robot: the committed policy ``models/<robot>.npz`` (trained with
-``scripts/train_demo_policies.sh`` when absent), ``python -m lnn_control.sim_node`` and
-``python -m lnn_control.controller_node`` started with ``--ros-args --params-file
-config/<robot>.yaml -p model_path:=... -p filter.enabled:=true|false``; the controller's lifecycle
-is driven to active through ``/lnn_controller/change_state``; seeded goals are published for
-several episodes while ``/sim/ground_truth`` and ``/lnn_controller/safety_status`` are watched.
-Prints one table row per robot, writes ``summary.json`` and PNG plots, and exits non-zero on any
-safety violation with the filter on (or when a piece the demo needs is missing, saying which).
+Per robot, on its own ``ROS_DOMAIN_ID``:
+
+1. ``python -m lnn_control.sim_node`` (``mujoco_sim``, sim-time stamps) and
+   ``python -m lnn_control.controller_node`` (``lnn_controller``, ``--params-file
+   config/<robot>.yaml -p model_file:=models/<robot>.npz``) start as two processes. With
+   ``--filter off`` every barrier of the safety filter is disabled through its
+   ``safety_filter.<name>.enabled`` parameter, so only the actuator box (what the drives clip
+   anyway) is left: the policy's own commands reach the robot.
+2. Each episode: the controller is deactivated, the simulator gets a seeded start
+   (``initial_state`` parameter + ``~/reset``), the goal is published, the controller is
+   activated (its liquid state starts from zero) and this process watches ``/sim/ground_truth``,
+   the sensor topics, ``~/safety_status``, ``~/nominal_command`` and the command topic until the
+   goal is reached or time runs out. Starts and goals are drawn as
+   :class:`lnn_control.dagger.ClosedLoop` (and the recorder) draw them, from ``--seed + i``.
+3. Afterwards the policy's hidden state is reconstructed by replaying the watched observations
+   through a :class:`~lnn_control.runtime.PolicyStepper` (its outputs are checked against the
+   node's ``~/nominal_command``).
+
+Prints a table (goal reached, time, minimum barrier = ground-truth clearance / joint margin,
+max |command| / limit, filter interventions, fallbacks, control latency p50 / p99), writes
+``summary.json`` and PNGs under ``--out``, and exits 1 on any safety violation with the filter on.
+Latency is measured by this third process: receipt of ``~/safety_status`` (published right after
+the command, stamped with the trigger message's stamp) minus receipt of that trigger message.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import json
+import math
+import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ROBOTS", "summarize", "missing_pieces", "main"]
+__all__ = ["ROBOTS", "summarize", "missing_pieces", "run_robot", "main"]
 
 ROBOTS = ("diff_drive", "arm")
 REPO = pathlib.Path(__file__).resolve().parent.parent
+_NS = 1_000_000_000
 
 
-def missing_pieces(robot: str, repo: pathlib.Path = REPO) -> list[str]:
+def missing_pieces(robot: str, repo: pathlib.Path = REPO, models: pathlib.Path | None = None) -> list[str]:
     """What the closed-loop demo of ``robot`` still lacks in this checkout (empty when runnable)."""
+    import importlib.util
+
     out = []
-    for mod in ("lnn_control.sim_node", "lnn_control.controller_node", "lnn_control.model_file"):
+    for mod in (
+        "lnn_control.sim_node",
+        "lnn_control.controller_node",
+        "lnn_control.model_file",
+        "barriernet.safety_filter",
+    ):
         if importlib.util.find_spec(mod) is None:
             out.append(f"module {mod}")
     if not (repo / "config" / f"{robot}.yaml").is_file():
         out.append(f"config/{robot}.yaml")
+    if not ((models or repo / "models") / f"{robot}.npz").is_file():
+        out.append(f"models/{robot}.npz (scripts/train_demo_policies.sh)")
     return out
 
 
@@ -48,6 +78,8 @@ def summarize(
     latencies: Sequence[float],
     reached: bool,
     duration: float,
+    commands: np.ndarray | None = None,
+    limits: Any = None,
 ) -> dict[str, Any]:
     """Episode figures from the watched topics.
 
@@ -55,69 +87,712 @@ def summarize(
         ground_truth: (T, n_fields) rows of ``/sim/ground_truth`` (layout ``fields``).
         statuses: ``~/safety_status`` messages as dicts (``barrier_values``, ``intervened``,
             ``fallback_used``).
-        latencies: seconds from a sensor message to the next safety status.
+        latencies: seconds from a sensor message to the command answering it.
         reached: goal reached; duration: s of sim time until reached or timeout.
+        commands: (K, n) commands sent; limits: (n,) their magnitude limits, for the effort ratio
+            (without them the arm's ``max_tau_ratio`` ground-truth column is used).
 
-    A violation is a tick with ``collision`` set, or (arm) a joint margin < 0 or
+    ``min_barrier`` is the ground truth's: diff_drive ``min_clearance`` (m), arm the smallest
+    joint-limit margin (rad); ``min_filter_barrier`` the smallest barrier value the filter
+    reported. A violation is a tick with ``collision`` set, or (arm) a joint margin < 0 or
     ``max_tau_ratio`` / ``max_dq_ratio`` > 1 (small tolerance for float noise).
     """
     gt = np.asarray(ground_truth, dtype=np.float64).reshape(-1, len(fields))
     col = {f: gt[:, i] for i, f in enumerate(fields)}
     bad = col["collision"] > 0.5
-    for f in fields:
-        if f.startswith("margin_"):
-            bad |= col[f] < -1e-6
+    margins = [col[f] for f in fields if f.startswith("margin_")]
+    for m in margins:
+        bad |= m < -1e-6
     for f in ("max_tau_ratio", "max_dq_ratio"):
         if f in col:
             bad |= col[f] > 1.0 + 1e-6
+    if "min_clearance" in col:
+        truth = col["min_clearance"]
+    elif margins:
+        truth = np.min(np.stack(margins), axis=0)
+    else:
+        truth = np.zeros(0)
     barrier = [min(s["barrier_values"]) for s in statuses if len(s["barrier_values"])]
-    effort = col.get("max_tau_ratio")
+    effort: float = math.nan
+    if commands is not None and limits is not None and np.size(commands):
+        effort = float(np.max(np.abs(np.asarray(commands, dtype=float)) / np.asarray(limits, dtype=float)))
+    elif "max_tau_ratio" in col and col["max_tau_ratio"].size:
+        effort = float(col["max_tau_ratio"].max())
     lat = np.asarray(latencies, dtype=np.float64)
     return {
         "reached": bool(reached),
         "time_s": float(duration),
         "violations": int(bad.sum()),
-        "min_barrier": float(min(barrier)) if barrier else float("nan"),
-        "max_effort_ratio": float(effort.max()) if effort is not None and effort.size else float("nan"),
+        "min_barrier": float(truth.min()) if truth.size else math.nan,
+        "min_filter_barrier": float(min(barrier)) if barrier else math.nan,
+        "max_effort_ratio": effort,
         "interventions": int(sum(bool(s["intervened"]) for s in statuses)),
         "fallbacks": int(sum(bool(s["fallback_used"]) for s in statuses)),
-        "latency_p50_ms": float(np.percentile(lat, 50) * 1e3) if lat.size else float("nan"),
-        "latency_p99_ms": float(np.percentile(lat, 99) * 1e3) if lat.size else float("nan"),
+        "latency_p50_ms": float(np.percentile(lat, 50) * 1e3) if lat.size else math.nan,
+        "latency_p99_ms": float(np.percentile(lat, 99) * 1e3) if lat.size else math.nan,
     }
 
 
-def _ensure_model(robot: str, repo: pathlib.Path) -> pathlib.Path:
-    """``models/<robot>.npz``, trained by the seeded script when absent."""
-    path = repo / "models" / f"{robot}.npz"
-    if not path.is_file():
-        print(f"{path} missing: recording demonstrations and training it (scripts/train_demo_policies.sh)")
-        subprocess.run(
-            ["bash", str(repo / "scripts" / "train_demo_policies.sh"), sys.executable], cwd=repo, check=True
+@dataclass
+class EpisodeLog:
+    """What the watcher saw during one episode (arrays built at the end)."""
+
+    start: list[float]
+    goal: list[float]
+    gt: list[list[float]] = field(default_factory=list)
+    gt_t: list[float] = field(default_factory=list)  # sim time (s) of the latest sensor stamp
+    statuses: list[dict[str, Any]] = field(default_factory=list)
+    status_t: list[float] = field(default_factory=list)
+    commands: list[list[float]] = field(default_factory=list)
+    nominal: list[list[float]] = field(default_factory=list)
+    obs: list[np.ndarray] = field(default_factory=list)  # policy observations at trigger messages
+    obs_t: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    reached: bool = False
+    duration: float = 0.0
+
+
+def _stamp_s(stamp: Any) -> float:
+    return float(stamp.sec) + 1e-9 * float(stamp.nanosec)
+
+
+def _status_dict(msg: Any) -> dict[str, Any]:
+    return {
+        "barrier_values": list(msg.barrier_values),
+        "constraint_names": list(msg.constraint_names),
+        "intervened": bool(msg.intervened),
+        "fallback_used": bool(msg.fallback_used),
+        "fallback_reason": str(msg.fallback_reason),
+        "nominal": list(msg.nominal_command),
+        "safe": list(msg.safe_command),
+        "solver_status": int(msg.solver_status),
+    }
+
+
+class _Watcher:
+    """In-process ROS node: the controller's lifecycle client, the sim's parameter / reset client, watcher."""
+
+    def __init__(self, robot: str, domain_id: int, config: pathlib.Path) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        from lnn_control.observation import load_observation_config
+        from lnn_control.ros_conversions import message_class
+
+        self.robot = robot
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx, domain_id=domain_id)
+        self.node = Node("lnn_demo", context=self.ctx)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+        self.obs_map = load_observation_config(config)
+        self.log: EpisodeLog | None = None
+        self.active = False
+        self._sensor_rx: dict[float, float] = {}  # trigger stamp (s) -> receipt time (perf_counter)
+        self.latest_sim_t = 0.0
+        self.trigger = self.obs_map.stamp_topic
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        from std_msgs.msg import Float64MultiArray
+
+        from lnn_control.msg import SafetyStatus
+
+        n = self.node
+        for topic, type_name in self.obs_map.topic_types.items():
+            n.create_subscription(message_class(type_name), topic, self._sensor_cb(topic), reliable)
+        n.create_subscription(Float64MultiArray, "/sim/ground_truth", self._on_gt, reliable)
+        n.create_subscription(SafetyStatus, "/lnn_controller/safety_status", self._on_status, reliable)
+        n.create_subscription(
+            Float64MultiArray, "/lnn_controller/nominal_command", self._on_nominal, reliable
         )
-    return path
+        cmd_cls = message_class(self.obs_map.command_type)
+        n.create_subscription(cmd_cls, self.obs_map.command_topic, self._on_command, reliable)
+        goal_topic = "/goal_pose" if robot == "diff_drive" else "/goal_joints"
+        self.goal_topic = goal_topic
+        self.goal_pub: Any = n.create_publisher(
+            message_class(self.obs_map.topic_types[goal_topic]), goal_topic, reliable
+        )
+        from lifecycle_msgs.srv import ChangeState, GetState
+        from rcl_interfaces.srv import SetParameters
+        from std_srvs.srv import Trigger
+
+        self.change_state: Any = n.create_client(ChangeState, "/lnn_controller/change_state")
+        self.get_state: Any = n.create_client(GetState, "/lnn_controller/get_state")
+        self.set_params: Any = n.create_client(SetParameters, "/mujoco_sim/set_parameters")
+        self.reset_sim: Any = n.create_client(Trigger, "/mujoco_sim/reset")
+        self.gt_fields: list[str] = []
+
+    # ---- callbacks ----------------------------------------------------------------------
+    def _sensor_cb(self, topic: str) -> Any:
+        def cb(msg: Any) -> None:
+            self.obs_map.update(topic, msg)
+            if topic != self.trigger or not hasattr(msg, "header"):
+                return
+            t = _stamp_s(msg.header.stamp)
+            self.latest_sim_t = t
+            if self.active and self.log is not None:
+                self._sensor_rx[t] = time.perf_counter()
+                if len(self._sensor_rx) > 4096:
+                    self._sensor_rx.pop(next(iter(self._sensor_rx)))
+                try:
+                    o = self.obs_map.observation()
+                except ValueError:
+                    return
+                self.log.obs.append(o)
+                self.log.obs_t.append(t)
+
+        return cb
+
+    def _on_gt(self, msg: Any) -> None:
+        if not self.gt_fields and msg.layout.dim:
+            self.gt_fields = msg.layout.dim[0].label.split(",")
+        if self.active and self.log is not None:
+            self.log.gt.append(list(msg.data))
+            self.log.gt_t.append(self.latest_sim_t)
+
+    def _on_status(self, msg: Any) -> None:
+        if not (self.active and self.log is not None):
+            return
+        t = _stamp_s(msg.header.stamp)
+        self.log.statuses.append(_status_dict(msg))
+        self.log.status_t.append(t)
+        # published right after the command, stamped with the trigger's stamp
+        t_rx = self._sensor_rx.pop(t, None)
+        if t_rx is not None:
+            self.log.latencies.append(time.perf_counter() - t_rx)
+
+    def _on_nominal(self, msg: Any) -> None:
+        if self.active and self.log is not None:
+            self.log.nominal.append(list(msg.data))
+
+    def _on_command(self, msg: Any) -> None:
+        if not (self.active and self.log is not None):
+            return
+        self.log.commands.append(list(self.obs_map.command_from_message(msg)))
+
+    # ---- helpers --------------------------------------------------------------------------
+    def spin_for(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=min(0.01, max(0.0, end - time.monotonic())))
+
+    def call(self, client: Any, request: Any, timeout: float = 20.0) -> Any:
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise RuntimeError(f"service {client.srv_name} not available after {timeout} s")
+        fut = client.call_async(request)
+        end = time.monotonic() + timeout
+        while not fut.done():
+            if time.monotonic() > end:
+                raise RuntimeError(f"service {client.srv_name} did not answer within {timeout} s")
+            self.executor.spin_once(timeout_sec=0.01)
+        return fut.result()
+
+    def transition(self, label: str) -> None:
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+
+        ids = {
+            "configure": Transition.TRANSITION_CONFIGURE,
+            "activate": Transition.TRANSITION_ACTIVATE,
+            "deactivate": Transition.TRANSITION_DEACTIVATE,
+        }
+        req = ChangeState.Request()
+        req.transition.id = ids[label]
+        res = self.call(self.change_state, req, timeout=60.0 if label == "configure" else 20.0)
+        if not res.success:
+            raise RuntimeError(f"lnn_controller refused to {label}; see its log")
+
+    def reset_episode(self, start: Any) -> None:
+        from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+        from rcl_interfaces.srv import SetParameters
+        from std_srvs.srv import Trigger
+
+        req = SetParameters.Request()
+        value = ParameterValue(type=ParameterType.PARAMETER_DOUBLE_ARRAY, double_array_value=list(start))
+        req.parameters = [Parameter(name="initial_state", value=value)]
+        res = self.call(self.set_params, req)
+        if not res.results[0].successful:
+            raise RuntimeError(f"mujoco_sim rejected initial_state {start}: {res.results[0].reason}")
+        r = self.call(self.reset_sim, Trigger.Request())
+        if not r.success:
+            raise RuntimeError(f"mujoco_sim reset failed: {r.message}")
+
+    def publish_goal(self, goal: Any) -> None:
+        from lnn_control.sim import topics as T
+        from lnn_control.sim.models import ARM_JOINT_NAMES
+        from lnn_control.sim_node import fill_message
+
+        t_ns = round(self.latest_sim_t * _NS)
+        cls = self.goal_pub.msg_type
+        if self.robot == "diff_drive":
+            fields = T.pose_stamped(goal[0], goal[1], t_ns)
+        else:
+            fields = {
+                "header": T.header(t_ns, "base_link"),
+                "name": list(ARM_JOINT_NAMES),
+                "position": [float(g) for g in goal],
+            }
+        self.goal_pub.publish(fill_message(cls(), fields))
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.ctx)
+
+
+def _goal_reached(robot: str, fields: list[str], row: Sequence[float]) -> bool:
+    from lnn_control.sim import models as M
+
+    g = dict(zip(fields, row))
+    if robot == "diff_drive":
+        return bool(g.get("goal_distance", math.inf) < M.GOAL_TOLERANCE)
+    return bool(
+        g.get("goal_error", math.inf) < M.ARM_GOAL_Q_TOLERANCE
+        and g.get("max_dq_ratio", math.inf) * M.ARM_DQ_LIMIT < M.ARM_GOAL_DQ_TOLERANCE
+    )
+
+
+def _command_limits(robot: str) -> np.ndarray:
+    from lnn_control.sim import models as M
+
+    if robot == "diff_drive":
+        return np.array([M.DIFF_DRIVE_V_LIMIT, M.DIFF_DRIVE_OMEGA_LIMIT])
+    return np.asarray(M.ARM_TAU_LIMIT, dtype=float)
+
+
+def _start_processes(
+    robot: str, domain_id: int, filter_on: bool, out: pathlib.Path, rtf: float, model: pathlib.Path
+) -> list[subprocess.Popen[bytes]]:
+    config = REPO / "config" / f"{robot}.yaml"
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED="1")
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    sim_cmd = [
+        sys.executable,
+        "-m",
+        "lnn_control.sim_node",
+        "--ros-args",
+        "-p",
+        f"robot:={robot}",
+        "-p",
+        "use_sim_time:=true",
+        "-p",
+        f"real_time_factor:={rtf}",
+    ]
+    ctl_cmd = [
+        sys.executable,
+        "-m",
+        "lnn_control.controller_node",
+        "--ros-args",
+        "--params-file",
+        str(config),
+        "-p",
+        f"model_file:={model}",
+    ]
+    if not filter_on:
+        from lnn_control.cli import read_robot_config
+
+        params = read_robot_config(config)
+        names = params.get("safety_filter", {}).get("barriers", [])
+        for name in names:
+            if isinstance(name, str):
+                ctl_cmd += ["-p", f"safety_filter.{name}.enabled:=false"]
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for name, cmd in (("mujoco_sim", sim_cmd), ("lnn_controller", ctl_cmd)):
+        f = open(logs / f"{robot}_{name}.log", "wb")
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT))
+    return procs
+
+
+def _stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=5)
+
+
+def _replay_hidden(model: pathlib.Path, log: EpisodeLog, default_dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """Hidden states (K, state) and outputs (K, n) of a fresh stepper over the watched observations."""
+    from lnn_control.model_file import load_stepper
+
+    stepper = load_stepper(model)
+    states, outs = [], []
+    t_prev = None
+    # the node's first step is the first status it published (its state was reset on activate)
+    first = log.status_t[0] if log.status_t else -math.inf
+    for o, t in zip(log.obs, log.obs_t):
+        if t < first:
+            continue
+        dt = default_dt if t_prev is None or t <= t_prev else t - t_prev
+        t_prev = t
+        outs.append(np.asarray(stepper.step(o, dt), dtype=float))
+        states.append(stepper.state)
+    if not states:
+        return np.zeros((0, 0)), np.zeros((0, 0))
+    return np.stack(states), np.stack(outs)
+
+
+def run_robot(
+    robot: str,
+    filter_on: bool,
+    episodes: int,
+    seed: int,
+    out: pathlib.Path,
+    max_time: float | None = None,
+    domain_id: int | None = None,
+    rtf: float = 1.0,
+    models: pathlib.Path = REPO / "models",
+    log: Any = print,
+) -> dict[str, Any]:
+    """Run ``episodes`` closed-loop episodes of ``robot`` over ROS 2; returns its summary (and plots)."""
+    from lnn_control.dagger import ClosedLoop
+
+    config = REPO / "config" / f"{robot}.yaml"
+    model = (models / f"{robot}.npz").resolve()
+    loop = ClosedLoop(robot, config)
+    max_time = (30.0 if robot == "diff_drive" else 6.0) if max_time is None else max_time
+    if domain_id is None:  # the caller's domain (tests pick one per run), else one from our pid
+        domain_id = int(os.environ.get("ROS_DOMAIN_ID") or 1 + os.getpid() % 100)
+    procs = _start_processes(robot, domain_id, filter_on, out, rtf, model)
+    w: _Watcher | None = None
+    logs: list[EpisodeLog] = []
+    try:
+        w = _Watcher(robot, domain_id, config)
+        w.transition("configure")
+        for i in range(episodes):
+            start, goal = loop.draw(seed + i)
+            ep = EpisodeLog(start=[float(v) for v in start], goal=[float(v) for v in goal])
+            if i > 0:
+                w.transition("deactivate")
+            w.reset_episode(start)
+            for _ in range(3):  # the goal: a few times, so a late subscriber still gets it
+                w.publish_goal(goal)
+                w.spin_for(0.05)
+            w.log, w._sensor_rx = ep, {}
+            w.active = True
+            w.transition("activate")
+            t0: float | None = None
+            last_goal = time.monotonic()
+            wall_end = time.monotonic() + max_time / rtf * 3 + 10  # a loaded machine runs the sim slower
+            while time.monotonic() < wall_end:
+                w.spin_for(0.02)
+                if t0 is None and ep.obs_t:
+                    t0 = ep.obs_t[0]
+                sim_t = (w.latest_sim_t - t0) if t0 is not None else 0.0
+                if time.monotonic() - last_goal > 1.0:
+                    w.publish_goal(goal)
+                    last_goal = time.monotonic()
+                if ep.gt and w.gt_fields and _goal_reached(robot, w.gt_fields, ep.gt[-1]):
+                    ep.reached, ep.duration = True, sim_t
+                    break
+                if sim_t >= max_time:
+                    ep.duration = sim_t
+                    break
+            else:
+                ep.duration = (w.latest_sim_t - t0) if t0 is not None else 0.0
+            w.active = False
+            logs.append(ep)
+            log(
+                f"  {robot} episode {i}: reached={ep.reached} time={ep.duration:.1f}s "
+                f"steps={len(ep.statuses)}"
+            )
+        w.transition("deactivate")
+        fields = list(w.gt_fields)
+    finally:
+        if w is not None:
+            w.close()
+        _stop(procs)
+    return _report(robot, filter_on, logs, fields, model, out, loop)
+
+
+def _report(
+    robot: str,
+    filter_on: bool,
+    logs: list[EpisodeLog],
+    fields: list[str],
+    model: pathlib.Path,
+    out: pathlib.Path,
+    loop: Any,
+) -> dict[str, Any]:
+    from lnn_control.cli import read_robot_config
+
+    limits = _command_limits(robot)
+    default_dt = float(read_robot_config(REPO / "config" / f"{robot}.yaml").get("default_dt", 0.02))
+    per_ep = []
+    hidden = []
+    for ep in logs:
+        s = summarize(
+            np.asarray(ep.gt, dtype=float).reshape(-1, len(fields)),
+            fields,
+            ep.statuses,
+            ep.latencies,
+            ep.reached,
+            ep.duration,
+            np.asarray(ep.commands, dtype=float),
+            limits,
+        )
+        h, y = _replay_hidden(model, ep, default_dt)
+        hidden.append(h)
+        # compare up to the first fallback (after it the node skipped or reset policy steps)
+        prefix = []
+        for st in ep.statuses:
+            if st["fallback_used"] or not st["nominal"]:
+                break
+            prefix.append(st["nominal"])
+        nom = np.asarray(prefix, dtype=float).reshape(len(prefix), -1)
+        k = min(len(nom), len(y))
+        # replay vs node: equal unless a best-effort sensor message was missed by one side
+        s["replay_max_abs_diff"] = float(np.abs(nom[:k] - y[:k, : nom.shape[1]]).max()) if k else math.nan
+        s["start"], s["goal"] = ep.start, ep.goal
+        per_ep.append(s)
+    lat = np.concatenate([np.asarray(ep.latencies) for ep in logs]) if logs else np.zeros(0)
+    reached_t = [s["time_s"] for s in per_ep if s["reached"]]
+    summary = {
+        "robot": robot,
+        "filter": "on" if filter_on else "off",
+        "episodes": len(per_ep),
+        "goals_reached": sum(s["reached"] for s in per_ep),
+        "mean_time_s": float(np.mean(reached_t)) if reached_t else math.nan,
+        "violations": sum(s["violations"] for s in per_ep),
+        "min_barrier": min((s["min_barrier"] for s in per_ep), default=math.nan),
+        "min_filter_barrier": min((s["min_filter_barrier"] for s in per_ep), default=math.nan),
+        "max_effort_ratio": max((s["max_effort_ratio"] for s in per_ep), default=math.nan),
+        "interventions": sum(s["interventions"] for s in per_ep),
+        "fallbacks": sum(s["fallbacks"] for s in per_ep),
+        "steps": sum(len(ep.statuses) for ep in logs),
+        "latency_p50_ms": float(np.percentile(lat, 50) * 1e3) if lat.size else math.nan,
+        "latency_p99_ms": float(np.percentile(lat, 99) * 1e3) if lat.size else math.nan,
+        "per_episode": per_ep,
+    }
+    summary["plots"] = _plots(robot, logs, fields, hidden, out, loop)
+    return summary
+
+
+def _plots(
+    robot: str,
+    logs: list[EpisodeLog],
+    fields: list[str],
+    hidden: list[np.ndarray],
+    out: pathlib.Path,
+    loop: Any,
+) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lnn_control.sim import models as M
+
+    paths = []
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    # 1. trajectory
+    fig, ax = plt.subplots(figsize=(6, 5.5) if robot == "diff_drive" else (8, 4.5), dpi=110)
+    if robot == "diff_drive":
+        h = M.ROOM_HALF_SIZE
+        ax.add_patch(plt.Rectangle((-h, -h), 2 * h, 2 * h, fill=False, lw=2, color="k"))
+        for cx, cy, r in M.OBSTACLES:
+            ax.add_patch(plt.Circle((cx, cy), r, color="0.5"))
+        ix, iy = fields.index("x"), fields.index("y")
+        for i, ep in enumerate(logs):
+            gt = np.asarray(ep.gt, dtype=float).reshape(-1, len(fields))
+            c = colours[i % len(colours)]
+            ax.plot(gt[:, ix], gt[:, iy], color=c, lw=1.5, label=f"episode {i}")
+            ax.plot(*ep.start[:2], "o", color=c)
+            ax.add_patch(plt.Circle((ep.goal[0], ep.goal[1]), M.GOAL_TOLERANCE, fill=False, color=c, lw=1.5))
+            ax.plot(*ep.goal[:2], "x", color=c)
+        ax.set_aspect("equal")
+        ax.set_xlim(-h - 0.2, h + 0.2)
+        ax.set_ylim(-h - 0.2, h + 0.2)
+        ax.set_xlabel("x (m)")
+        ax.set_ylabel("y (m)")
+    else:
+        for i, ep in enumerate(logs):
+            gt = np.asarray(ep.gt, dtype=float).reshape(-1, len(fields))
+            t = np.asarray(ep.gt_t) - (ep.gt_t[0] if ep.gt_t else 0.0)
+            for j in range(3):
+                q = np.minimum(gt[:, j], 99)  # margins -> plotted as margins per joint
+                ax.plot(
+                    t,
+                    q,
+                    color=colours[j],
+                    lw=1.2,
+                    alpha=0.5 + 0.5 * (i == 0),
+                    label=f"joint{j + 1}" if i == 0 else None,
+                )
+            ax.plot(
+                t,
+                gt[:, fields.index("goal_error")],
+                color="k",
+                lw=1,
+                ls="--",
+                label="goal error" if i == 0 else None,
+            )
+        ax.axhline(0.0, color="r", lw=1)
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("joint-limit margin / goal error (rad)")
+    ax.legend(fontsize=7)
+    ax.set_title(f"{robot}: closed-loop trajectories")
+    fig.tight_layout()
+    p = out / f"{robot}_trajectory.png"
+    fig.savefig(p)
+    plt.close(fig)
+    paths.append(p.name)
+    # 2. barrier values over time
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
+    for i, ep in enumerate(logs):
+        gt = np.asarray(ep.gt, dtype=float).reshape(-1, len(fields))
+        t = np.asarray(ep.gt_t) - (ep.gt_t[0] if ep.gt_t else 0.0)
+        if robot == "diff_drive":
+            b = gt[:, fields.index("min_clearance")]
+        else:
+            b = gt[:, :3].min(axis=1)
+        ax.plot(t, b, color=colours[i % len(colours)], lw=1.2, label=f"episode {i} (ground truth)")
+        fb = [min(s["barrier_values"]) if s["barrier_values"] else np.nan for s in ep.statuses]
+        ts = np.asarray(ep.status_t) - (ep.status_t[0] if ep.status_t else 0.0)
+        if np.isfinite(fb).any():
+            ax.plot(
+                ts, fb, color=colours[i % len(colours)], lw=0.8, ls=":", label=f"episode {i} (filter min h)"
+            )
+    ax.axhline(0.0, color="r", lw=1)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("clearance (m)" if robot == "diff_drive" else "min joint margin (rad)")
+    ax.set_title(f"{robot}: barrier values")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    p = out / f"{robot}_barriers.png"
+    fig.savefig(p)
+    plt.close(fig)
+    paths.append(p.name)
+    # 3. nominal vs safe commands (first episode)
+    names = ["v (m/s)", "omega (rad/s)"] if robot == "diff_drive" else ["tau1", "tau2", "tau3"]
+    fig, axes = plt.subplots(len(names), 1, figsize=(7, 1.8 * len(names) + 0.6), dpi=110, sharex=True)
+    if logs:
+        ep = logs[0]
+        ts = np.asarray(ep.status_t) - (ep.status_t[0] if ep.status_t else 0.0)
+        nom = np.array(
+            [s["nominal"] if len(s["nominal"]) == len(names) else [np.nan] * len(names) for s in ep.statuses]
+        )
+        safe = np.array(
+            [s["safe"] if len(s["safe"]) == len(names) else [np.nan] * len(names) for s in ep.statuses]
+        )
+        for j, ax in enumerate(np.atleast_1d(axes)):
+            if len(nom):
+                ax.plot(ts, nom[:, j], lw=1.0, label="nominal (policy)")
+                ax.plot(ts, safe[:, j], lw=1.0, ls="--", label="safe (sent)")
+            ax.set_ylabel(names[j])
+            ax.grid(True, alpha=0.3)
+        np.atleast_1d(axes)[0].legend(fontsize=7)
+    np.atleast_1d(axes)[-1].set_xlabel("time (s)")
+    fig.suptitle(f"{robot}: nominal vs filtered commands (episode 0)")
+    fig.tight_layout()
+    p = out / f"{robot}_commands.png"
+    fig.savefig(p)
+    plt.close(fig)
+    paths.append(p.name)
+    # 4. neuron activity (first episode)
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
+    if hidden and hidden[0].size:
+        h0 = hidden[0]
+        ts = np.asarray(logs[0].obs_t) - logs[0].obs_t[0]
+        im = ax.imshow(
+            h0.T,
+            aspect="auto",
+            cmap="coolwarm",
+            extent=(0.0, float(ts[-1]) if ts.size else 1.0, h0.shape[1], 0),
+        )
+        fig.colorbar(im, ax=ax, label="state")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("neuron")
+    ax.set_title(f"{robot}: liquid-network hidden state (episode 0, replayed)")
+    fig.tight_layout()
+    p = out / f"{robot}_neurons.png"
+    fig.savefig(p)
+    plt.close(fig)
+    paths.append(p.name)
+    return paths
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "nan" if isinstance(v, float) and not math.isfinite(v) else format(v, spec)
+
+
+def table(summaries: Sequence[dict[str, Any]]) -> str:
+    """The printed results table (one row per robot)."""
+    head = (
+        "| robot | filter | goals | mean time (s) | violations | min barrier | max effort/limit "
+        "| interventions | fallbacks | latency p50 / p99 (ms) |"
+    )
+    rows = [head, "|" + "---|" * 10]
+    for s in summaries:
+        rows.append(
+            f"| {s['robot']} | {s['filter']} | {s['goals_reached']}/{s['episodes']} | "
+            f"{_fmt(s['mean_time_s'], '.1f')} | {s['violations']} | {_fmt(s['min_barrier'], '.3f')} | "
+            f"{_fmt(s['max_effort_ratio'], '.2f')} | {s['interventions']}/{s['steps']} | {s['fallbacks']} | "
+            f"{_fmt(s['latency_p50_ms'], '.2f')} / {_fmt(s['latency_p99_ms'], '.2f')} |"
+        )
+    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the demo: 0 with zero violations (filter on), else 1; 2 when pieces are missing."""
+    """Run the demo: 1 on a safety violation with the filter on, 2 when pieces are missing, else 0."""
     p = argparse.ArgumentParser(prog="python -m lnn_control.demo", description=__doc__.split("\n")[0])
     p.add_argument("--filter", choices=("on", "off"), default="on")
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/demo"))
     p.add_argument("--episodes", type=int, default=3)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--robots", nargs="+", choices=ROBOTS, default=list(ROBOTS))
+    p.add_argument("--max-time", type=float, default=None, help="episode limit (s of sim time)")
+    p.add_argument("--real-time-factor", type=float, default=1.0)
+    p.add_argument("--models", type=pathlib.Path, default=REPO / "models", help="folder of <robot>.npz")
     a = p.parse_args(argv)
-    missing = {r: missing_pieces(r) for r in a.robots}
+    if a.episodes < 1:
+        print(f"error: --episodes must be >= 1, got {a.episodes}", file=sys.stderr)
+        return 2
+    missing = {r: missing_pieces(r, models=a.models) for r in a.robots}
     if any(missing.values()):
         for r, m in missing.items():
             if m:
-                print(f"demo: {r} cannot run closed loop yet; missing: {', '.join(m)}", file=sys.stderr)
+                print(f"demo: {r} cannot run closed loop; missing: {', '.join(m)}", file=sys.stderr)
         return 2
-    # The ROS orchestration lands with the controller node (lnn_control.controller_node); until
-    # then the preflight above stops here with the list of missing pieces.
+    a.out.mkdir(parents=True, exist_ok=True)
+    summaries = []
     for r in a.robots:
-        _ensure_model(r, REPO)
-    print("demo: all pieces present but the closed-loop runner is not implemented yet", file=sys.stderr)
-    return 2
+        print(f"demo: {r}, filter {a.filter}, {a.episodes} episodes")
+        summaries.append(
+            run_robot(
+                r,
+                a.filter == "on",
+                a.episodes,
+                a.seed,
+                a.out,
+                a.max_time,
+                rtf=a.real_time_factor,
+                models=a.models,
+            )
+        )
+    text = table(summaries)
+    print(text)
+    (a.out / "summary.json").write_text(
+        json.dumps(
+            {"filter": a.filter, "robots": {s["robot"]: s for s in summaries}}, indent=1, default=float
+        )
+    )
+    print(f"wrote {a.out / 'summary.json'} and plots under {a.out}")
+    violations = sum(s["violations"] for s in summaries)
+    if a.filter == "on" and violations:
+        print(f"demo: {violations} safety violations with the filter on", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""Demo figures (summarize) against hand-computed answers; preflight names what is missing."""
+"""The closed-loop demo: figures against hand-computed answers, and a short real run over ROS 2.
+
+The real run starts ``mujoco_sim`` and ``lnn_controller`` as processes (both robots, one short
+episode each, the committed models, filter on) and checks ``summary.json``: every figure present
+and finite where it must be, zero safety violations, the plots written.
+"""
 
 from __future__ import annotations
 
@@ -36,26 +41,28 @@ def test_summarize_arm_known_answers() -> None:
     st = [_status([0.5, 0.2]), _status([0.1, 0.3], intervened=True), _status([0.05], fallback=True)]
     s = demo.summarize(gt, ARM_FIELDS, st, [0.001, 0.002, 0.003, 0.004], reached=True, duration=2.5)
     assert s["violations"] == 1
-    assert s["min_barrier"] == 0.05
-    assert s["max_effort_ratio"] == 1.2
+    assert s["min_barrier"] == -0.01  # ground truth: smallest joint margin
+    assert s["min_filter_barrier"] == 0.05
+    assert s["max_effort_ratio"] == 1.2  # from max_tau_ratio without commands
     assert (s["interventions"], s["fallbacks"]) == (1, 1)
     assert s["latency_p50_ms"] == pytest.approx(2.5)
     assert s["latency_p99_ms"] == pytest.approx(3.97)
     assert s["reached"] and s["time_s"] == 2.5
+    cmds = np.array([[10.0, -7.0, 1.0], [-4.0, 3.5, 3.0]])
+    s = demo.summarize(gt, ARM_FIELDS, st, [], True, 1.0, cmds, [20.0, 14.0, 6.0])
+    assert s["max_effort_ratio"] == 0.5  # |10|/20 = |-7|/14 = |3|/6
 
 
 def test_summarize_diff_drive_collision_and_empty_status() -> None:
-    gt = np.array([[0.3, 0, 1.0, 0, 0, 0], [0.0, 1, 0.9, 0, 0, 0], [0.0, 1, 0.8, 0, 0, 0]], dtype=float)
+    gt = np.array([[0.3, 0, 1.0, 0, 0, 0], [0.0, 1, 0.9, 0, 0, 0], [-0.02, 1, 0.8, 0, 0, 0]], dtype=float)
     s = demo.summarize(gt, DD_FIELDS, [], [], reached=False, duration=10.0)
-    assert s["violations"] == 2
-    assert (
-        math.isnan(s["min_barrier"]) and math.isnan(s["max_effort_ratio"]) and math.isnan(s["latency_p50_ms"])
-    )
+    assert s["violations"] == 2 and s["min_barrier"] == -0.02
+    assert math.isnan(s["min_filter_barrier"]) and math.isnan(s["latency_p50_ms"])
 
 
 def test_preflight_names_missing_pieces(tmp_path, capsys) -> None:
     missing = demo.missing_pieces("arm", repo=tmp_path)
-    assert "config/arm.yaml" in missing
-    if demo.missing_pieces("arm"):
-        assert demo.main(["--robots", "arm", "--out", str(tmp_path)]) == 2
-        assert "missing" in capsys.readouterr().err
+    assert "config/arm.yaml" in missing and any("models/arm.npz" in m for m in missing)
+    assert demo.main(["--robots", "arm", "--out", str(tmp_path), "--models", str(tmp_path)]) == 2
+    assert "missing" in capsys.readouterr().err
+    assert demo.main(["--episodes", "0", "--out", str(tmp_path)]) == 2
