@@ -228,6 +228,18 @@ def _inv_small(M: Tensor) -> tuple[Tensor, Tensor]:
     return adj / det[..., None, None], det
 
 
+def _mm(X: Tensor, Y: Tensor) -> Tensor:
+    """X @ Y (batched, broadcasting); inner dimension <= 3 as a sum of outer products (batched
+    BLAS calls on tiny matrices are slow on CPU)."""
+    k = X.shape[-1]
+    if k > 3:
+        return X @ Y
+    out = X[..., 0:1] * Y[..., 0:1, :]
+    for j in range(1, k):
+        out = out + X[..., j : j + 1] * Y[..., j : j + 1, :]
+    return out
+
+
 class _SPDSolver:
     """Solves with a batch of SPD matrices P (..., n, n): explicit inverse for n <= 3, else Cholesky."""
 
@@ -257,7 +269,7 @@ class _SPDSolver:
     def solve(self, X: Tensor) -> Tensor:
         """P^-1 X for X (B, n, r)."""
         if self.inv is not None:
-            return self.inv @ X
+            return _mm(self.inv, X)
         assert self.chol is not None
         return torch.cholesky_solve(X, self.chol)
 
@@ -266,7 +278,7 @@ class _SPDSolver:
 
 
 def _solve_with(factor: Tensor, is_inv: bool, X: Tensor) -> Tensor:
-    return factor @ X if is_inv else torch.cholesky_solve(X, factor)
+    return _mm(factor, X) if is_inv else torch.cholesky_solve(X, factor)
 
 
 # ----------------------------------------------------------------------------- active-set algebra
@@ -307,7 +319,7 @@ def _indexed_dual_solve(H: Tensor, rhs: Tensor, rows: Tensor) -> Tensor:
     eye = torch.eye(rows.shape[1], dtype=H.dtype, device=H.device)
     Hs = torch.where(vv, Hs, eye)
     inv, _ = _inv_small(Hs)
-    zs = (inv @ torch.where(valid, rhs.gather(1, r), 0.0).unsqueeze(-1)).squeeze(-1)
+    zs = _mm(inv, torch.where(valid, rhs.gather(1, r), 0.0).unsqueeze(-1)).squeeze(-1)
     z = torch.zeros(B, p + 1, dtype=H.dtype, device=H.device)
     z.scatter_(1, torch.where(valid, rows, p), zs * valid)
     return z[:, :p]
@@ -319,7 +331,7 @@ def _kkt_score(
     """Relative primal (+ complementarity) and dual violation, (B, C) each, of candidates
     u (B, C, n), z (B, C, k) on unit-norm rows An u <= bn (z: their multipliers; with
     ``complementarity`` z is (B, C, p), one per row)."""
-    slack = torch.baddbmm(bn.unsqueeze(1), u, An.mT, alpha=1.0, beta=-1.0)  # u An' - bn: (B, C, p)
+    slack = _mm(u, An.mT) - bn.unsqueeze(1)  # (B, C, p)
     pviol = slack.amax(-1).clamp_min(0)
     if complementarity:  # rows with a multiplier must hold with equality
         pviol = torch.maximum(pviol, torch.where(z != 0, slack.abs(), 0.0).amax(-1))
@@ -379,17 +391,25 @@ def _solve_enumerate(
             ok = present
             uk = u0.unsqueeze(1) - zk * Vt
         else:
-            # index_select on flattened indices: much cheaper than advanced indexing on CPU
+            # H_SS and c_S by index_select on flattened indices (cheaper than advanced indexing)
             flat = S.reshape(-1)
-            Hr = H.index_select(1, flat).unflatten(1, (C, k))  # (B, C, k, p)
-            Hs = Hr.gather(-1, S[None, :, None, :].expand(B, C, k, k))  # (B, C, k, k)
-            inv, det = _inv_small(Hs)
-            ok = present.index_select(1, flat).unflatten(1, (C, k)).all(-1)
-            ok = ok & (det > 1e3 * eps * torch.diagonal(Hs, dim1=-2, dim2=-1).prod(-1))
-            cs = c.index_select(1, flat).unflatten(1, (C, k))
-            zk = (inv @ cs.unsqueeze(-1)).squeeze(-1)
+            pairs = (S.unsqueeze(-1) * p + S.unsqueeze(-2)).reshape(-1)
+            Hs = H.reshape(B, p * p).index_select(1, pairs).view(B, C, k, k)
+            ok = present.index_select(1, flat).view(B, C, k).all(-1)
+            cs = c.index_select(1, flat).view(B, C, k)
+            if k == 2:
+                hii, hij, hjj = Hs[..., 0, 0], Hs[..., 0, 1], Hs[..., 1, 1]
+                det = hii * hjj - hij * hij
+                ok = ok & (det > 1e3 * eps * hii * hjj)
+                det = torch.where(ok, det, 1.0)
+                ci, cj = cs[..., 0], cs[..., 1]
+                zk = torch.stack([(hjj * ci - hij * cj) / det, (hii * cj - hij * ci) / det], -1)
+            else:
+                inv, det = _inv_small(Hs)
+                ok = ok & (det > 1e3 * eps * torch.diagonal(Hs, dim1=-2, dim2=-1).prod(-1))
+                zk = _mm(inv, cs.unsqueeze(-1)).squeeze(-1)
             zk = torch.where(ok.unsqueeze(-1), zk, 0.0)
-            Vs = Vt.index_select(1, flat).unflatten(1, (C, k))  # (B, C, k, n)
+            Vs = Vt.index_select(1, flat).view(B, C, k, n)
             uk = u0.unsqueeze(1) - zk[..., 0:1] * Vs[:, :, 0]
             for j in range(1, k):
                 uk = uk - zk[..., j : j + 1] * Vs[:, :, j]
@@ -572,8 +592,8 @@ def _forward_solve(
     bn = b / rnorm
     u0 = -Pfac.solve(qe.unsqueeze(-1)).squeeze(-1)
     V = Pfac.solve(An.mT)  # (B, n, p) = P^-1 An'
-    H = An @ V
-    c = (An @ u0.unsqueeze(-1)).squeeze(-1) - bn
+    H = _mm(An, V)
+    c = _mm(An, u0.unsqueeze(-1)).squeeze(-1) - bn
     qscale = 1 + qe.abs().amax(-1)
     method = cfg.method
     if method == "auto":
@@ -654,13 +674,13 @@ class _QPFunction(torch.autograd.Function):
         n = cfg.n
         gu = torch.where(ok.unsqueeze(-1), gu, 0.0)
         w = _solve_with(Pfac, ctx.is_inv, gu.unsqueeze(-1))  # P^-1 g (B, n, 1)
-        rhs = -(V.mT @ gu.unsqueeze(-1)).squeeze(-1)  # -An P^-1 g
+        rhs = -_mm(V.mT, gu.unsqueeze(-1)).squeeze(-1)  # -An P^-1 g
         if ctx.use_rows:
             e = _indexed_dual_solve(H, rhs, rows) if rows.shape[1] else rhs * 0
         else:
             jit = 1e-12 if u.dtype == torch.float64 else 1e-6
             e, _ = _masked_dual_solve(H, rhs, rows, jit)
-        du = -(w.squeeze(-1) + (V @ e.unsqueeze(-1)).squeeze(-1))
+        du = -(w.squeeze(-1) + (V * e.unsqueeze(-2)).sum(-1))
         dz = e / rnorm
         z = zn / rnorm
         bP, bq, bG, bh, blb, bub = cfg.batched
