@@ -339,6 +339,10 @@ class TrainConfig:
     sparsity: its synapse sparsity in [0.1, 1); wiring_seed: seed of its synapse draw;
     synapses: wired CfC synapses, ``ncps`` (as ncps 1.0.1: dense time gates and intra-layer
     recurrence, more capacity) or ``wiring`` (only the wiring's synapses);
+    readout: ``linear`` (a Linear map from the motor neurons to the outputs: wired CfC states are
+    bounded by tanh to +-1, i.e. +-1 std of the commands, too narrow for torques) or ``motor``
+    (the motor neurons are the outputs); motor: motor neurons with the linear readout (0: one per
+    output; more widen the wiring's last layer, which otherwise bottlenecks the map to the outputs);
     backbone_units: CfC backbone width (dense CfC only; a wired CfC has none); epochs;
     window: truncated-BPTT window (steps); batch: windows per step; lr; weight_decay (Adam);
     patience: epochs without validation improvement before stopping; val_fraction: share of
@@ -352,6 +356,8 @@ class TrainConfig:
     sparsity: float = 0.5
     wiring_seed: int = 0
     synapses: str = "ncps"
+    readout: str = "linear"
+    motor: int = 0
     backbone_units: int = 128
     epochs: int = 50
     window: int = 32
@@ -378,6 +384,10 @@ class TrainConfig:
             raise ValueError(
                 f"weight_decay and input_noise must be >= 0, got {self.weight_decay}, {self.input_noise}"
             )
+        if self.motor < 0:
+            raise ValueError(f"motor must be >= 0, got {self.motor}")
+        if self.readout not in ("linear", "motor"):
+            raise ValueError(f"readout must be 'linear' or 'motor', got {self.readout!r}")
         if self.synapses not in ("ncps", "wiring"):
             raise ValueError(f"synapses must be 'ncps' or 'wiring', got {self.synapses!r}")
         if self.n_gains < 0:
@@ -422,10 +432,11 @@ def build_policy(
     The wiring has ``n_outputs + n_gains`` motor neurons; commands are de-normalised with the
     command statistics, gains are ``gain_scale * sigmoid`` (see :mod:`lnn_control.policy`).
     """
-    n_motor = n_outputs + cfg.n_gains
+    n_out = n_outputs + cfg.n_gains
+    n_motor = max(n_out, cfg.motor) if cfg.readout == "linear" else n_out
     if cfg.units < n_motor + 3:
         raise ValueError(
-            f"units must be >= outputs + gains + 3 = {n_motor + 3} for an NCP wiring, got {cfg.units}"
+            f"units must be >= motor neurons + 3 = {n_motor + 3} for an NCP wiring, got {cfg.units}"
         )
     wiring = AutoNCP(cfg.units, n_motor, sparsity=cfg.sparsity, seed=cfg.wiring_seed)
     extra: dict[str, Any] = (
@@ -435,6 +446,7 @@ def build_policy(
         n_inputs,
         cfg.cell,
         wiring,
+        proj_size=n_out if cfg.readout == "linear" else None,
         n_gains=cfg.n_gains,
         gain_scale=cfg.gain_scale,
         input_names=None if input_names is None else list(input_names),

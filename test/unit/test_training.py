@@ -196,7 +196,7 @@ def test_bad_config_errors() -> None:
         tr.TrainConfig(cell="gru")
     with pytest.raises(ValueError, match="input_noise"):
         tr.TrainConfig(input_noise=-1.0)
-    with pytest.raises(ValueError, match="units must be >= outputs"):
+    with pytest.raises(ValueError, match="units must be >= motor neurons"):
         tr.train_policy(_synthetic(2, 5, 0), tr.TrainConfig(units=3, epochs=1, progress=False))
 
 
