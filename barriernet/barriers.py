@@ -266,6 +266,7 @@ class PointGroup:
         self.ngrad = np.zeros((m, d))
         self.curv = np.zeros(m)
         self._hd = np.zeros(m)
+        self._curved = any(not isinstance(b, HalfSpace) for b in members)  # else v'Hess v = 0
         r = 0
         self._phis = []
         for b in members:
@@ -290,7 +291,8 @@ class PointGroup:
             np.matmul(ng, kin.v, out=hd)
             hd *= ks
             np.multiply(kp, self.hv, out=h)
-            h += self.curv
+            if self._curved:
+                h += self.curv
             h -= hd
             if not kin.drift_zero:
                 h -= ng @ kin.a0
@@ -310,8 +312,8 @@ class HalfSpace(_PointBarrier):
         super().__init__(cfg, where)
         n = _vec(cfg, "normal", where)
         norm = float(np.linalg.norm(n))
-        if n.size not in (2, 3) or norm == 0.0:
-            raise ValueError(f"{where}.normal: expected a nonzero 2-D or 3-D vector, got {n.tolist()}")
+        if norm == 0.0:
+            raise ValueError(f"{where}.normal: expected a nonzero vector, got {n.tolist()}")
         off = _num(cfg, "offset", where, lo=-math.inf) / norm
         self.N = (n / norm)[None, :]
         self.off = np.array([off - _num(cfg, "radius", where, 0.0) - self.margin])

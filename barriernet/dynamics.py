@@ -231,7 +231,8 @@ class DiffDrive(ControlAffine):
 
 
 class DoubleIntegrator(ControlAffine):
-    """Double integrator in ``dim`` = 2 or 3 dimensions: x = (p, v), u = a (m/s^2).
+    """Double integrator in ``dim`` dimensions (1..64; 2 or 3 for a robot in space):
+    x = (p, v), u = a (m/s^2).
 
     Also a mechanical system for joint-limit barriers (q = p, dq = v, q'' = u).
     ``brake_gain`` (1/s): brake fallback a = -brake_gain v.
@@ -240,12 +241,12 @@ class DoubleIntegrator(ControlAffine):
     point_order = 2
 
     def __init__(self, dim: int = 2, brake_gain: float = 2.0) -> None:
-        if dim not in (2, 3) or isinstance(dim, bool):
-            raise ValueError(f"dynamics.dim must be 2 or 3, got {dim!r}")
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not 1 <= dim <= 64:
+            raise ValueError(f"dynamics.dim must be an integer in 1..64 (2 or 3 for a robot), got {dim!r}")
         self.dim = int(dim)
         self.n_state, self.n_controls = 2 * self.dim, self.dim
-        axes = "xyz"[: self.dim]
-        self.state_names = tuple(f"p{a}" for a in axes) + tuple(f"v{a}" for a in axes)
+        axes = "xyz" if self.dim <= 3 else [str(i) for i in range(self.dim)]
+        self.state_names = tuple(f"p{a}" for a in axes[: self.dim]) + tuple(f"v{a}" for a in axes[: self.dim])
         self.point_dim = self.n_joints = self.dim
         self.brake_gain = _check_pos("brake_gain", brake_gain)
         self._g = np.vstack([np.zeros((self.dim, self.dim)), np.eye(self.dim)])

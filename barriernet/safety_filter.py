@@ -43,7 +43,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -59,6 +58,9 @@ STATUSES = ("optimal", "relaxed", "infeasible", "invalid_input", "stale_input", 
 #: fallback.type values.
 FALLBACKS = ("zero", "brake", "constant", "gravity_compensation")
 
+_clock = time.perf_counter
+_isfinite = math.isfinite
+_matmul, _minimum, _maximum = np.matmul, np.minimum, np.maximum
 _VERIFY_TOL = 1e-9  # relative to 1 + |bound|
 _ACTIVE_TOL = 1e-7
 _SLACK_REG = 1e-6  # quadratic weight on slack (keeps the relaxed QP strictly convex)
@@ -66,29 +68,76 @@ _INF = 1e30  # DAQP's infinity
 _TOP_KEYS = ("dynamics", "controls", "barriers", "slack", "fallback", "solver")
 
 
-@dataclass(slots=True)
 class FilterReport:
     """What one filter call did; fields mirror ``lnn_control/SafetyStatus.msg``.
 
     constraint_names: one per QP row; barrier_values (m,) h(x) per row (clearance in m for
-    obstacle barriers; +inf for unused scan rows; nan when unknown); active (m,) bool: row
-    tight at the output; slack (m,): violation allowed on each row; total_slack: their sum;
-    status: one of :data:`STATUSES`; solver_name; solve_time (s, the QP stage);
-    fallback_used / fallback_reason; intervened: the output differs from ``u_nom`` beyond
-    ``numpy.allclose`` tolerances (1e-8 + 1e-5 |u_nom|).
+    obstacle barriers; 1e30 for scan rows without a point; nan when unknown); active (m,)
+    bool: row tight at the output (residual within 1e-7); slack (m,): violation allowed on
+    each row; total_slack: their sum; status: one of :data:`STATUSES`; solver_name;
+    solve_time (s, the whole filter call); fallback_used / fallback_reason; intervened: the
+    output differs from ``u_nom`` beyond ``numpy.allclose`` tolerances (1e-8 + 1e-5 |u_nom|).
     """
 
-    constraint_names: tuple[str, ...]
-    barrier_values: np.ndarray
-    active: np.ndarray
-    slack: np.ndarray
-    total_slack: float
-    status: str
-    solver_name: str
-    solve_time: float
-    fallback_used: bool
-    fallback_reason: str
-    intervened: bool
+    __slots__ = (
+        "constraint_names",
+        "barrier_values",
+        "_active",
+        "_residual",
+        "slack",
+        "total_slack",
+        "status",
+        "solver_name",
+        "solve_time",
+        "fallback_used",
+        "fallback_reason",
+        "intervened",
+    )
+
+    def __init__(
+        self,
+        constraint_names: tuple[str, ...],
+        barrier_values: np.ndarray,
+        active: np.ndarray | None,
+        slack: np.ndarray,
+        total_slack: float,
+        status: str,
+        solver_name: str,
+        solve_time: float,
+        fallback_used: bool,
+        fallback_reason: str,
+        intervened: bool,
+        residual: np.ndarray | None = None,
+    ) -> None:
+        self.constraint_names = constraint_names
+        self.barrier_values = barrier_values
+        self._active = active  # None: computed on first access from ``residual`` (G u - h)
+        self._residual = residual
+        self.slack = slack
+        self.total_slack = total_slack
+        self.status = status
+        self.solver_name = solver_name
+        self.solve_time = solve_time
+        self.fallback_used = fallback_used
+        self.fallback_reason = fallback_reason
+        self.intervened = intervened
+
+    @property
+    def active(self) -> np.ndarray:
+        """(m,) bool: rows tight at the output."""
+        if self._active is None:
+            res = self._residual if self._residual is not None else np.full(len(self.constraint_names), -1.0)
+            self._active = res >= -_ACTIVE_TOL
+        return self._active
+
+    def __repr__(self) -> str:
+        return (
+            f"FilterReport(status={self.status!r}, intervened={self.intervened}, "
+            f"fallback_used={self.fallback_used}, fallback_reason={self.fallback_reason!r}, "
+            f"total_slack={self.total_slack:g}, rows={len(self.constraint_names)}, "
+            f"min_barrier={np.min(self.barrier_values, initial=np.inf):g}, "
+            f"solver={self.solver_name}, solve_time={self.solve_time * 1e6:.1f} us)"
+        )
 
 
 def _floats(v: Any, where: str, size: int | None = None) -> np.ndarray:
@@ -241,6 +290,8 @@ class SafetyFilter:
         self._Ka, self._Kb = np.zeros(m), np.zeros(m)
         self._set_row_gains(self._gain_default, self._K_default)
         self._kin = dyn.new_kinematics()
+        self._kinematics = dyn.kinematics
+        self._xshape, self._ushape = (self.n_state,), (n,)
         self._zero_slack = np.zeros(m)
         self._zero_slack.setflags(write=False)
         # blocks: consecutive point barriers share one PointGroup (one matmul for their rows),
@@ -377,15 +428,15 @@ class SafetyFilter:
         Raises:
             ValueError: naming the argument whose shape is wrong.
         """
-        t0 = time.perf_counter()
+        t0 = _clock()
         x = np.asarray(x, dtype=np.float64)
-        if x.shape != (self.n_state,):
+        if x.shape != self._xshape:
             x = self._reshape(x, self.n_state, "x")
         u_nom = np.asarray(u_nom, dtype=np.float64)
-        if u_nom.shape != (self.n_controls,):
+        if u_nom.shape != self._ushape:
             u_nom = self._reshape(u_nom, self.n_controls, "u_nom")
         ul = u_nom.tolist()
-        if not math.isfinite(sum(x.tolist()) + sum(ul)):  # nan / inf (or an overflowing sum)
+        if not _isfinite(sum(x.tolist()) + sum(ul)):  # nan / inf (or an overflowing sum)
             if not np.isfinite(x).all():
                 return self._fallback(x, "x has non-finite values", "invalid_input", u_nom, None, t0)
             if not np.isfinite(u_nom).all():
@@ -401,7 +452,7 @@ class SafetyFilter:
                 return self._fallback(x, reason, "invalid_input", u_nom, None, t0)
             self._set_row_gains(gv, self._K_call)
             blocks = self._blocks_call
-        kin = self.dynamics.kinematics(x, self._kin)
+        kin = self._kinematics(x, self._kin)
         try:
             for fill, ks, kp, G, h, hv in blocks:
                 fill(x, kin, ks, kp, env, G, h, hv)
@@ -409,25 +460,26 @@ class SafetyFilter:
             return self._fallback(x, str(e), "invalid_input", u_nom, None, t0)
         # fast path: the nominal command satisfies the box and every row exactly
         res = self._res
-        np.matmul(self._A, u_nom, out=res)
+        _matmul(self._A, u_nom, out=res)
         res -= self._b
         rl = res.tolist()
-        if math.isfinite(sum(rl)):
+        if _isfinite(sum(rl)):
             if max(rl) <= 0.0:
                 return u_nom.copy(), FilterReport(
                     self.constraint_names,
                     self._hv.copy(),
-                    self._res_rows >= -_ACTIVE_TOL,
+                    None,
                     self._zero_slack,
                     0.0,
                     "optimal",
                     self.solver_name,
-                    time.perf_counter() - t0,
+                    _clock() - t0,
                     False,
                     "",
                     False,
+                    self._res_rows.copy(),
                 )
-        elif not math.isfinite(float(self._A.sum()) + float(self._b.sum())):
+        elif not _isfinite(float(self._A.sum()) + float(self._b.sum())):
             reason = "constraint rows are not finite (dynamics or barrier at this state)"
             return self._fallback(x, reason, "solver_error", u_nom, self._hv.copy(), t0)
         u_q = u_nom
@@ -448,26 +500,27 @@ class SafetyFilter:
             sol, status = r.x, r.status
         if status == "optimal":
             # independent check: clip into the box (exact bounds), then every row at the clipped u
-            u = np.minimum(sol, self.upper)
-            np.maximum(u, self.lower, out=u)
-            np.matmul(self._A, u, out=res)
+            u = _minimum(sol, self.upper)
+            _maximum(u, self.lower, out=u)
+            _matmul(self._A, u, out=res)
             res -= self._b
             rl = res.tolist()
-            if not (math.isfinite(sum(rl)) and max(rl) <= _VERIFY_TOL) and not self._rows_hold(res):
+            if not (_isfinite(sum(rl)) and max(rl) <= _VERIFY_TOL) and not self._rows_hold(res):
                 reason = "solution failed the independent constraint check"
                 return self._fallback(x, reason, "solver_error", u_nom, self._hv.copy(), t0)
             return u, FilterReport(
                 self.constraint_names,
                 self._hv.copy(),
-                self._res_rows >= -_ACTIVE_TOL,
+                None,
                 self._zero_slack,
                 0.0,
                 "optimal",
                 self.solver_name,
-                time.perf_counter() - t0,
+                _clock() - t0,
                 False,
                 "",
                 _differs(u.tolist(), ul),
+                self._res_rows.copy(),
             )
         if status == "infeasible":
             if not self.slack_enabled:

@@ -237,7 +237,7 @@ def test_user_state_barrier_via_registry() -> None:
         ({**HALF, "gains": [1.0]}, Unicycle(), "relative degree 2 needs 2 gain"),
         ({k: v for k, v in HALF.items() if k != "gains"}, DiffDrive(), "give 1 class-K gain"),
         ({**HALF, "normal": [0.0, 0.0]}, DiffDrive(), "nonzero"),
-        ({**HALF, "normal": [1.0, 0.0, 0.0]}, DiffDrive(), "2-D"),
+        ({**HALF, "normal": [1.0, 0.0, 0.0]}, DiffDrive(), "position is 2-D"),
         ({**HALF, "colour": "red"}, DiffDrive(), "unknown key"),
         ({k: v for k, v in CIRCLE.items() if k != "radius"}, DiffDrive(), "missing 'radius'"),
         ({**CIRCLE, "center": [1.0, "a"]}, DiffDrive(), "list of numbers"),

@@ -215,7 +215,7 @@ def test_registry_user_class_and_errors() -> None:
     with pytest.raises(ValueError, match="lookahead"):
         make_dynamics({"type": "diff_drive", "lookahead": 0.0})
     with pytest.raises(ValueError, match="dim"):
-        make_dynamics({"type": "double_integrator", "dim": 4})
+        make_dynamics({"type": "double_integrator", "dim": 0})
     with pytest.raises(ValueError, match="diff_drive.*speed"):
         make_dynamics({"type": "diff_drive", "speed": 1})
     with pytest.raises(ValueError, match="exactly one of robot"):
