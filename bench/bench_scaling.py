@@ -12,7 +12,8 @@ Three sweeps, each a figure drawn by ``bench.plots`` from the rows' extra ``plot
   against a tight Clarabel solve before timing; references: cvxpy + OSQP on a parametrized
   problem (what a user would write) and DAQP called directly (what an expert would pick).
 - ``layer_vs_batch``: a batched differentiable QP (2 controls, 4 rows), forward + backward,
-  float64, with qpth's ``QPFunction`` (the anchor's tool), batch 1 ... 1,024.
+  float64: ours ``barriernet.QPLayer`` against qpth's ``QPFunction`` (the anchor's tool),
+  batch 1 ... 1,024.
 
 Where our implementation is not importable the sweep times the reference alone (row
 name prefixed ``[ref]``, ``notes`` says so) so the curve still exists; the row then has
@@ -224,6 +225,8 @@ def _qp_sweep(quick: bool) -> list[dict[str, Any]]:
 def _layer_sweep(quick: bool) -> list[dict[str, Any]]:
     from qpth.qp import QPFunction
 
+    qp_layer = _optional("barriernet.qp_layer", "QPLayer")
+    layer = qp_layer() if qp_layer is not None else None
     batches = [1, 16, 128] if quick else [1, 16, 128, 1024]
     n, m = 2, 4
     n_calls = 5 if quick else 30
@@ -248,13 +251,34 @@ def _layer_sweep(quick: bool) -> list[dict[str, Any]]:
             return u
 
         t = time_calls(ref, n_calls, warmup=2)
-        r = row(
-            "scaling: QP layer time vs batch",
-            f"[ref] qpth fwd+bwd batch {b}",
-            t,
-            notes="2 controls, 4 rows, float64; reference only (QPLayer call signature not in the contract)",
-        )
-        r["plot"] = dict(_plot("layer_vs_batch", b, "batch size"), series="qpth QPFunction (reference)")
+        plot = _plot("layer_vs_batch", b, "batch size")
+        if qp_layer is None:
+            r = row(
+                "scaling: QP layer time vs batch",
+                f"[ref] qpth fwd+bwd batch {b}",
+                t,
+                notes="2 controls, 4 rows, float64; reference only (barriernet.QPLayer not present)",
+            )
+            r["plot"] = dict(plot, series="qpth QPFunction (reference)")
+        else:
+
+            def ours(
+                pt: torch.Tensor = pt, qt: torch.Tensor = qt, gt: torch.Tensor = gt, ht: torch.Tensor = ht
+            ) -> Any:
+                u = layer(pt, qt, gt, ht)
+                u.sum().backward()
+                return u
+
+            t_ours = time_calls(ours, max(n_calls, 20), warmup=3)
+            r = row(
+                "scaling: QP layer time vs batch",
+                f"fwd+bwd batch {b}",
+                t_ours,
+                t,
+                ref_name="qpth",
+                notes="2 controls, 4 rows, float64; ours: barriernet.QPLayer",
+            )
+            r["plot"] = dict(plot, series="ours QPLayer", ref_series="qpth QPFunction")
         rows.append(r)
     return rows
 
