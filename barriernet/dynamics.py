@@ -118,7 +118,7 @@ class ControlAffine:
         """Input map (n_state, n_controls)."""
         raise NotImplementedError
 
-    def xdot(self, x: np.ndarray, u: np.ndarray) -> np.ndarray:
+    def xdot(self, x: np.ndarray, u: Any) -> np.ndarray:
         """``f(x) + g(x) u`` (n_state,)."""
         return self.f(x) + self.g(x) @ np.asarray(u, dtype=np.float64)
 
