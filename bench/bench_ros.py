@@ -22,6 +22,9 @@ walls, box on (v, omega), DAQP):
   scans taken (a starved subscription would show fewer).
 - ``timer mode 1 kHz``: the same process reconfigured with ``control_mode: timer``,
   ``rate_hz: 1000``: command inter-arrival times at the receiver (reference: the 1 ms period).
+- ``executor: multi``: the message-mode run again on rclpy's MultiThreadedExecutor (opt-in)
+  next to the default single-threaded one: latency, and how many odometry and scan messages
+  the node took of those sent (starvation shows as fewer).
 
 Run length: full 60 s per cross-process run, quick 3 s.
 ``python -m bench.bench_ros [--quick]``; ``--echo`` runs the echo node (a child of this module).
@@ -123,8 +126,12 @@ class _Sensors:
 def _in_process(quick: bool, model_path: pathlib.Path, ncps_model: Any) -> list[dict[str, Any]]:
     import rclpy
     import torch
+    from geometry_msgs.msg import Twist
+    from lnn_control.msg import SafetyStatus
     from rclpy.context import Context
     from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import Float64MultiArray
 
     from lnn_control.controller_node import LnnController
 
@@ -134,25 +141,23 @@ def _in_process(quick: bool, model_path: pathlib.Path, ncps_model: Any) -> list[
         args=["--ros-args", "--params-file", str(CONFIG), "-p", f"model_file:={model_path}"],
     )
     node = LnnController(context=ctx)
-    # the outputs' readers live in another process, as on a robot (a reader in this process would
-    # take each message inside publish)
-    sink = subprocess.Popen(
-        [sys.executable, "-m", "bench.bench_ros", "--sink"],
-        cwd=ROOT,
-        env=_ros_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    # matched readers of the three outputs (never spun: messages wait in their queues), so each
+    # publish serialises and delivers for real; a reader process would compete for the 2 cores
+    reader = rclpy.create_node("bench_reader", context=ctx)
+    rel = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    for cls, topic in (
+        (Twist, "/cmd_vel"),
+        (Float64MultiArray, "/lnn_controller/nominal_command"),
+        (SafetyStatus, "/lnn_controller/safety_status"),
+    ):
+        reader.create_subscription(cls, topic, lambda m: None, rel)
     try:
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS, node._last_reason
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        deadline = time.monotonic() + 60.0
-        while (
-            time.monotonic() < deadline and min(p.get_subscription_count() for p in node._pubs.values()) < 1
-        ):
-            time.sleep(0.05)
-        if min(p.get_subscription_count() for p in node._pubs.values()) < 1:
-            raise RuntimeError("the sink process did not subscribe to the node's outputs")
+        outputs = [node._pubs[k] for k in ("command", "nominal", "status")]
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and min(p.get_subscription_count() for p in outputs) < 1:
+            time.sleep(0.01)
         sensors = _Sensors()
         cb = node.callbacks
         k = [0]
@@ -210,46 +215,12 @@ def _in_process(quick: bool, model_path: pathlib.Path, ncps_model: Any) -> list[
         r["passed"] = bool(r["ours_p99_s"] <= 200e-6)
         return [r]
     finally:
-        sink.terminate()
-        sink.wait(timeout=10)
+        reader.destroy_node()
         node.destroy_node()
         rclpy.shutdown(context=ctx)
 
 
 # ---------------------------------------------------------------------------------- echo node
-def _sink_main() -> None:
-    """Reader of the controller's outputs (command, nominal, status, diagnostics) in its own process."""
-    import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from geometry_msgs.msg import Twist
-    from lnn_control.msg import SafetyStatus
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-    from rclpy.impl.implementation_singleton import rclpy_implementation
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from std_msgs.msg import Float64MultiArray
-
-    RCLError = rclpy_implementation.RCLError
-    rclpy.init()
-    node = rclpy.create_node("bench_sink")
-    rel = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    for cls, topic in (
-        (Twist, "/cmd_vel"),
-        (Float64MultiArray, "/lnn_controller/nominal_command"),
-        (SafetyStatus, "/lnn_controller/safety_status"),
-        (DiagnosticArray, "/diagnostics"),
-    ):
-        node.create_subscription(cls, topic, lambda m: None, rel, raw=True)  # raw: no deserialising
-    ex = SingleThreadedExecutor()
-    ex.add_node(node)
-    try:
-        ex.spin()
-    except (KeyboardInterrupt, ExternalShutdownException, RCLError):  # RCLError: context shut by SIGTERM
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-
-
 def _echo_main() -> None:
     """Bare DDS round trip: Odometry in (sensor QoS) -> TwistStamped out (reliable), stamp copied."""
     import rclpy
@@ -432,10 +403,10 @@ class _Driver:
                 if delay > 0:
                     time.sleep(delay)
                 odom.header.stamp.sec, odom.header.stamp.nanosec = _stamp(k)
-                if scans and k % 50 == 0:
+                if scans and (k == k0 or k % 50 == 0):
                     scan.header.stamp.sec, scan.header.stamp.nanosec = _stamp(k)
                     self.pubs["scan"].publish(scan)
-                if scans and k % 1000 == 0:
+                if scans and (k == k0 or k % 1000 == 0):
                     self.pubs["goal"].publish(self.sensors.goal)
                 if record:
                     self.sent[k] = time.perf_counter()
@@ -520,33 +491,60 @@ def _across_processes(quick: bool, model_path: pathlib.Path) -> list[dict[str, A
         _stop(echo)
 
         # 2. the controller node: message mode, TwistStamped out
-        node = start(
-            [
-                "-m", "lnn_control.controller_node", "--ros-args", "--params-file", str(CONFIG),
-                "-p", f"model_file:={model_path}", "-p", "sensor_timeout:=0.5", "-p", "diagnostics_rate:=2.0",
-                "-p", "observation.command.type:=geometry_msgs/msg/TwistStamped",
-                "-p", "observation.command.fields:=[twist.linear.x, twist.angular.z]",
-            ]
-        )  # fmt: skip
-        if d.wait_ready() != "unconfigured":
-            raise RuntimeError("lnn_controller did not start unconfigured")
-        d.transition(Transition.TRANSITION_CONFIGURE)
-        d.transition(Transition.TRANSITION_ACTIVATE)
-        if not d.spin_until(lambda: d.pubs["odom"].get_subscription_count() > 0, 10.0):
-            raise RuntimeError("controller did not subscribe to /odom")
-        k = d.stream("odom", 1.0, k, scans=True, record=False)  # warm-up (first scan, goal)
-        d.reset()
-        d.diag = {}
-        scans0 = k
-        k = d.stream("odom", seconds, k, scans=True)
-        ours, lost = d.latencies()
-        n_sent = len(d.sent)
-        scans_sent = sum(1 for j in range(scans0, k) if j % 50 == 0)
-        d.spin_until(lambda: bool(d.diag), 2.0)
-        diag = dict(d.diag)
-        rss = _rss_kb(node.pid)
-        if ours.size < 10:
-            raise RuntimeError(f"only {ours.size} of {n_sent} commands came back")
+        def message_mode(executor: str, secs: float, k: int) -> tuple[dict[str, Any], int]:
+            node = start(
+                [
+                    "-m", "lnn_control.controller_node", "--ros-args", "--params-file", str(CONFIG),
+                    "-p", f"model_file:={model_path}", "-p", "sensor_timeout:=0.5",
+                    "-p", "diagnostics_rate:=2.0",
+                    "-p", "observation.command.type:=geometry_msgs/msg/TwistStamped",
+                    "-p", "observation.command.fields:=[twist.linear.x, twist.angular.z]",
+                    "-p", f"executor:={executor}",
+                ]
+            )  # fmt: skip
+            if d.wait_ready() != "unconfigured":
+                raise RuntimeError("lnn_controller did not start unconfigured")
+            d.transition(Transition.TRANSITION_CONFIGURE)
+            d.transition(Transition.TRANSITION_ACTIVATE)
+            if not d.spin_until(lambda: d.pubs["odom"].get_subscription_count() > 0, 10.0):
+                raise RuntimeError("controller did not subscribe to /odom")
+            k = d.stream("odom", 1.0, k, scans=True, record=False)  # warm-up (first scan, goal)
+            d.reset()
+            d.diag = {}
+            k0 = k
+            k = d.stream("odom", secs, k, scans=True)
+            lat, lost = d.latencies()
+            d.diag = {}
+            d.spin_until(lambda: bool(d.diag), 2.0)
+            out = {
+                "lat": lat,
+                "lost": lost,
+                "sent": len(d.sent),
+                "scans_sent": sum(1 for j in range(k0, k) if j % 50 == 0),
+                "diag": dict(d.diag),
+                "rss": _rss_kb(node.pid),
+                "proc": node,
+            }
+            if lat.size < 10:
+                raise RuntimeError(f"only {lat.size} of {out['sent']} commands came back")
+            return out, k
+
+        def starvation(res: dict[str, Any]) -> str:
+            dg = res["diag"]
+            return (
+                f"{res['lat'].size}/{res['sent']} commands back; node took {dg.get('received /odom', '?')} "
+                f"odometry and {dg.get('received /scan', '?')} scans (run sent {res['sent']} and "
+                f"{res['scans_sent']}, plus warm-up)"
+            )
+
+        single, k = message_mode("single", seconds, k)
+        ours, lost, n_sent, diag, rss = (
+            single["lat"],
+            single["lost"],
+            single["sent"],
+            single["diag"],
+            single["rss"],
+        )
         growth = _backlog(ours)
         ok = bool(np.percentile(ours, 99) <= 1.5e-3 and growth <= 0.2e-3 and lost <= 0.01 * n_sent)
         r = row(
@@ -562,8 +560,7 @@ def _across_processes(quick: bool, model_path: pathlib.Path) -> list[dict[str, A
                 f"(peak {rss[1] / 1024:.0f}) vs echo node {echo_rss[0] / 1024:.0f} MiB; node-side step "
                 f"median {diag.get('latency_median_us', '?')} us, p99 {diag.get('latency_p99_us', '?')} us; "
                 f"fallbacks {diag.get('fallbacks', '?')} "
-                f"(last: {diag.get('last_fallback_reason', '')!r:.80}); scans taken by the node "
-                f"{diag.get('received /scan', '?')} (sent in the run {scans_sent} + warm-up)"
+                f"(last: {diag.get('last_fallback_reason', '')!r:.80}); {starvation(single)}"
             ),
         )
         r["passed"] = ok
@@ -600,6 +597,20 @@ def _across_processes(quick: bool, model_path: pathlib.Path) -> list[dict[str, A
         )
         rows[-1]["passed"] = bool(rate >= 950.0)
         d.transition(Transition.TRANSITION_DEACTIVATE)
+        _stop(single["proc"])
+
+        # 4. the same message-mode run on rclpy's MultiThreadedExecutor (opt-in): starvation check
+        multi, k = message_mode("multi", seconds, k)
+        rows.append(
+            row(
+                "ros",
+                f"sensor -> command, 1 kHz, executor: multi ({seconds:.0f} s)",
+                multi["lat"],
+                single["lat"],
+                "same run, executor: single (default)",
+                notes=f"multi: {starvation(multi)}; single: {starvation(single)}",
+            )
+        )
         return rows
     except Exception:
         for p in procs:  # the child's own words are the best clue
@@ -626,13 +637,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--echo", action="store_true", help="run the echo node (used by the benchmark)")
-    ap.add_argument("--sink", action="store_true", help="run the output reader (used by the benchmark)")
     args = ap.parse_args()
     if args.echo:
         _echo_main()
-        return
-    if args.sink:
-        _sink_main()
         return
     for r in run(args.quick):
         print(
