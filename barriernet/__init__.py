@@ -1,5 +1,7 @@
 """BarrierNet safety layer: dynamics, barriers, QP solvers and the run-time safety filter."""
 
+from typing import Any
+
 from barriernet.barriers import (
     BARRIERS,
     ActuatorBox,
@@ -28,8 +30,17 @@ from barriernet.dynamics import (
     register_dynamics,
 )
 from barriernet.qp import SOLVERS, QPResult, register_solver, solve_qp
-from barriernet.qp_layer import QPLayer
 from barriernet.safety_filter import FilterReport, SafetyFilter
+
+
+def __getattr__(name: str) -> Any:
+    # QPLayer needs torch; imported on first use so the run-time filter (the ROS node) stays torch-free
+    if name == "QPLayer":
+        from barriernet.qp_layer import QPLayer
+
+        return QPLayer
+    raise AttributeError(f"module 'barriernet' has no attribute {name!r}")
+
 
 __all__ = [
     "BARRIERS",
