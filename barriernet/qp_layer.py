@@ -354,7 +354,7 @@ def _combos(p: int, k: int, device: torch.device) -> Tensor:
     return t
 
 
-def _solve_enumerate(
+def _solve_enumerate_scored(
     u0: Tensor,
     V: Tensor,
     H: Tensor,
@@ -365,7 +365,8 @@ def _solve_enumerate(
     qscale: Tensor,
     tol: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Every active set of <= n independent rows, solved in closed form; keep the KKT one.
+    """Every active set of <= n independent rows, solved in closed form; keep the one that
+    meets the KKT conditions best (every candidate's primal slack is evaluated: (B, C, p) work).
 
     Args (rows scaled to unit norm): u0 = -P^-1 q (B, n); V = P^-1 An' (B, n, p);
     H = An P^-1 An' (B, p, p); c = An u0 - bn (B, p).
@@ -431,6 +432,93 @@ def _solve_enumerate(
     # feasible strictly convex QP's optimum is one of the candidates).
     minp = torch.where(OK, pviol, inf).amin(1)
     status = torch.where((sbest > tol) & (minp > tol), INFEASIBLE, status)
+    return u, z, rows, status
+
+
+def _pair_solve(Hs: Tensor, cs: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """z = H_SS^-1 c_S for candidate sets (B, C, k, k), (B, C, k); and ok (independent rows)."""
+    k = Hs.shape[-1]
+    if k == 2:
+        hii, hij, hjj = Hs[..., 0, 0], Hs[..., 0, 1], Hs[..., 1, 1]
+        det = hii * hjj - hij * hij
+        ok = det > 1e3 * eps * hii * hjj
+        det = torch.where(ok, det, 1.0)
+        ci, cj = cs[..., 0], cs[..., 1]
+        return torch.stack([(hjj * ci - hij * cj) / det, (hii * cj - hij * ci) / det], -1), ok
+    inv, det = _inv_small(Hs)
+    ok = det > 1e3 * eps * torch.diagonal(Hs, dim1=-2, dim2=-1).prod(-1)
+    return _mm(inv, cs.unsqueeze(-1)).squeeze(-1), ok
+
+
+def _solve_enumerate(
+    u0: Tensor,
+    V: Tensor,
+    H: Tensor,
+    c: Tensor,
+    An: Tensor,
+    bn: Tensor,
+    present: Tensor,
+    qscale: Tensor,
+    tol: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Every active set S of <= n independent rows, solved in closed form; keep the best one.
+
+    Each candidate's multipliers z_S = H_SS^-1 c_S give the Lagrangian stationary point
+    u_S = u0 - P^-1 An_S' z_S with A_S u_S = b_S, so its dual value is f(u0) + z_S'c_S / 2.
+    Every dual-feasible candidate (z_S >= 0) bounds the optimum from below and the optimum
+    is one of them: the answer is the dual-feasible candidate of largest z_S'c_S, found in
+    (B, C) work without evaluating any candidate's primal slack. Only the winner's slack is
+    checked; samples where it fails (an infeasible problem, or rounding) are settled by
+    :func:`_solve_enumerate_scored` (every candidate's full KKT residual).
+
+    Args and returns as :func:`_solve_enumerate_scored`.
+    """
+    B, n = u0.shape
+    p = An.shape[1]
+    kmax = min(n, p)
+    dtype, device = u0.dtype, u0.device
+    eps = torch.finfo(dtype).eps
+    zneg = -tol * qscale.unsqueeze(1)  # (B, 1): rounding allowance on z >= 0
+    vals = [torch.zeros(B, 1, dtype=dtype, device=device)]
+    zs = [torch.zeros(B, 1, kmax, dtype=dtype, device=device)]
+    tables = [torch.full((1, kmax), p, dtype=torch.long, device=device)]
+    hd = torch.diagonal(H, dim1=-2, dim2=-1)
+    ninf = torch.full((), -math.inf, dtype=dtype, device=device)
+    for k in range(1, kmax + 1):
+        S = _combos(p, k, device)  # (C, k)
+        C = S.shape[0]
+        if k == 1:
+            zk = c / torch.where(present, hd, 1.0)  # (B, p)
+            val = torch.where(present & (zk >= zneg), zk * c, ninf)
+            zk = zk.unsqueeze(-1)
+        else:
+            flat = S.reshape(-1)
+            pairs = (S.unsqueeze(-1) * p + S.unsqueeze(-2)).reshape(-1)
+            Hs = H.reshape(B, p * p).index_select(1, pairs).view(B, C, k, k)
+            cs = c.index_select(1, flat).view(B, C, k)
+            zk, ok = _pair_solve(Hs, cs, eps)
+            ok = ok & present.index_select(1, flat).view(B, C, k).all(-1) & (zk.amin(-1) >= zneg)
+            val = torch.where(ok, (zk * cs).sum(-1), ninf)
+        vals.append(val)
+        zs.append(torch.nn.functional.pad(zk, (0, kmax - k)))
+        tables.append(torch.nn.functional.pad(S, (0, kmax - k), value=p))
+    val, Z, T = torch.cat(vals, 1), torch.cat(zs, 1), torch.cat(tables, 0)
+    best = val.argmax(1)
+    zb = Z.gather(1, best[:, None, None].expand(B, 1, kmax)).squeeze(1)  # (B, kmax)
+    rows = T.index_select(0, best)  # (B, kmax), padded with p
+    zb = torch.where(rows < p, zb, 0.0)
+    z = torch.zeros(B, p + 1, dtype=dtype, device=device).scatter_(1, rows, zb)[:, :p]
+    u = u0 - (V * z.unsqueeze(-2)).sum(-1)
+    pviol, dviol = _kkt_score(u.unsqueeze(1), zb.unsqueeze(1), An, bn, qscale, complementarity=False)
+    status = torch.where(torch.maximum(pviol, dviol).squeeze(1) > tol, INACCURATE, OPTIMAL)
+    bad = torch.nonzero(status != OPTIMAL).reshape(-1)
+    if bad.numel():
+        ix = bad
+        u2, z2, rows2, st2 = _solve_enumerate_scored(
+            u0[ix], V[ix], H[ix], c[ix], An[ix], bn[ix], present[ix], qscale[ix], tol
+        )
+        u, z, rows, status = u.clone(), z.clone(), rows.clone(), status.clone()
+        u[ix], z[ix], rows[ix], status[ix] = u2, z2, rows2, st2
     return u, z, rows, status
 
 
