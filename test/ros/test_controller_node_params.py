@@ -85,3 +85,38 @@ def test_configure_fails_with_reason(node) -> None:
     # changed tree values override the file values
     t = n._tree("safety_filter", {"safety_filter.controls.upper": [0.1, 0.2, 0.3]})
     assert t["controls"]["upper"] == [0.1, 0.2, 0.3]
+
+
+def test_configured_node_is_torch_free(tmp_path: pathlib.Path) -> None:
+    """The run-time path (model file -> stepper, SafetyFilter, node) never imports torch: robots
+    need not install it, and the node stays small (torch alone is ~200 MiB resident)."""
+    import subprocess
+    import sys
+
+    import torch
+    from ncps.torch import CfC
+    from ncps.wirings import AutoNCP
+
+    from lnn_control.model_file import save_policy
+    from lnn_control.policy import from_ncps
+
+    torch.manual_seed(0)
+    model = tmp_path / "p.npz"
+    save_policy(model, from_ncps(CfC(12, AutoNCP(19, 2, seed=0), batch_first=True)))
+    code = f"""
+import sys, rclpy
+from rclpy.context import Context
+from rclpy.lifecycle import TransitionCallbackReturn
+from lnn_control.controller_node import LnnController
+ctx = Context()
+rclpy.init(context=ctx, args=["--ros-args", "--params-file", {str(ROOT / "config" / "diff_drive.yaml")!r},
+                              "-p", "model_file:={model}"])
+n = LnnController(context=ctx)
+assert n.trigger_configure() == TransitionCallbackReturn.SUCCESS, n._last_reason
+heavy = [m for m in ("torch", "cvxpy", "sklearn") if m in sys.modules]
+assert not heavy, heavy
+n.destroy_node()
+rclpy.shutdown(context=ctx)
+"""
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
