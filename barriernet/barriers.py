@@ -102,6 +102,8 @@ class Barrier:
     """
 
     type_name: ClassVar[str] = ""
+    #: the rows are this positive multiple of the CBF condition (same constraint, other scale)
+    row_scale: ClassVar[float] = 1.0
     #: config keys besides the common ones (type, name, gains, margin, priority)
     keys: ClassVar[tuple[str, ...]] = ()
     #: consecutive barriers of this class may be evaluated as one vectorised block
@@ -513,6 +515,7 @@ class SpeedLimit(Barrier):
 
     type_name = "speed_limit"
     keys = ("max",)
+    row_scale = 0.5
 
     def __init__(self, cfg: Mapping[str, Any], where: str) -> None:
         super().__init__(cfg, where)
@@ -532,9 +535,11 @@ class SpeedLimit(Barrier):
     def fill(self, x, kin, ks, kp, env, G, h, hv) -> None:  # type: ignore[no-untyped-def]
         v = kin.v
         hval = self.v2 - float(v @ v)
-        # h' = -2 v . (a0 + B u)  ->  2 v'B u <= -2 v.a0 + k h
-        np.matmul(2.0 * v, kin.B, out=G[0])
-        h[0] = ks[0] * hval - 2.0 * float(v @ kin.a0)
+        # h' = -2 v . (a0 + B u) >= -k h, halved:  v'B u <= k h / 2 - v.a0
+        np.matmul(v, kin.B, out=G[0])
+        h[0] = 0.5 * float(ks[0]) * hval
+        if not kin.drift_zero:
+            h[0] -= float(v @ kin.a0)
         hv[0] = hval
 
 
