@@ -115,7 +115,8 @@ class CompareConfig:
         fraction of the command limits; noise_std: sensor noise (m, rad, rad/s) per task;
         drop_prob: probability that a sensor update is lost; dt_range: control period factors
         (uniform) for irregular sampling; arm_tolerance: (rad, rad/s) of the arm's reach test;
-        stall_time: a diff-drive episode that moved < 5 cm in this many seconds ends (failed).
+        stall_time: a diff-drive episode that moved < 5 cm in this many seconds ends (failed);
+        save_models: directory for the trained liquid policies (model files, for ``inspect``).
     """
 
     tasks: tuple[str, ...] = TASKS
@@ -140,6 +141,7 @@ class CompareConfig:
     dt_range: tuple[float, float] = (0.5, 2.0)
     arm_tolerance: tuple[float, float] = (0.1, 0.2)
     stall_time: float = 5.0
+    save_models: str | None = None
     quick: bool = False
 
     @classmethod
@@ -746,6 +748,8 @@ def run_task(robot: str, cfg: CompareConfig, log: Any = None) -> dict[str, Any]:
             tr = train_model(model, train, val, cfg, seed)
             model.eval()
             mse = imitation_mse(model, test)
+            if cfg.save_models and isinstance(model, LiquidPolicy):
+                _save(model, robot, kind, seed, cfg.save_models, mse)
             conds = {}
             t2 = time.perf_counter()
             for cond in conditions:
@@ -791,6 +795,30 @@ def run_task(robot: str, cfg: CompareConfig, log: Any = None) -> dict[str, Any]:
     out["time_s"] = time.perf_counter() - t0
     out["verdict"] = _verdict(out)
     return out
+
+
+def _save(model: LiquidPolicy, robot: str, kind: str, seed: int, out: str, mse: float) -> str:
+    """Model file of a trained liquid policy with the config's observation mapping and rate."""
+    import yaml
+
+    from lnn_control.model_file import save_policy
+
+    tree = yaml.safe_load(_config_path(robot).read_text()) or {}
+    node: dict[str, Any] = next(
+        (v["ros__parameters"] for v in tree.values() if isinstance(v, dict) and "ros__parameters" in v), {}
+    )
+    path = pathlib.Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    return save_policy(
+        path / f"{robot}_{kind}_seed{seed}.npz",
+        model,
+        observation=node.get("observation"),
+        robot=robot,
+        rate_hz=_RATE[robot],
+        source="lnn_control.compare",
+        seed=seed,
+        test_mse=mse,
+    )
 
 
 def _verdict(task: dict[str, Any]) -> dict[str, Any]:
@@ -1019,6 +1047,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-steps", type=int, default=None)
     p.add_argument("--episodes", type=int, default=None, help="closed-loop episodes per condition")
     p.add_argument("--jobs", type=int, default=1, help="processes (one per task)")
+    p.add_argument("--save-models", type=pathlib.Path, default=None, help="save trained liquid policies here")
     a = p.parse_args(argv)
     cfg = CompareConfig.quick_config() if a.quick else CompareConfig.full()
     if a.tasks:
@@ -1031,6 +1060,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg.train_steps = a.train_steps
     if a.episodes is not None:
         cfg.eval_episodes = a.episodes
+    if a.save_models is not None:
+        cfg.save_models = str(a.save_models)
     try:
         cfg.check()
     except ValueError as e:

@@ -76,7 +76,7 @@ def test_demos_label_clean_expert_commands() -> None:
 
 def test_quick_run_writes_a_sane_table(tmp_path) -> None:
     out = tmp_path / "cmp"
-    assert C.main(["--quick", "--tasks", "arm", "--out", str(out)]) == 0
+    assert C.main(["--quick", "--tasks", "arm", "--out", str(out), "--save-models", str(tmp_path / "m")]) == 0
     r = json.loads((out / "compare.json").read_text())
     assert r["mode"] == "quick" and list(r["tasks"]) == ["arm"]
     task = r["tasks"]["arm"]
@@ -99,6 +99,13 @@ def test_quick_run_writes_a_sane_table(tmp_path) -> None:
     md = (out / "compare.md").read_text()
     assert "| CfC-NCP(19) |" in md and "| LSTM(64) |" in md and "held-out MSE" in md
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    from lnn_control.model_file import load_stepper
+
+    saved = sorted(p.name for p in (tmp_path / "m").iterdir())
+    assert saved == [f"arm_{k}_seed0.npz" for k in ("cfc_dense", "cfc_ncp19", "ltc_ncp19")]
+    st = load_stepper(tmp_path / "m" / "arm_cfc_ncp19_seed0.npz")
+    assert st.metadata["robot"] == "arm" and st.metadata["rate_hz"] == 100.0
+    assert st.observation is not None and st.observation["features"] == ["q", "dq", "q_goal"]
 
 
 def test_cli_rejects_bad_arguments(tmp_path, capsys) -> None:
