@@ -126,6 +126,7 @@ class ClosedLoop:
         stop_after_collision: float = 1.0,
         start: np.ndarray | None = None,
         goal: np.ndarray | None = None,
+        beta: float = 0.0,
     ) -> RolloutResult:
         """One episode driven by ``policy`` (a PolicyStepper; None = the expert), labelled by the expert.
 
@@ -137,7 +138,12 @@ class ClosedLoop:
             hold: time (s) run on after the goal is reached (the policy must stay there).
             stop_after_collision: end the episode this long (s) after the first collision.
             start, goal: override the seeded draw.
+            beta: probability of applying the expert's command instead of the policy's at each
+                step (DAgger's mixture policy; 0 = the policy alone). Seeded by ``seed``.
         """
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {beta}")
+        mix = np.random.default_rng([seed, 2])
         s0, g0 = self.draw(seed)
         start = s0 if start is None else np.asarray(start, dtype=float)
         goal = g0 if goal is None else np.asarray(goal, dtype=float)
@@ -219,8 +225,8 @@ class ClosedLoop:
             if policy is None:
                 u = u_exp
             else:
-                y = np.asarray(policy.step(o, dt), dtype=float)
-                u = y[: self.n_commands]
+                y = np.asarray(policy.step(o, dt), dtype=float)  # stepped every tick: its state stays true
+                u = u_exp if beta > 0 and mix.random() < beta else y[: self.n_commands]
             step_env(u)
             k += 1
         n = len(obs_rows)
@@ -258,6 +264,7 @@ def dagger(
     episodes_per_round: int,
     seed: int,
     eval_seeds: Sequence[int] = (),
+    beta: float = 0.5,
     log: Callable[[str], None] = print,
 ) -> tuple[Any, list[dict[str, Any]]]:
     """DAgger: train on ``demos``, then ``rounds`` times roll the policy out, relabel, aggregate, retrain.
@@ -270,6 +277,9 @@ def dagger(
         seed: rollout seeds are ``seed + 1000 * round + i``.
         eval_seeds: closed-loop evaluation episodes after each round; the policy with the best
             success rate (ties: the later round) is returned.
+        beta: round r (1, 2, ...) rolls out the mixture that applies the expert's command with
+            probability ``beta ** r`` (Ross et al.'s decaying mixture), so early rounds stay near
+            the expert's states.
     Returns:
         (best policy, history: one dict per round with data size and closed-loop rates).
     """
@@ -297,7 +307,10 @@ def dagger(
         if r == rounds:
             break
         stepper = policy.runtime()
-        new = [loop.run(stepper, seed + 1000 * (r + 1) + i).episode for i in range(episodes_per_round)]
+        b = beta ** (r + 1)
+        new = [
+            loop.run(stepper, seed + 1000 * (r + 1) + i, beta=b).episode for i in range(episodes_per_round)
+        ]
         data += new
         policy = train(data, policy)
     return (best[1] if eval_seeds else policy), history

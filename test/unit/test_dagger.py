@@ -1,0 +1,80 @@
+"""Closed-loop rollouts with the node's observation mapping, and DAgger aggregation (no ROS)."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+
+from lnn_control import dagger, record
+from lnn_control import training as tr
+from lnn_control.observation import load_observation_config
+
+torch.set_num_threads(1)
+CONFIG = pathlib.Path(__file__).resolve().parents[2] / "config"
+
+
+def test_expert_rollout_equals_the_recorded_bag(tmp_path) -> None:
+    """Same seed: the in-process episode has exactly the observations and commands the bag pipeline gives."""
+    loop = dagger.ClosedLoop("arm", CONFIG / "arm.yaml")
+    res = loop.run(None, seed=3)
+    assert res.reached and not res.collided and res.min_margin > 0
+    rec = record.record_episode("arm", tmp_path / "ep", seed=3)
+    obs_map = load_observation_config(CONFIG / "arm.yaml")
+    ep = tr.episode_from_bag(tmp_path / "ep", obs_map, obs_map.command_topic, obs_map.command_fields)
+    assert rec.reached and ep.obs.shape == res.episode.obs.shape
+    np.testing.assert_allclose(res.episode.obs, ep.obs, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(res.episode.target, ep.target, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(res.episode.dt, ep.dt, rtol=1e-9)
+    assert loop.input_names == obs_map.names and loop.n_commands == 3
+
+
+class _Replay:
+    """A 'policy' that replays fixed commands (to check what run() applies and labels)."""
+
+    def __init__(self, u: np.ndarray) -> None:
+        self.u, self.calls = u, 0
+
+    def reset(self) -> None:
+        self.calls = 0
+
+    def step(self, obs: np.ndarray, dt: float) -> np.ndarray:
+        self.calls += 1
+        return self.u
+
+
+def test_policy_rollout_is_labelled_by_the_expert_and_mixture_is_seeded() -> None:
+    loop = dagger.ClosedLoop("diff_drive", CONFIG / "diff_drive.yaml")
+    still = _Replay(np.zeros(2))
+    res = loop.run(still, seed=5, max_time=1.0)
+    assert not res.reached and still.calls == len(res.episode.dt) - 1
+    # the robot never moved, yet every label is the expert's (non-zero) command for that state
+    assert np.all(np.abs(res.episode.target).sum(axis=1) > 0)
+    np.testing.assert_allclose(res.episode.obs[0], res.episode.obs[-1])
+    a = loop.run(still, seed=5, max_time=1.0, beta=0.5)
+    b = loop.run(still, seed=5, max_time=1.0, beta=0.5)
+    np.testing.assert_array_equal(a.episode.obs, b.episode.obs)
+    assert not np.allclose(a.episode.obs[0], a.episode.obs[-1])  # expert steps moved it
+    with pytest.raises(ValueError, match="beta"):
+        loop.run(still, seed=5, beta=1.5)
+    with pytest.raises(ValueError, match="robot"):
+        dagger.ClosedLoop("tank", CONFIG / "arm.yaml")
+
+
+def test_dagger_aggregates_policy_rollouts() -> None:
+    loop = dagger.ClosedLoop("arm", CONFIG / "arm.yaml")
+    demos = [loop.run(None, s).episode for s in (1, 2)]
+    sizes: list[int] = []
+
+    def train(data, prev):
+        sizes.append(len(data))
+        cfg = tr.TrainConfig(units=8, epochs=1, window=16, seed=0, progress=False)
+        return tr.train_policy([], cfg, split=(data, []), init=prev).model
+
+    policy, hist = dagger.dagger(loop, demos, train, rounds=1, episodes_per_round=2, seed=0, eval_seeds=[9])
+    assert sizes == [2, 4]  # round 1 trains on the demos plus two relabelled policy rollouts
+    assert [h["round"] for h in hist] == [0, 1] and hist[1]["data_episodes"] == 4
+    assert 0.0 <= hist[1]["success"] <= 1.0
+    assert policy.runtime().step(np.zeros(9), 0.01).shape == (3,)
