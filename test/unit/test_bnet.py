@@ -194,3 +194,7 @@ def test_effect_pipeline_end_to_end_tiny(tmp_path: pathlib.Path) -> None:
         assert res["barriernet"]["collisions"] == 0
         assert res["barriernet"]["min_barrier"] >= 0.0
         assert len(res["plain"]["min_barrier_per_start"]) == cfg.n_eval
+        assert 0.0 <= res["barriernet"]["qp_intervened_steps"] <= 1.0
+        assert "qp_intervened_steps" not in res["plain"]
+    # The filter is not idle: from the uncovered starts the QP changes the reference somewhere.
+    assert summary["results"]["uncovered"]["barriernet"]["qp_intervened_steps"] > 0
