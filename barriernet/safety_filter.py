@@ -41,14 +41,25 @@ BarrierNet policy's ``gain_names`` should list exactly these.
 from __future__ import annotations
 
 import math
+import operator
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from barriernet.barriers import ActuatorBox, Barrier, InputError, PointGroup, _PointBarrier, make_barrier
-from barriernet.dynamics import ControlAffine, make_dynamics
+from barriernet.barriers import (
+    ActuatorBox,
+    Barrier,
+    CircleObstacle,
+    HalfSpace,
+    InputError,
+    PointGroup,
+    SpeedLimit,
+    _PointBarrier,
+    make_barrier,
+)
+from barriernet.dynamics import ControlAffine, DiffDrive, DoubleIntegrator, Unicycle, make_dynamics
 from barriernet.qp import SOLVERS, solve_qp
 
 __all__ = ["FilterReport", "SafetyFilter", "STATUSES", "FALLBACKS"]
@@ -59,6 +70,8 @@ STATUSES = ("optimal", "relaxed", "infeasible", "invalid_input", "stale_input", 
 FALLBACKS = ("zero", "brake", "constant", "gravity_compensation")
 
 _clock = time.perf_counter
+_cos, _sin, _sqrt = math.cos, math.sin, math.sqrt
+_mul = operator.mul
 _isfinite = math.isfinite
 _matmul, _minimum, _maximum = np.matmul, np.minimum, np.maximum
 _VERIFY_TOL = 1e-9  # relative to 1 + |bound|
@@ -167,6 +180,154 @@ def _merged(bs: list[Barrier]) -> list[Any]:
         out.append(bs[i] if j == i + 1 else bs[i].merge(bs[i + 1 : j]))
         i = j
     return out
+
+
+class _ScalarRows:
+    """Plain-float rows for small problems: built-in point models (diff_drive, unicycle, double
+    integrator) with half-space, disc and speed barriers only.
+
+    The same rows as the vectorised blocks (the tests compare them), computed without numpy
+    calls, whose fixed cost (~0.5-1 us each) dominates a filter call of this size.
+    """
+
+    MAX_ROWS = 32
+
+    @staticmethod
+    def eligible(dyn: ControlAffine, rows: list[Barrier]) -> bool:
+        if type(dyn) not in (DiffDrive, Unicycle, DoubleIntegrator) or not rows:
+            return False
+        if sum(b.n_rows for b in rows) > _ScalarRows.MAX_ROWS or dyn.n_controls > 8:
+            return False
+        return all(type(b) in (HalfSpace, CircleObstacle, SpeedLimit) for b in rows)
+
+    def __init__(self, dyn: ControlAffine, rows: list[Barrier]) -> None:
+        self.kind = {DiffDrive: 0, Unicycle: 1, DoubleIntegrator: 2}[type(dyn)]
+        self.d = dyn.point_dim
+        self.look = float(getattr(dyn, "lookahead", 0.0))
+        self.spec: list[tuple[int, list[float], float]] = []
+        for b in rows:
+            if isinstance(b, HalfSpace):
+                self.spec.append((0, b.N[0].tolist(), float(b.off[0])))
+            elif isinstance(b, CircleObstacle):
+                self.spec.append((1, b.C[0].tolist(), float(b.R[0])))
+            else:
+                self.spec.append((2, [], float(b.v2)))  # type: ignore[attr-defined]
+
+    def rows(
+        self, xl: list[float], ul: list[float], ks: list[float], kp: list[float]
+    ) -> tuple[list[float], list[float], list[float], list[float]]:
+        """(h(x) per row, G row-major flat, h per row, residuals G u_nom - h) at state ``xl``."""
+        kind, d = self.kind, self.d
+        hv: list[float] = []
+        gf: list[float] = []
+        hh: list[float] = []
+        res: list[float] = []
+        if kind == 0:  # diff drive, look-ahead point, order 1: G = ng J, h = k h
+            px, py, th = xl
+            c, s = _cos(th), _sin(th)
+            lk = self.look
+            p0, p1 = px + lk * c, py + lk * s
+            u0, u1 = ul
+            for (code, vec, sc), k in zip(self.spec, ks):
+                if code == 0:
+                    n0, n1 = vec
+                    val = sc - (n0 * p0 + n1 * p1)
+                else:
+                    d0, d1 = vec[0] - p0, vec[1] - p1
+                    dist = _sqrt(d0 * d0 + d1 * d1)
+                    n0, n1 = d0 / dist, d1 / dist
+                    val = dist - sc
+                g0, g1 = n0 * c + n1 * s, lk * (n1 * c - n0 * s)
+                hr = k * val
+                hv.append(val)
+                gf.append(g0)
+                gf.append(g1)
+                hh.append(hr)
+                res.append(g0 * u0 + g1 * u1 - hr)
+            return hv, gf, hh, res
+        if kind == 1:  # unicycle, order 2: B = [[-V s, c], [V c, s]]
+            px, py, th, vel = xl
+            c, s = _cos(th), _sin(th)
+            v0, v1 = vel * c, vel * s
+            u0, u1 = ul
+            for (code, vec, sc), k, q in zip(self.spec, ks, kp):
+                if code == 2:  # speed: v'B u <= k h / 2
+                    val = sc - (v0 * v0 + v1 * v1)
+                    g0, g1 = v1 * v0 - v0 * v1, v0 * c + v1 * s  # (-V s v0 + V c v1, c v0 + s v1)
+                    hr = 0.5 * k * val
+                else:
+                    if code == 0:
+                        n0, n1 = vec
+                        val = sc - (n0 * px + n1 * py)
+                        curv = 0.0
+                    else:
+                        d0, d1 = vec[0] - px, vec[1] - py
+                        dist = _sqrt(d0 * d0 + d1 * d1)
+                        n0, n1 = d0 / dist, d1 / dist
+                        val = dist - sc
+                        gv = n0 * v0 + n1 * v1
+                        curv = (v0 * v0 + v1 * v1 - gv * gv) / dist
+                    g0, g1 = -n0 * v1 + n1 * v0, n0 * c + n1 * s
+                    hr = q * val + curv - k * (n0 * v0 + n1 * v1)
+                hv.append(val)
+                gf.append(g0)
+                gf.append(g1)
+                hh.append(hr)
+                res.append(g0 * u0 + g1 * u1 - hr)
+            return hv, gf, hh, res
+        if d == 2:  # double integrator in the plane (the common case), written out
+            px, py, v0, v1 = xl
+            u0, u1 = ul
+            vv = v0 * v0 + v1 * v1
+            for (code, vec, sc), k, q in zip(self.spec, ks, kp):
+                if code == 2:
+                    val = sc - vv
+                    g0, g1 = v0, v1
+                    hr = 0.5 * k * val
+                else:
+                    if code == 0:
+                        g0, g1 = vec
+                        val = sc - (g0 * px + g1 * py)
+                        curv = 0.0
+                    else:
+                        d0, d1 = vec[0] - px, vec[1] - py
+                        dist = _sqrt(d0 * d0 + d1 * d1)
+                        g0, g1 = d0 / dist, d1 / dist
+                        val = dist - sc
+                        gv = g0 * v0 + g1 * v1
+                        curv = (vv - gv * gv) / dist
+                    hr = q * val + curv - k * (g0 * v0 + g1 * v1)
+                hv.append(val)
+                gf.append(g0)
+                gf.append(g1)
+                hh.append(hr)
+                res.append(g0 * u0 + g1 * u1 - hr)
+            return hv, gf, hh, res
+        p, v = xl[:d], xl[d:]  # double integrator, order 2, B = I
+        vv = sum(map(_mul, v, v))
+        for (code, vec, sc), k, q in zip(self.spec, ks, kp):
+            if code == 2:
+                val = sc - vv
+                g = v
+                hr = 0.5 * k * val
+            else:
+                if code == 0:
+                    g = vec
+                    val = sc - sum(map(_mul, vec, p))
+                    curv = 0.0
+                else:
+                    dv = [a - b for a, b in zip(vec, p)]
+                    dist = _sqrt(sum(map(_mul, dv, dv)))
+                    g = [a / dist for a in dv]
+                    val = dist - sc
+                    gv = sum(map(_mul, g, v))
+                    curv = (vv - gv * gv) / dist
+                hr = q * val + curv - k * sum(map(_mul, g, v))
+            hv.append(val)
+            gf.extend(g)
+            hh.append(hr)
+            res.append(sum(map(_mul, g, ul)) - hr)
+        return hv, gf, hh, res
 
 
 class SafetyFilter:
@@ -314,6 +475,11 @@ class SafetyFilter:
         self._blocks_default = [self._block_call(b, r0, r1, self._K_default) for b, r0, r1 in blocks]
         self._blocks_call = [self._block_call(b, r0, r1, self._K_call) for b, r0, r1 in blocks]
         self._levels = sorted(set(prio.tolist()))
+        self._scalar = _ScalarRows(dyn, rows) if _ScalarRows.eligible(dyn, rows) else None
+        self._ks_default, self._kp_default = self._K_default[0].tolist(), self._K_default[1].tolist()
+        self._lo_l, self._hi_l = lo.tolist(), hi.tolist()
+        self._Gflat = self._G.reshape(-1)
+        self._u_buf = np.zeros(n)
 
     def _set_row_gains(self, gv: np.ndarray, K: np.ndarray) -> None:
         """Per-row (ks, kp) in ``K`` (2, m) from the gain vector ``gv`` (n_gains,)."""
@@ -443,6 +609,8 @@ class SafetyFilter:
                 return self._fallback(x, "u_nom has non-finite values", "invalid_input", u_nom, None, t0)
         if gains is None:
             blocks = self._blocks_default
+            if self._scalar is not None:
+                return self._filter_scalar(x, u_nom, ul, self._ks_default, self._kp_default, t0)
         else:
             gv = np.asarray(gains, dtype=np.float64)
             if gv.shape != (self.n_gains,):
@@ -452,6 +620,9 @@ class SafetyFilter:
                 return self._fallback(x, reason, "invalid_input", u_nom, None, t0)
             self._set_row_gains(gv, self._K_call)
             blocks = self._blocks_call
+            if self._scalar is not None:
+                ks, kp = self._K_call.tolist()
+                return self._filter_scalar(x, u_nom, ul, ks, kp, t0)
         kin = self._kinematics(x, self._kin)
         try:
             for fill, ks, kp, G, h, hv in blocks:
@@ -529,6 +700,96 @@ class SafetyFilter:
             return self._relaxed(x, u_nom, t0)
         reason = f"{self.solver_name} solver failed"
         return self._fallback(x, reason, "solver_error", u_nom, self._hv.copy(), t0)
+
+    def _filter_scalar(
+        self, x: np.ndarray, u_nom: np.ndarray, ul: list[float], ks: list[float], kp: list[float], t0: float
+    ) -> tuple[np.ndarray, FilterReport]:
+        """:meth:`filter` for problems :class:`_ScalarRows` handles (same steps, plain floats)."""
+        assert self._scalar is not None
+        try:
+            hv, gf, hh, res = self._scalar.rows(x.tolist(), ul, ks, kp)
+        except ZeroDivisionError:  # the point exactly at a disc's centre: no gradient
+            return self._fallback(x, "barrier gradient undefined at this state (point at a disc centre)",
+                                  "solver_error", u_nom, None, t0)  # fmt: skip
+        lo, hi = self._lo_l, self._hi_l
+        s_res = sum(res)
+        if _isfinite(s_res):
+            if (not res or max(res) <= 0.0) and all(a <= v <= b for a, v, b in zip(lo, ul, hi)):
+                return u_nom.copy(), FilterReport(
+                    self.constraint_names,
+                    np.array(hv),
+                    None,
+                    self._zero_slack,
+                    0.0,
+                    "optimal",
+                    self.solver_name,
+                    _clock() - t0,
+                    False,
+                    "",
+                    False,
+                    np.array(res),
+                )
+        elif not _isfinite(sum(gf) + sum(hh)):
+            self._hv[:] = hv
+            reason = "constraint rows are not finite (dynamics or barrier at this state)"
+            return self._fallback(x, reason, "solver_error", u_nom, self._hv.copy(), t0)
+        self._Gflat[:] = gf
+        self._h[:] = hh
+        u_q = u_nom
+        if max(map(abs, ul)) > self._big:
+            u_q = np.clip(u_nom, self._lbig, self._ubig)
+        f = self._f
+        if self._negw is None:
+            np.negative(u_q, out=f)
+        else:
+            np.multiply(self._negw, u_q, out=f)
+        if self._fast:
+            sol, _fv, flag, _info = self._daqp_solve(
+                self._H, f, self._G, self._bu, self._bl, self._sense, primal_tol=1e-10
+            )
+            status = "optimal" if flag == 1 or flag == 2 else ("infeasible" if flag == -1 else "error")
+        else:
+            r = solve_qp(self._H, f, self._G, self._h, self.lower, self.upper, solver=self.solver_name)
+            sol, status = r.x, r.status
+        if status == "optimal":
+            # independent check: clip into the box (exact bounds), then every row at the clipped u
+            ulist = [a if v < a else (b if v > b else v) for a, v, b in zip(lo, sol.tolist(), hi)]
+            n = self.n_controls
+            if n == 2:
+                u0, u1 = ulist
+                rl = [gf[i] * u0 + gf[i + 1] * u1 - hr for i, hr in zip(range(0, len(gf), 2), hh)]
+            else:
+                rl = [sum(map(_mul, gf[i : i + n], ulist)) - hr for i, hr in zip(range(0, len(gf), n), hh)]
+            u = np.array(ulist)
+            if not (_isfinite(sum(rl)) and max(rl) <= _VERIFY_TOL) and not self._rows_hold_rows(u):
+                reason = "solution failed the independent constraint check"
+                return self._fallback(x, reason, "solver_error", u_nom, np.array(hv), t0)
+            return u, FilterReport(
+                self.constraint_names,
+                np.array(hv),
+                None,
+                self._zero_slack,
+                0.0,
+                "optimal",
+                self.solver_name,
+                _clock() - t0,
+                False,
+                "",
+                _differs(ulist, ul),
+                np.array(rl),
+            )
+        self._hv[:] = hv  # for the relaxed / fallback reports
+        if status == "infeasible":
+            if not self.slack_enabled:
+                reason = "CBF constraints infeasible within the control box (slack disabled)"
+                return self._fallback(x, reason, "infeasible", u_nom, self._hv.copy(), t0)
+            return self._relaxed(x, u_nom, t0)
+        reason = f"{self.solver_name} solver failed"
+        return self._fallback(x, reason, "solver_error", u_nom, self._hv.copy(), t0)
+
+    def _rows_hold_rows(self, u: np.ndarray) -> bool:
+        """Every row G u - h within 1e-9 (1 + |h|) at the clipped ``u`` (nan fails)."""
+        return bool((self._G @ u - self._h <= _VERIFY_TOL * (1.0 + np.abs(self._h))).all())
 
     @staticmethod
     def _reshape(a: np.ndarray, size: int, name: str) -> np.ndarray:

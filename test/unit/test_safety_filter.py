@@ -199,6 +199,48 @@ def test_matches_cvxpy_reference(name: str) -> None:
     assert compared >= 15
 
 
+DD_WALLS_DISCS = {
+    "dynamics": {"type": "diff_drive", "lookahead": 0.08},
+    "controls": {"lower": [-0.6, -2.0], "upper": [0.6, 2.0], "weights": [1.0, 0.3]},
+    "barriers": DD_CFG["barriers"][1:]
+    + [
+        {"type": "circle_obstacle", "name": f"o{i}", "center": [cx, cy], "radius": r, "robot_radius": 0.2,
+         "margin": 0.05, "gains": [1.5]}
+        for i, (cx, cy, r) in enumerate(OBST)
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [unicycle_cfg(), box_cfg(), box_cfg(dim=3), DD_WALLS_DISCS, box_cfg(dim=5)],
+    ids=["unicycle", "box2", "box3", "diff_drive", "box5"],
+)
+def test_plain_float_path_matches_vectorised_blocks(cfg: dict[str, Any]) -> None:
+    """Small problems of built-in point models take a plain-float path; it must give the same
+    commands, statuses and reports as the vectorised barrier blocks (used for everything else)."""
+    fast = SafetyFilter.from_config(cfg)
+    slow = SafetyFilter.from_config(cfg)
+    assert fast._scalar is not None  # white-box: the two implementations under test
+    slow._scalar = None
+    rng = np.random.default_rng(13)
+    kinds: set[str] = set()
+    for i in range(300):
+        x = rng.uniform(-1.5, 1.5, fast.n_state)
+        u_nom = rng.uniform(fast.lower * 1.5, fast.upper * 1.5)
+        gains = rng.uniform(0.5, 3.0, fast.n_gains) if i % 3 == 0 else None
+        a, ra = fast.filter(x, u_nom, gains=gains)
+        b, rb = slow.filter(x, u_nom, gains=gains)
+        np.testing.assert_allclose(a, b, atol=1e-9, rtol=0)
+        assert (ra.status, ra.fallback_used, ra.intervened) == (rb.status, rb.fallback_used, rb.intervened)
+        np.testing.assert_allclose(ra.barrier_values, rb.barrier_values, atol=1e-12, rtol=1e-12)
+        np.testing.assert_allclose(ra.slack, rb.slack, atol=1e-9)
+        if ra.status == "optimal":
+            assert ra.active.tolist() == rb.active.tolist()
+        kinds.add(ra.status + ("+cut" if ra.intervened else ""))
+    assert {"optimal", "optimal+cut"} <= kinds, kinds
+
+
 def test_cvxpy_backend_gives_the_same_command() -> None:
     slow = SafetyFilter.from_config({**box_cfg(), "solver": "cvxpy"})
     rng = np.random.default_rng(8)
