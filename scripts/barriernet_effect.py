@@ -76,7 +76,7 @@ class EffectConfig:
 
     @classmethod
     def quick(cls, seed: int = 0) -> EffectConfig:
-        return cls(seed=seed, n_demos=48, n_eval=50, epochs=12)
+        return cls(seed=seed, n_demos=48, n_eval=50, epochs=20)
 
 
 # --- dynamics and barrier ------------------------------------------------------------------
