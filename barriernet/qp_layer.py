@@ -311,12 +311,13 @@ def _indexed_dual_solve(H: Tensor, rhs: Tensor, rows: Tensor) -> Tensor:
     """Like :func:`_masked_dual_solve` for active sets given as row indices (B, k), k <= 3,
     padded with p (no row); closed form. Returns z (B, p)."""
     B, p = rhs.shape
+    k = rows.shape[1]
     valid = rows < p
     r = rows.clamp(max=p - 1)
-    ar = torch.arange(B, device=H.device)[:, None, None]
-    Hs = H[ar, r.unsqueeze(-1), r.unsqueeze(-2)]
+    flat = (r.unsqueeze(-1) * p + r.unsqueeze(-2)).reshape(B, k * k)
+    Hs = H.reshape(B, p * p).gather(1, flat).view(B, k, k)
     vv = valid.unsqueeze(-1) & valid.unsqueeze(-2)
-    eye = torch.eye(rows.shape[1], dtype=H.dtype, device=H.device)
+    eye = torch.eye(k, dtype=H.dtype, device=H.device)
     Hs = torch.where(vv, Hs, eye)
     inv, _ = _inv_small(Hs)
     zs = _mm(inv, torch.where(valid, rhs.gather(1, r), 0.0).unsqueeze(-1)).squeeze(-1)
@@ -478,36 +479,54 @@ def _solve_enumerate(
     kmax = min(n, p)
     dtype, device = u0.dtype, u0.device
     eps = torch.finfo(dtype).eps
-    zneg = -tol * qscale.unsqueeze(1)  # (B, 1): rounding allowance on z >= 0
-    vals = [torch.zeros(B, 1, dtype=dtype, device=device)]
-    zs = [torch.zeros(B, 1, kmax, dtype=dtype, device=device)]
-    tables = [torch.full((1, kmax), p, dtype=torch.long, device=device)]
-    hd = torch.diagonal(H, dim1=-2, dim2=-1)
+    # Batch-last layout: per-candidate gathers become contiguous row copies, and the
+    # reductions run across the batch (torch on CPU is slow at tiny trailing dimensions).
+    Ht = H.reshape(B, p * p).T.contiguous()  # (p*p, B)
+    ct = c.T.contiguous()  # (p, B)
+    all_present = bool(present.all())
+    pt = present.T
+    zneg = -tol * qscale  # (B,): rounding allowance on z >= 0
     ninf = torch.full((), -math.inf, dtype=dtype, device=device)
+    hd = Ht.index_select(0, torch.arange(p, device=device) * (p + 1))  # (p, B)
+    if not all_present:
+        hd = torch.where(pt, hd, 1.0)
+    vals = [torch.zeros(1, B, dtype=dtype, device=device)]
+    tables = [torch.full((1, kmax), p, dtype=torch.long, device=device)]
     for k in range(1, kmax + 1):
         S = _combos(p, k, device)  # (C, k)
         C = S.shape[0]
         if k == 1:
-            zk = c / torch.where(present, hd, 1.0)  # (B, p)
-            val = torch.where(present & (zk >= zneg), zk * c, ninf)
-            zk = zk.unsqueeze(-1)
+            zk = ct / hd  # (p, B)
+            ok = zk >= zneg
+            val = zk * ct
+        elif k == 2:
+            i, j = S[:, 0], S[:, 1]
+            hii, hjj = hd.index_select(0, i), hd.index_select(0, j)
+            hij = Ht.index_select(0, i * p + j)
+            ci, cj = ct.index_select(0, i), ct.index_select(0, j)
+            det = hii * hjj - hij * hij
+            ok = det > 1e3 * eps * hii * hjj
+            det = torch.where(ok, det, 1.0)
+            zi, zj = (hjj * ci - hij * cj) / det, (hii * cj - hij * ci) / det
+            ok = ok & (zi >= zneg) & (zj >= zneg)
+            val = zi * ci + zj * cj
         else:
-            flat = S.reshape(-1)
             pairs = (S.unsqueeze(-1) * p + S.unsqueeze(-2)).reshape(-1)
-            Hs = H.reshape(B, p * p).index_select(1, pairs).view(B, C, k, k)
-            cs = c.index_select(1, flat).view(B, C, k)
+            Hs = Ht.index_select(0, pairs).view(C, k, k, B).permute(0, 3, 1, 2)  # (C, B, k, k)
+            cs = ct.index_select(0, S.reshape(-1)).view(C, k, B).transpose(1, 2)  # (C, B, k)
             zk, ok = _pair_solve(Hs, cs, eps)
-            ok = ok & present.index_select(1, flat).view(B, C, k).all(-1) & (zk.amin(-1) >= zneg)
-            val = torch.where(ok, (zk * cs).sum(-1), ninf)
-        vals.append(val)
-        zs.append(torch.nn.functional.pad(zk, (0, kmax - k)))
+            ok = ok & (zk.amin(-1) >= zneg)
+            val = (zk * cs).sum(-1)
+        if not all_present:
+            ok = ok & pt.index_select(0, S.reshape(-1)).view(C, k, B).all(1)
+        vals.append(torch.where(ok, val, ninf))
         tables.append(torch.nn.functional.pad(S, (0, kmax - k), value=p))
-    val, Z, T = torch.cat(vals, 1), torch.cat(zs, 1), torch.cat(tables, 0)
-    best = val.argmax(1)
-    zb = Z.gather(1, best[:, None, None].expand(B, 1, kmax)).squeeze(1)  # (B, kmax)
+    val, T = torch.cat(vals, 0), torch.cat(tables, 0)
+    best = val.argmax(0)  # (B,)
     rows = T.index_select(0, best)  # (B, kmax), padded with p
-    zb = torch.where(rows < p, zb, 0.0)
-    z = torch.zeros(B, p + 1, dtype=dtype, device=device).scatter_(1, rows, zb)[:, :p]
+    # the winner's multipliers, solved again for its rows alone (cheaper than keeping all)
+    z = _indexed_dual_solve(H, c, rows)
+    zb = z.gather(1, rows.clamp(max=p - 1)) * (rows < p)
     u = u0 - (V * z.unsqueeze(-2)).sum(-1)
     pviol, dviol = _kkt_score(u.unsqueeze(1), zb.unsqueeze(1), An, bn, qscale, complementarity=False)
     status = torch.where(torch.maximum(pviol, dviol).squeeze(1) > tol, INACCURATE, OPTIMAL)

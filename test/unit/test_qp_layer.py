@@ -46,6 +46,19 @@ _CLARABEL.tol_gap_abs = _CLARABEL.tol_gap_rel = _CLARABEL.tol_feas = 1e-10
 _CLARABEL.tol_ktratio = 1e-8
 
 
+def _csc(M: np.ndarray, upper: bool = False) -> sp.csc_matrix:
+    """Dense (or upper-triangular part of a) matrix as CSC, built directly (scipy's dense
+    conversion costs several times Clarabel's solve at these sizes)."""
+    r, c = M.shape
+    if upper:
+        rows = np.concatenate([np.arange(j + 1) for j in range(c)])
+        cols = np.concatenate([np.full(j + 1, j) for j in range(c)])
+        return sp.csc_matrix(
+            (M[rows, cols], rows, np.concatenate([[0], np.cumsum(np.arange(1, c + 1))])), (r, c)
+        )
+    return sp.csc_matrix((M.T.reshape(-1), np.tile(np.arange(r), c), np.arange(0, r * c + 1, r)), (r, c))
+
+
 def _clarabel(P, q, G, h, lb, ub) -> np.ndarray:
     """Tight Clarabel solve of one QP (the solver cvxpy calls, without cvxpy's per-call overhead)."""
     n = q.shape[0]
@@ -57,12 +70,7 @@ def _clarabel(P, q, G, h, lb, ub) -> np.ndarray:
     b = np.concatenate(rhs)
     A, b = A[np.isfinite(b)], b[np.isfinite(b)]  # +-inf: an absent bound
     solver = clarabel.DefaultSolver(
-        sp.triu(sp.csc_matrix(P)).tocsc(),
-        q,
-        sp.csc_matrix(A),
-        b,
-        [clarabel.NonnegativeConeT(A.shape[0])],
-        _CLARABEL,
+        _csc(P, upper=True), q, _csc(A), b, [clarabel.NonnegativeConeT(A.shape[0])], _CLARABEL
     )
     res = solver.solve()
     assert str(res.status) == "Solved", res.status
@@ -179,10 +187,10 @@ def _nondegenerate(rng: np.random.Generator, batch: int, n: int, m: int, margin:
     return [np.stack(c) for c in zip(*out)]
 
 
-@pytest.mark.parametrize(("method", "n", "m"), [("enumerate", 2, 2), ("enumerate", 3, 2), ("ipm", 4, 5)])
+@pytest.mark.parametrize(("method", "n", "m"), [("enumerate", 2, 2), ("enumerate", 3, 2), ("ipm", 4, 3)])
 def test_gradcheck_every_input_batched(method: str, n: int, m: int) -> None:
     rng = np.random.default_rng(7 + n)
-    P, q, G, h, lb, ub = _nondegenerate(rng, 3, n, m)
+    P, q, G, h, lb, ub = _nondegenerate(rng, 2, n, m)
     inputs = tuple(_t(P, q, G, h, lb, ub, requires_grad=True))
     layer = QPLayer(method=method)
 
