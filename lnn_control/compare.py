@@ -702,8 +702,14 @@ def _summarise_episodes(eps: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run_task(robot: str, cfg: CompareConfig, log: Any = None) -> dict[str, Any]:
-    """Demonstrations, training and evaluation of every model and seed on one robot."""
+def run_task(
+    robot: str, cfg: CompareConfig, log: Any = None, partial: str | pathlib.Path | None = None
+) -> dict[str, Any]:
+    """Demonstrations, training and evaluation of every model and seed on one robot.
+
+    ``partial``: a JSON file rewritten after every trained model and seed; when it exists and was
+    written with the same config, its finished (model, seed) results are reused (resume).
+    """
 
     def say(msg: str) -> None:
         if log is not None:
@@ -735,14 +741,35 @@ def run_task(robot: str, cfg: CompareConfig, log: Any = None) -> dict[str, Any]:
         "eval_seeds": [eval_seeds[0], eval_seeds[-1]],
         "models": {},
     }
+    conf = json.loads(json.dumps({k: v for k, v in dataclasses.asdict(cfg).items() if k != "save_models"}))
+    done: dict[str, Any] = {"config": conf, "expert": None, "runs": {}}
+    if partial is not None and pathlib.Path(partial).is_file():
+        old = json.loads(pathlib.Path(partial).read_text())
+        if old.get("config") == conf:
+            done = old
+            say(f"resuming from {partial}: {len(done['runs'])} finished runs")
+
+    def checkpoint() -> None:
+        if partial is not None:
+            tmp = pathlib.Path(str(partial) + ".tmp")
+            tmp.write_text(json.dumps(done, allow_nan=True))
+            tmp.replace(partial)
+
     t1 = time.perf_counter()
-    expert = _summarise_episodes(closed_loop(robot, None, eval_seeds, "clean", cfg))
+    if done["expert"] is None:
+        done["expert"] = _summarise_episodes(closed_loop(robot, None, eval_seeds, "clean", cfg))
+        checkpoint()
+    expert = done["expert"]
     out["expert"] = {"clean": expert}
     say(f"expert closed loop: success {expert['success_rate']:.2f} ({time.perf_counter() - t1:.1f} s)")
     conditions = [c for c in CONDITIONS if filt is not None or "+filter" not in c]
     for kind in cfg.models:
         per_seed = []
         for seed in range(cfg.seeds):
+            key = f"{kind}/{seed}"
+            if key in done["runs"]:
+                per_seed.append(done["runs"][key])
+                continue
             model = build_model(kind, _N_IN[robot], _N_OUT[robot], seed)
             n_params, n_live = count_parameters(model, _N_IN[robot])
             tr = train_model(model, train, val, cfg, seed)
@@ -774,6 +801,8 @@ def run_task(robot: str, cfg: CompareConfig, log: Any = None) -> dict[str, Any]:
                     "conditions": conds,
                 }
             )
+            done["runs"][key] = per_seed[-1]
+            checkpoint()
         summary: dict[str, Any] = {
             "params": per_seed[0]["params"],
             "live_params": per_seed[0]["live_params"],
@@ -849,23 +878,33 @@ def _verdict(task: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _run_task_logged(robot: str, cfg: CompareConfig, log: bool) -> dict[str, Any]:
-    return run_task(robot, cfg, sys.stderr if log else None)
+def _run_task_logged(robot: str, cfg: CompareConfig, log: bool, partial: str | None) -> dict[str, Any]:
+    return run_task(robot, cfg, sys.stderr if log else None, partial)
 
 
-def run_compare(cfg: CompareConfig, jobs: int = 1, log: Any = None) -> dict[str, Any]:
-    """Every task of ``cfg`` (in parallel processes when ``jobs`` > 1); the JSON-able results."""
+def run_compare(
+    cfg: CompareConfig, jobs: int = 1, log: Any = None, out: str | pathlib.Path | None = None
+) -> dict[str, Any]:
+    """Every task of ``cfg`` (in parallel processes when ``jobs`` > 1); the JSON-able results.
+
+    With ``out``, each task keeps ``out/partial_<robot>.json`` to resume an interrupted run.
+    """
     cfg.check()
     t0 = time.perf_counter()
+    parts = {
+        t: (str(pathlib.Path(out) / f"partial_{t}.json") if out is not None else None) for t in cfg.tasks
+    }
+    if out is not None:
+        pathlib.Path(out).mkdir(parents=True, exist_ok=True)
     if jobs > 1 and len(cfg.tasks) > 1:
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
         with ctx.Pool(min(jobs, len(cfg.tasks))) as pool:
-            done = pool.starmap(_run_task_logged, [(t, cfg, log is not None) for t in cfg.tasks])
+            done = pool.starmap(_run_task_logged, [(t, cfg, log is not None, parts[t]) for t in cfg.tasks])
         tasks = dict(zip(cfg.tasks, done))
     else:
-        tasks = {t: run_task(t, cfg, log) for t in cfg.tasks}
+        tasks = {t: run_task(t, cfg, log, parts[t]) for t in cfg.tasks}
     conf = dataclasses.asdict(cfg)
     return {
         "format": "lnn_control.compare/1",
@@ -1070,7 +1109,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.jobs < 1:
         print(f"error: --jobs must be >= 1, got {a.jobs}", file=sys.stderr)
         return 2
-    results = run_compare(cfg, a.jobs, log=sys.stderr)
+    results = run_compare(cfg, a.jobs, log=sys.stderr, out=a.out)
     paths = write_reports(results, a.out)
     print(markdown(results))
     print("wrote " + ", ".join(str(v) for v in paths.values()))

@@ -112,3 +112,22 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys) -> None:
     assert C.main(["--quick", "--seeds", "0", "--out", str(tmp_path)]) == 2
     assert "seeds" in capsys.readouterr().err
     assert C.main(["--quick", "--jobs", "0", "--out", str(tmp_path)]) == 2
+
+
+def test_interrupted_run_resumes_from_its_partial_file(tmp_path) -> None:
+    import io
+
+    cfg = C.CompareConfig.quick_config()
+    cfg.tasks, cfg.models = ("arm",), ("mlp",)
+    part = tmp_path / "partial_arm.json"
+    first = C.run_task("arm", cfg, None, part)
+    saved = json.loads(part.read_text())
+    assert list(saved["runs"]) == ["mlp/0"] and saved["expert"] is not None
+    log = io.StringIO()
+    again = C.run_task("arm", cfg, log, part)
+    assert "resuming" in log.getvalue() and "mlp seed 0" not in log.getvalue()
+    assert again["models"]["mlp"]["seeds"] == json.loads(json.dumps(first["models"]["mlp"]["seeds"]))
+    cfg.eval_episodes = 3  # another config: nothing is reused
+    log = io.StringIO()
+    C.run_task("arm", cfg, log, part)
+    assert "resuming" not in log.getvalue() and "mlp seed 0" in log.getvalue()
