@@ -995,7 +995,7 @@ def plot(results: dict[str, Any], path: str | pathlib.Path) -> pathlib.Path:
 
     path = pathlib.Path(path)
     tasks = results["tasks"]
-    fig, axes = plt.subplots(len(tasks), 2, figsize=(12, 3.8 * len(tasks)), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(len(tasks), 3, figsize=(17, 4.0 * len(tasks)), dpi=90, squeeze=False)
     colors = {
         "cfc_ncp19": "tab:blue",
         "ltc_ncp19": "tab:cyan",
@@ -1023,10 +1023,11 @@ def plot(results: dict[str, Any], path: str | pathlib.Path) -> pathlib.Path:
             )
         ax.axhline(100 * task["expert"]["clean"]["success_rate"], color="k", ls=":", lw=1, label="expert")
         ax.set_xticks(np.arange(len(conds)), conds)
-        ax.set_ylim(0, 105)
+        ax.set_ylim(0, 128)
+        ax.set_yticks(range(0, 101, 20))
         ax.set_ylabel("closed-loop success (%)")
         ax.set_title(f"{robot}: success by condition")
-        ax.legend(fontsize=7, ncol=3, loc="upper right")
+        ax.legend(fontsize=7, ncol=3, loc="upper center")
         ax.grid(True, axis="y", alpha=0.3)
         ax = axes[row, 1]
         for kind in kinds:
@@ -1047,11 +1048,35 @@ def plot(results: dict[str, Any], path: str | pathlib.Path) -> pathlib.Path:
                 textcoords="offset points",
             )
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_ylim(-5, 105)
         ax.set_xlabel("trainable parameters (log)")
         ax.set_ylabel("success, clean (%)")
         ax.set_title(f"{robot}: size vs success")
         ax.grid(True, which="both", alpha=0.3)
+        ax = axes[row, 2]
+        unit = "m" if robot == "diff_drive" else "rad"
+        has_f = any("min_barrier[clean+filter]" in task["models"][k]["summary"] for k in kinds)
+        for j, kind in enumerate(kinds):
+            s = task["models"][kind]["summary"]
+            for c, cond in enumerate(["clean", "clean+filter"] if has_f else ["clean"]):
+                m_, e_ = s[f"min_barrier[{cond}]"]
+                ax.bar(
+                    j + (c - 0.5) * 0.38 * has_f,
+                    m_,
+                    0.38,
+                    yerr=e_,
+                    color=colors[kind],
+                    alpha=1.0 if c == 0 else 0.45,
+                    hatch="" if c == 0 else "//",
+                    capsize=2,
+                )
+        ax.axhline(0.0, color="k", lw=1)
+        ax.set_xticks(range(len(kinds)), [MODEL_LABELS[k] for k in kinds], fontsize=8, rotation=15)
+        ax.set_ylabel(f"worst barrier value h ({unit})")
+        note = " (hatched: with SafetyFilter)" if has_f else ""
+        ax.set_title(f"{robot}: worst barrier value{note}", fontsize=10)
+        ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
