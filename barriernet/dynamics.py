@@ -265,8 +265,7 @@ class DoubleIntegrator(ControlAffine):
 
     def _fill_point(self, x: np.ndarray, out: Kinematics) -> None:
         d = self.dim
-        out.p[:] = x[:d]
-        out.v[:] = x[d:]
+        out.p, out.v = x[:d], x[d:]  # views of the caller's state, read during this call only
 
     def _fill_joints(self, x: np.ndarray, out: Kinematics) -> None:
         out.q, out.dq = out.p, out.v  # same numbers: share the arrays (filled by _fill_point)

