@@ -45,7 +45,7 @@ from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import Float64MultiArray
 
@@ -130,6 +130,14 @@ _NODE_PARAMS: dict[str, tuple[Any, str, float | None, float | None]] = {
         None,
         None,
     ),
+    "input_queue_depth": (
+        1,
+        "Sensor subscriptions keep the last N messages (best effort). 1: a step always uses the newest "
+        "message and a node that falls behind skips stale ones instead of working through a backlog "
+        "(read on configure)",
+        1,
+        100,
+    ),
     "default_dt": (0.02, "Liquid-cell step (s) for the first message, before two stamps exist", 1e-5, 1.0),
     "max_dt": (
         0.5,
@@ -178,7 +186,8 @@ class LnnController(LifecycleNode):
     def __init__(self, node_name: str = "lnn_controller", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         for name, (default, text, lo, hi) in _NODE_PARAMS.items():
-            d = _desc(text, lo, hi, read_only=name in _READ_ONLY, choices=_CHOICES.get(name, ()))
+            integer = isinstance(default, int) and not isinstance(default, bool)
+            d = _desc(text, lo, hi, name in _READ_ONLY, integer, _CHOICES.get(name, ()))
             self.declare_parameter(name, default, d)
         for name, allowed in _CHOICES.items():
             if self.get_parameter(name).value not in allowed:
@@ -395,6 +404,12 @@ class LnnController(LifecycleNode):
             "diagnostics": self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", reliable),
         }
         self.received = dict.fromkeys(obs.topics, 0)
+        sensor_qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=int(self._param("input_queue_depth")),
+            reliability=qos_profile_sensor_data.reliability,
+            durability=qos_profile_sensor_data.durability,
+        )
         for topic, type_name in obs.topic_types.items():
             is_trigger = mode == "message" and topic == trigger
             cb = self._make_callback(topic, is_trigger)
@@ -404,7 +419,7 @@ class LnnController(LifecycleNode):
                     rc.message_class(type_name),
                     topic,
                     cb,
-                    qos_profile_sensor_data,
+                    sensor_qos,
                     callback_group=self._control_group if is_trigger else self._sensor_group,
                 )
             )

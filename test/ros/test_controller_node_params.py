@@ -63,7 +63,12 @@ def test_every_parameter_declared_with_description_and_range(node) -> None:
             assert d.floating_point_range, f"{name} has no range"
         if name.startswith("observation."):
             assert d.read_only, name
+        if d.type == 2:  # integer
+            assert d.integer_range or name.startswith(("safety_filter.", "observation.")), f"{name}: no range"
     assert n.describe_parameter("rate_hz").floating_point_range[0].to_value == 1000.0
+    assert n.describe_parameter("input_queue_depth").integer_range[0].from_value == 1
+    assert n.describe_parameter("control_mode").additional_constraints == "one of: message, timer"
+    assert n.describe_parameter("executor").read_only
 
 
 def test_tree_matches_file_readers(node) -> None:
