@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--units", type=int, default=19, help="neurons of the NCP wiring")
     p.add_argument("--sparsity", type=float, default=0.5, help="NCP synapse sparsity in [0.1, 1)")
     p.add_argument(
+        "--motor", type=int, default=0, help="motor neurons before the linear read-out (0: one per output)"
+    )
+    p.add_argument(
         "--barriernet",
         action="store_true",
         help="train end to end through barriernet.QPLayer with learned class-K gains",
@@ -75,7 +78,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dagger-episodes", type=int, default=16, help="policy rollouts added per DAgger round")
     p.add_argument("--dagger-epochs", type=int, default=15, help="training epochs per DAgger round")
+    p.add_argument(
+        "--dagger-beta", type=float, default=0.5, help="round r applies the expert's command w.p. beta^r"
+    )
     p.add_argument("--eval-episodes", type=int, default=10, help="closed-loop evaluation episodes per round")
+    p.add_argument(
+        "--noise-episodes",
+        type=int,
+        default=0,
+        help="extra expert episodes on the built-in simulator with --action-noise on the applied command "
+        "(labels stay the expert's clean command: recovery data, DART)",
+    )
+    p.add_argument("--action-noise", type=float, default=0.1, help="disturbance std / command limit")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, type=pathlib.Path, help="model file (.npz); plots go next to it")
     p.add_argument("--no-progress", action="store_true")
@@ -135,6 +149,7 @@ def train_main(argv: list[str]) -> int:
             cell=a.cell,
             units=a.units,
             sparsity=a.sparsity,
+            motor=a.motor,
             wiring_seed=a.seed,
             epochs=a.epochs,
             window=a.window,
@@ -147,6 +162,14 @@ def train_main(argv: list[str]) -> int:
             progress=not a.no_progress,
         )
         train_eps, val_eps = training.split_episodes(episodes, a.val_fraction, a.seed)
+        if a.noise_episodes > 0:  # training split only: validation stays on clean demonstrations
+            from lnn_control.dagger import ClosedLoop
+
+            loop = ClosedLoop(robot, a.config)
+            train_eps += [
+                loop.run(None, 30_000 + a.seed + i, action_noise=a.action_noise).episode
+                for i in range(a.noise_episodes)
+            ]
         res = training.train_policy(
             [], tc, input_names=probe.names, output_names=output_names, split=(train_eps, val_eps)
         )
@@ -163,13 +186,21 @@ def train_main(argv: list[str]) -> int:
         "command_topic": probe.command_topic,
         "training": {
             "cell": a.cell,
-            "wiring": {"type": "auto_ncp", "units": a.units, "sparsity": a.sparsity, "seed": a.seed},
+            "wiring": {
+                "type": "auto_ncp",
+                "units": a.units,
+                "motor": a.motor,
+                "sparsity": a.sparsity,
+                "seed": a.seed,
+            },
             "epochs_run": len(res.train_loss),
             "best_epoch": res.best_epoch,
             "best_val_loss": res.val_loss[res.best_epoch],
             "n_train": len(res.train_episodes),
             "n_val": len(res.val_episodes),
-            "data": [str(d) for d in a.data],
+            "noise_episodes": a.noise_episodes,
+            "action_noise": a.action_noise,
+            "data": [pathlib.Path(d).name for d in a.data],  # names only: files do not depend on where
             "seed": a.seed,
             "dagger": history,
         },
@@ -204,7 +235,7 @@ def _dagger(
     input_names: list[str],
     output_names: list[str],
 ) -> tuple[Any, list[dict[str, Any]]]:
-    """DAgger rounds after behaviour cloning (see lnn_control.dagger); validation stays on expert demos."""
+    """DAgger rounds after behaviour cloning (lnn_control.dagger); best round by closed-loop success."""
     import dataclasses
 
     from lnn_control import dagger, training
@@ -216,12 +247,19 @@ def _dagger(
         if prev is None:
             return res.model
         return training.train_policy(
-            [], fine, input_names=input_names, output_names=output_names, init=prev, split=(data, val_eps)
+            [], fine, input_names=input_names, output_names=output_names, init=prev, split=(data, [])
         ).model
 
     eval_seeds = [10_000 + a.seed + i for i in range(a.eval_episodes)]
     return dagger.dagger(
-        loop, train_eps, train, a.dagger_rounds, a.dagger_episodes, 20_000 + a.seed, eval_seeds
+        loop,
+        train_eps,
+        train,
+        a.dagger_rounds,
+        a.dagger_episodes,
+        20_000 + a.seed,
+        eval_seeds,
+        beta=a.dagger_beta,
     )
 
 

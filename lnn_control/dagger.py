@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 
 from lnn_control.observation import ObservationMap, load_observation_config
+from lnn_control.sim import models as M
 from lnn_control.sim import topics as T
 from lnn_control.sim.arm import ArmEnv
 from lnn_control.sim.diff_drive import DiffDriveEnv, sample_free_position
-from lnn_control.sim.experts import ArmExpert, DiffDriveExpert
+from lnn_control.sim.experts import ArmPDExpert, DiffDriveExpert
 from lnn_control.sim.models import ARM_JOINT_NAMES, ROBOTS
 from lnn_control.training import Episode
 
@@ -91,7 +92,7 @@ class ClosedLoop:
             self.dd_expert = DiffDriveExpert()
         else:
             self.arm_env = ArmEnv(noise_std)
-            self.arm_expert = ArmExpert(self.arm_env.model)
+            self.arm_expert = ArmPDExpert(self.arm_env.model)
 
     def observation_map(self) -> ObservationMap:
         """A fresh mapping (no messages seen) from the config YAML."""
@@ -127,6 +128,7 @@ class ClosedLoop:
         start: np.ndarray | None = None,
         goal: np.ndarray | None = None,
         beta: float = 0.0,
+        action_noise: float = 0.0,
     ) -> RolloutResult:
         """One episode driven by ``policy`` (a PolicyStepper; None = the expert), labelled by the expert.
 
@@ -140,10 +142,23 @@ class ClosedLoop:
             start, goal: override the seeded draw.
             beta: probability of applying the expert's command instead of the policy's at each
                 step (DAgger's mixture policy; 0 = the policy alone). Seeded by ``seed``.
+            action_noise: std, as a fraction of each command's limit, of a slowly varying (AR(1),
+                0.3 s correlation) disturbance added to the applied command (not to the label):
+                with ``policy=None`` this records how the expert recovers from drift (DART,
+                Laskey et al. 2017). Seeded by ``seed``.
         """
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {beta}")
+        if action_noise < 0:
+            raise ValueError(f"action_noise must be >= 0, got {action_noise}")
         mix = np.random.default_rng([seed, 2])
+        limits = (
+            np.array([M.DIFF_DRIVE_V_LIMIT, M.DIFF_DRIVE_OMEGA_LIMIT])
+            if self.robot == "diff_drive"
+            else np.asarray(M.ARM_TAU_LIMIT, dtype=float)
+        )
+        a = math.exp(-1.0 / (0.3 * self.rate))
+        disturbance = np.zeros(len(limits))
         s0, g0 = self.draw(seed)
         start = s0 if start is None else np.asarray(start, dtype=float)
         goal = g0 if goal is None else np.asarray(goal, dtype=float)
@@ -227,6 +242,9 @@ class ClosedLoop:
             else:
                 y = np.asarray(policy.step(o, dt), dtype=float)  # stepped every tick: its state stays true
                 u = u_exp if beta > 0 and mix.random() < beta else y[: self.n_commands]
+            if action_noise > 0:
+                disturbance = a * disturbance + math.sqrt(1 - a * a) * mix.normal(size=len(limits))
+                u = np.asarray(u, dtype=float) + action_noise * limits * disturbance
             step_env(u)
             k += 1
         n = len(obs_rows)

@@ -7,7 +7,8 @@ Each episode is one bag directory ``DIR/<robot>_ep<NNN>/`` (``metadata.yaml`` +
 (``topics.PUBLISH_RATE``: 50 Hz base, 100 Hz arm). At each tick t (sim time, from 0 per
 episode) the bag gets, all stamped and logged at t: the sensor topics of ``topics.TOPICS``
 (``/odom`` + ``/scan`` or ``/joint_states``, ``/sim/ground_truth``, ``/clock``), then the
-expert's command on the command topic (``/cmd_vel`` Twist or ``/effort_controller/commands``),
+expert's command (``DiffDriveExpert`` / ``ArmPDExpert``) on the command topic (``/cmd_vel`` Twist or
+``/effort_controller/commands``),
 which is held until the next tick. The goal (``/goal_pose`` or ``/goal_joints``) is written at
 t = 0 and then once per second. An episode ends ``hold`` s after the goal is reached, or at
 ``max_time``. Random starts and goals come from ``seed`` + episode index.
@@ -28,7 +29,7 @@ from lnn_control.sim.arm import GROUND_TRUTH_FIELDS as ARM_FIELDS
 from lnn_control.sim.arm import ArmEnv
 from lnn_control.sim.diff_drive import GROUND_TRUTH_FIELDS as DD_FIELDS
 from lnn_control.sim.diff_drive import DiffDriveEnv, sample_free_position
-from lnn_control.sim.experts import ArmExpert, DiffDriveExpert
+from lnn_control.sim.experts import ArmPDExpert, DiffDriveExpert
 from lnn_control.sim.models import ARM_JOINT_NAMES, ROBOTS
 
 __all__ = ["EpisodeResult", "record_episode", "record", "main"]
@@ -95,7 +96,7 @@ def record_episode(
             env.reset(seed=seed)
             goal = env.sample_reachable_goal(rng, env.q)
             env.set_goal(goal)
-            expert_arm = ArmExpert(env.model)
+            expert_arm = ArmPDExpert(env.model)
         gt_label = ",".join(DD_FIELDS if robot == "diff_drive" else ARM_FIELDS)
         k = 0
         next_goal_t = 0.0

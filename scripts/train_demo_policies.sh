@@ -1,18 +1,38 @@
 #!/usr/bin/env bash
-# Reproduce the demo policies in models/: seeded expert demonstrations -> seeded CfC/NCP training.
+# Reproduce the demo policies in models/: seeded expert demonstrations (rosbag2 MCAP) -> seeded
+# CfC/NCP behaviour cloning -> DAgger rounds on the built-in simulator (the policy drives, the
+# expert relabels every state it visits) -> models/<robot>.npz (lnn_control.model_file format,
+# what lnn_controller loads) + loss / rollout plots. The two robots train in parallel, one core each.
 # Usage: scripts/train_demo_policies.sh [PYTHON]   (default .venv/bin/python; run from the repo root)
 # CONFIG_DIR (default config/) holds <robot>.yaml; DATA_DIR (default out/demos) receives the bags;
-# MODELS_DIR (default models/) receives <robot>.npz plus loss / rollout plots.
+# MODELS_DIR (default models/) receives <robot>.npz plus plots; ROBOTS (default "diff_drive arm").
 set -euo pipefail
 PY=${1:-.venv/bin/python}
 CONFIG_DIR=${CONFIG_DIR:-config}
 DATA_DIR=${DATA_DIR:-out/demos}
 MODELS_DIR=${MODELS_DIR:-models}
+ROBOTS=${ROBOTS:-"diff_drive arm"}
 export OMP_NUM_THREADS=1  # bit-reproducible CPU training
-for robot in diff_drive arm; do
-  rm -rf "$DATA_DIR/$robot"
-  "$PY" -m lnn_control.record --robot "$robot" --episodes 48 --out "$DATA_DIR/$robot" --seed 100
+common=(--cell cfc --wiring ncp --units 32 --motor 10 --window 32 --batch 16 --lr 5e-3 --seed 0
+        --dagger-beta 0.5 --eval-episodes 10 --no-progress)
+train() {
+  local robot=$1 episodes=$2; shift 2
+  rm -rf "${DATA_DIR:?}/$robot"
+  "$PY" -m lnn_control.record --robot "$robot" --episodes "$episodes" --out "$DATA_DIR/$robot" --seed 100 \
+    > "$DATA_DIR/$robot.record.log"
   "$PY" -m lnn_control.cli train --config "$CONFIG_DIR/$robot.yaml" --data "$DATA_DIR/$robot" \
-    --cell cfc --wiring ncp --units 19 --epochs 60 --window 32 --lr 1e-2 --patience 10 --seed 0 \
-    --out "$MODELS_DIR/$robot.npz" --no-progress
+    "${common[@]}" "$@" --out "$MODELS_DIR/$robot.npz"
+}
+mkdir -p "$DATA_DIR" "$MODELS_DIR"
+pids=()
+for robot in $ROBOTS; do
+  case $robot in
+    diff_drive) train diff_drive 48 --epochs 20 --patience 20 --noise-episodes 16 --action-noise 0.15 \
+      --dagger-rounds 2 --dagger-episodes 16 --dagger-epochs 8 & ;;
+    arm) train arm 64 --epochs 30 --patience 30 --noise-episodes 16 --action-noise 0.02 \
+      --dagger-rounds 2 --dagger-episodes 24 --dagger-epochs 10 & ;;
+    *) echo "unknown robot $robot" >&2; exit 2 ;;
+  esac
+  pids+=($!)
 done
+for p in "${pids[@]}"; do wait "$p"; done

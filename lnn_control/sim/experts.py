@@ -21,6 +21,17 @@ arm (``ArmExpert``): computed-torque reaching in joint space with a velocity-lim
 with M(q) and the bias c + g from the same MJCF through MuJoCo. A straight joint-space path
 between configurations inside the box limits stays inside them, and the velocity reference
 keeps |dq| under ``dq_max`` < ARM_DQ_LIMIT.
+
+arm (``ArmPDExpert``, what the demonstrations use): joint-space PD with gravity compensation
+and constant diagonal gains (globally asymptotically stable for a manipulator; Takegaki & Arimoto
+1981), with the same velocity-limited reference,
+
+    dq_ref = clip(Kp / Kd (q_goal - q), +-dq_max),  tau = Kd (dq_ref - dq) + g(q) + d dq,
+
+clipped to the torque limits. Its command is a simple function of the state (linear in the
+error and the velocity plus the smooth gravity torque g(q)), which a small network can imitate
+precisely; the computed-torque expert multiplies the error by M(q) and adds Coriolis terms, so a
+torque error that a network makes easily becomes a large joint-3 position error there.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ from scipy.sparse.csgraph import dijkstra
 from lnn_control.sim import models as M
 from lnn_control.sim.diff_drive import clearance
 
-__all__ = ["DiffDriveExpert", "ArmExpert"]
+__all__ = ["DiffDriveExpert", "ArmExpert", "ArmPDExpert"]
 
 
 def _wrap(a: float) -> float:
@@ -202,4 +213,49 @@ class ArmExpert:
         dq_ref = np.clip(self.kp / self.kd * (goal - q), -self.dq_max, self.dq_max)
         ddq_ref = self.kd * (dq_ref - dq)
         tau = m @ ddq_ref + d.qfrc_bias[:3] + M.ARM_JOINT_DAMPING * dq
+        return np.clip(tau, -M.ARM_TAU_LIMIT, M.ARM_TAU_LIMIT)
+
+
+class ArmPDExpert:
+    """Joint-space PD + gravity compensation reaching controller for the arm (see the module docstring).
+
+    Args:
+        model: the arm's MjModel (``ArmEnv.model``), used for the gravity torque g(q).
+        kp: (3,) position gains (N m / rad); kd: (3,) velocity gains (N m s / rad); both > 0.
+            The defaults are about critically damped over the arm's inertia range at 100 Hz.
+        dq_max: (scalar or (3,)) reference speed cap (rad/s), below ARM_DQ_LIMIT.
+    """
+
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        kp: tuple[float, float, float] = (6.0, 30.0, 8.0),
+        kd: tuple[float, float, float] = (1.2, 6.0, 1.0),
+        dq_max: float = 1.5,
+    ):
+        if model.nv != 3 or model.nu != 3:
+            raise ValueError(f"model must be the 3-joint arm (nv = nu = 3), got nv={model.nv}, nu={model.nu}")
+        kp_a, kd_a = np.asarray(kp, dtype=float).reshape(-1), np.asarray(kd, dtype=float).reshape(-1)
+        if kp_a.shape != (3,) or kd_a.shape != (3,) or np.any(kp_a <= 0) or np.any(kd_a <= 0):
+            raise ValueError(f"kp and kd must be 3 positive gains each, got {kp}, {kd}")
+        cap = np.broadcast_to(np.asarray(dq_max, dtype=float), (3,))
+        if np.any(cap <= 0) or np.any(cap >= M.ARM_DQ_LIMIT):
+            raise ValueError(f"dq_max must be in (0, {M.ARM_DQ_LIMIT}) rad/s, got {dq_max}")
+        self.model = model
+        self.data = mujoco.MjData(model)
+        self.kp, self.kd, self.dq_max = kp_a, kd_a, cap.copy()
+
+    def gravity(self, q: np.ndarray) -> np.ndarray:
+        """Gravity torque g(q) (3,) in N m: the bias force at rest."""
+        d = self.data
+        d.qpos[:3] = q
+        d.qvel[:3] = 0.0
+        mujoco.mj_forward(self.model, d)
+        return d.qfrc_bias[:3].copy()
+
+    def __call__(self, q: np.ndarray, dq: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        """Torque command (3,) N m for joint state ``q`` (3,) rad, ``dq`` (3,) rad/s, ``goal`` (3,) rad."""
+        q, dq, goal = (np.asarray(a, dtype=float).reshape(3) for a in (q, dq, goal))
+        dq_ref = np.clip(self.kp / self.kd * (goal - q), -self.dq_max, self.dq_max)
+        tau = self.kd * (dq_ref - dq) + self.gravity(q) + M.ARM_JOINT_DAMPING * dq
         return np.clip(tau, -M.ARM_TAU_LIMIT, M.ARM_TAU_LIMIT)

@@ -78,3 +78,16 @@ def test_dagger_aggregates_policy_rollouts() -> None:
     assert [h["round"] for h in hist] == [0, 1] and hist[1]["data_episodes"] == 4
     assert 0.0 <= hist[1]["success"] <= 1.0
     assert policy.runtime().step(np.zeros(9), 0.01).shape == (3,)
+
+
+def test_arm_pd_expert_reaches_goals_within_limits_and_rejects_bad_gains() -> None:
+    from lnn_control.sim.experts import ArmPDExpert
+
+    loop = dagger.ClosedLoop("arm", CONFIG / "arm.yaml")
+    results = [loop.run(None, seed=s) for s in range(20, 24)]
+    assert all(r.reached and not r.collided and r.min_margin > 0 for r in results)
+    assert max(r.time_s for r in results) < 4.0
+    with pytest.raises(ValueError, match="kp and kd"):
+        ArmPDExpert(loop.arm_env.model, kp=(1.0, -1.0, 1.0))
+    with pytest.raises(ValueError, match="dq_max"):
+        ArmPDExpert(loop.arm_env.model, dq_max=3.0)
