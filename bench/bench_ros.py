@@ -17,8 +17,9 @@ walls, box on (v, omega), DAQP):
   (scans at 20 Hz) and timing each command's return. Reference: the bare DDS round trip of an
   rclpy echo node (same QoS: best effort, keep last 1 in, reliable out; same executor, same
   rate) in the same run (ANCHORS.md: median 0.3 ms, p99 0.5-0.65 ms). Messages the receiver
-  skips (keep last 1 when it falls behind) are counted as lost, not timed. Target p99 <= 1.5 ms with no backlog growth (median of the last
-  tenth within 0.2 ms of the first tenth, < 1 % of commands lost). The notes give the
+  skips (keep last 1 when it falls behind) are counted as lost, not timed. Target p99 <= 1.5 ms
+  with no backlog growth (median of the last tenth within 0.2 ms of the first tenth, < 1 % of
+  commands lost). The notes give the
   node's resident memory (VmRSS, VmHWM) next to the echo node's and the node's own count of
   scans taken (a starved subscription would show fewer).
 - ``timer mode 1 kHz``: the same process reconfigured with ``control_mode: timer``,
