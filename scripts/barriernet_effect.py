@@ -74,6 +74,18 @@ class EffectConfig:
     gain_scale: float = 4.0
     horizon: float = HORIZON  # s, evaluation episodes
 
+    def __post_init__(self) -> None:
+        for name in ("n_demos", "n_eval", "units", "motor", "epochs", "window", "batch"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"EffectConfig.{name} must be an int >= 1, got {v!r}")
+        if self.window < 2:
+            raise ValueError(f"EffectConfig.window must be >= 2 steps, got {self.window}")
+        for name in ("lr", "gain_scale", "horizon"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"EffectConfig.{name} must be a finite number > 0, got {v!r}")
+
     @classmethod
     def quick(cls, seed: int = 0) -> EffectConfig:
         return cls(seed=seed, n_demos=48, n_eval=50, epochs=20)
@@ -276,6 +288,7 @@ def summarize(roll: dict[str, np.ndarray]) -> dict[str, Any]:
         "collisions": int((min_b < 0).sum()),
         "min_barrier": float(min_b.min()),
         "goal_reached": int((roll["goal_step"] > 0).sum()),
+        "goal_reached_safely": int(((roll["goal_step"] > 0) & (min_b >= 0)).sum()),
         "min_barrier_per_start": min_b.tolist(),
     }
 
@@ -370,10 +383,11 @@ def run(cfg: EffectConfig, out_dir: pathlib.Path | None = None, log: Any = print
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
-    """Starts, collisions, minimum barrier (m^2, 3 significant digits), goals, share of QP-changed steps."""
+    """Starts, collisions, minimum barrier (m^2, 3 significant digits), goals (all / without a
+    collision), share of steps where the QP changed the reference."""
     head = (
         f"{'starts':<12} {'policy':<11} {'n':>4} {'collisions':>10} {'min b (m^2)':>12} {'goal reached':>12} "
-        f"{'QP changed u':>12}"
+        f"{'goal, safe':>10} {'QP changed u':>12}"
     )
     lines = [head, "-" * len(head)]
     for set_name, per in results.items():
@@ -381,7 +395,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             share = r.get("qp_intervened_steps")
             lines.append(
                 f"{set_name:<12} {name:<11} {r['starts']:>4} {r['collisions']:>10} "
-                f"{r['min_barrier']:>12.3g} {r['goal_reached']:>12} "
+                f"{r['min_barrier']:>12.3g} {r['goal_reached']:>12} {r['goal_reached_safely']:>10} "
                 f"{'-' if share is None else f'{100 * share:.1f}% steps':>12}"
             )
     return "\n".join(lines)

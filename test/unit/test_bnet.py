@@ -176,6 +176,14 @@ def _load_script():
     return mod
 
 
+def test_effect_config_refuses_bad_sizes() -> None:
+    effect = _load_script()
+    with pytest.raises(ValueError, match="n_demos"):
+        effect.EffectConfig(n_demos=0)
+    with pytest.raises(ValueError, match="horizon"):
+        effect.EffectConfig(horizon=float("nan"))
+
+
 def test_effect_pipeline_end_to_end_tiny(tmp_path: pathlib.Path) -> None:
     """Seeded demos -> both policies trained -> closed loop: the BarrierNet policy never enters."""
     effect = _load_script()
