@@ -486,6 +486,9 @@ class LaserScan(_PointBarrier):
     def attach(self, hv: np.ndarray, ngrad: np.ndarray, curv: np.ndarray) -> None:
         super().attach(hv, ngrad, curv)
         self._discs = [_Disc(n, 2) for n in range(self.n_rows + 1)]
+        self._dist = np.zeros(self.n_rows)
+        self._dist2 = self._dist[:, None]
+        self._gv = np.zeros(self.n_rows)
 
     def phi(self, p, v, env) -> None:  # type: ignore[no-untyped-def]
         pts = None if env is None else env.get(self.env_key)
@@ -497,17 +500,28 @@ class LaserScan(_PointBarrier):
         if not math.isfinite(float(pts.sum())):
             pts = pts[np.isfinite(pts).all(axis=1)]
         n, m = pts.shape[0], self.n_rows
-        if n > m:
-            d = pts - p
-            d2 = np.einsum("ij,ij->i", d, d)
-            pts = pts[np.argpartition(d2, m - 1)[:m]]
-            n = m
-        elif n < m:
-            self.hv[n:] = NO_POINT
-            self.ngrad[n:] = 0.0
-            self.curv[n:] = 0.0
-        if n:
-            self._discs[n].eval(p, v, pts, self.R[:n], self.hv[:n], self.ngrad[:n], self.curv[:n])
+        if n <= m:
+            if n < m:
+                self.hv[n:] = NO_POINT
+                self.ngrad[n:] = 0.0
+                self.curv[n:] = 0.0
+            if n:
+                self._discs[n].eval(p, v, pts, self.R[:n], self.hv[:n], self.ngrad[:n], self.curv[:n])
+            return
+        # nearest m of n points: distances once, then rows from the selected differences
+        d = pts - p
+        d2 = np.einsum("ij,ij->i", d, d)
+        idx = np.argpartition(d2, m - 1)[:m]
+        dist = self._dist
+        np.sqrt(d2[idx], out=dist)
+        np.divide(d[idx], self._dist2, out=self.ngrad)  # (s - p) / |s - p| = -dh/dp
+        np.subtract(dist, self.R, out=self.hv)
+        if v is not None:  # v' Hess v = (|v|^2 - (grad.v)^2) / dist
+            gv = self._gv
+            np.matmul(self.ngrad, v, out=gv)
+            np.multiply(gv, gv, out=gv)
+            np.subtract(float(v @ v), gv, out=self.curv)
+            np.divide(self.curv, dist, out=self.curv)
 
 
 class SpeedLimit(Barrier):
