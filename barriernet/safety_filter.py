@@ -345,6 +345,8 @@ class SafetyFilter:
         fallback: one of :data:`FALLBACKS`; fallback_value: (n_controls,) for ``constant``;
         fallback_damping: N m s/rad for ``gravity_compensation`` (default: the dynamics' damping).
         solver: a name in :data:`barriernet.qp.SOLVERS` (``daqp`` uses the direct fast path).
+
+    A filter reuses preallocated buffers between calls: use one instance per thread.
     """
 
     def __init__(
@@ -592,7 +594,8 @@ class SafetyFilter:
         Args:
             x: filter state (units of the dynamics' state_names).
             u_nom: (n_controls,) nominal command.
-            gains: optional (n_gains,) class-K gains > 0 ordered as :attr:`gain_names`.
+            gains: optional (n_gains,) class-K gains > 0 ordered as :attr:`gain_names` (e.g. a
+                BarrierNet policy's gain outputs), or a mapping gain name -> value.
             env: optional run-time data, e.g. ``{"scan_points": (N, 2)}`` world-frame points.
         Raises:
             ValueError: naming the argument whose shape is wrong.
@@ -615,9 +618,7 @@ class SafetyFilter:
             if self._scalar is not None:
                 return self._filter_scalar(x, u_nom, ul, self._ks_default, self._kp_default, t0)
         else:
-            gv = np.asarray(gains, dtype=np.float64)
-            if gv.shape != (self.n_gains,):
-                gv = self._reshape(gv, self.n_gains, "gains")
+            gv = self._gain_vector(gains)
             if not (np.isfinite(gv).all() and (gv > 0).all()):
                 reason = f"gains must be finite and > 0, got {gv.tolist()}"
                 return self._fallback(x, reason, "invalid_input", u_nom, None, t0)
@@ -794,6 +795,23 @@ class SafetyFilter:
         """Every row G u - h within 1e-9 (1 + |h|) at the clipped ``u`` (nan fails)."""
         return bool((self._G @ u - self._h <= _VERIFY_TOL * (1.0 + np.abs(self._h))).all())
 
+    def _gain_vector(self, gains: Any) -> np.ndarray:
+        """(n_gains,) from an array ordered as :attr:`gain_names`, or a mapping name -> gain
+        (names not given keep their YAML value)."""
+        if isinstance(gains, Mapping):
+            unknown = set(gains) - set(self.gain_names)
+            if unknown:
+                raise ValueError(f"gains: unknown name(s) {sorted(unknown)}; known: {list(self.gain_names)}")
+            gv = self._gain_default.copy()
+            for i, name in enumerate(self.gain_names):
+                if name in gains:
+                    gv[i] = float(gains[name])
+            return gv
+        gv = np.asarray(gains, dtype=np.float64)
+        if gv.shape != (self.n_gains,):
+            gv = self._reshape(gv, self.n_gains, "gains")
+        return gv
+
     @staticmethod
     def _reshape(a: np.ndarray, size: int, name: str) -> np.ndarray:
         if a.size != size or (a.ndim > 1 and max(a.shape) != size):
@@ -886,7 +904,7 @@ class SafetyFilter:
             raise ValueError("x: non-finite values")
         blocks = self._blocks_default
         if gains is not None:
-            gv = self._reshape(np.asarray(gains, dtype=np.float64), self.n_gains, "gains")
+            gv = self._gain_vector(gains)
             if not (np.isfinite(gv).all() and (gv > 0).all()):
                 raise ValueError(f"gains must be finite and > 0, got {gv.tolist()}")
             self._set_row_gains(gv, self._K_call)

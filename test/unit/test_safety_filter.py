@@ -273,6 +273,10 @@ def test_learned_gains_map_in_gain_names_order() -> None:
     assert u_yaml[0] == pytest.approx(0.49)  # YAML gains used again without gains=
     with pytest.raises(ValueError, match="gains"):
         f.filter(x, [2.0, 0.0], gains=[1.0, 1.0, 1.0])
+    u_map, _ = f.filter(x, [2.0, 0.0], gains={"wall0+.p2": 1.5})  # by name; p1 keeps its YAML 1.0
+    assert u_map[0] == pytest.approx(1.5 * 0.49)
+    with pytest.raises(ValueError, match="unknown name"):
+        f.filter(x, [2.0, 0.0], gains={"wall0+.k": 1.0})
     for bad in ([0.0, 1.0], [np.nan, 1.0], [-1.0, 1.0]):
         u, rep = f.filter(x, [2.0, 0.0], gains=bad)
         assert rep.fallback_used and rep.status == "invalid_input" and "gains" in rep.fallback_reason
