@@ -12,7 +12,8 @@ as constraints on the variable), all three the same problems. Rows:
   m in (1, 4), B in (1, 1024): ours vs qpth (target 5x at B = 1024, fwd+bwd) and ours vs
   cvxpylayers (target 100x at B = 1024, fwd+bwd);
 - accuracy: max |u* - u_clarabel| of each tool on 256 problems against a tight Clarabel solve
-  (extra key ``max_abs_err``; in the notes).
+  (extra key ``max_abs_err``; in the notes), and max |dL/dq| difference from ours;
+- larger problems (n = 6, 16 rows; n = 12, 32 rows; box; batch 1024; fwd+bwd): ours vs qpth.
 
 Quick mode (CI smoke) runs every path once on batch 1 and 8. cvxpylayers takes seconds per
 call at batch 1024, so full mode times 3 calls of it there. Torch runs single-threaded.
@@ -36,27 +37,27 @@ _N = 2
 _F64 = torch.float64
 
 
-def make_problems(batch: int, m: int, seed: int) -> dict[str, torch.Tensor]:
-    """``batch`` strictly feasible QPs with 2 controls, m rows and the box |u| <= 1 (float64)."""
+def make_problems(batch: int, m: int, seed: int, n: int = _N) -> dict[str, torch.Tensor]:
+    """``batch`` strictly feasible QPs with n controls, m rows and the box |u| <= 1 (float64)."""
     rng = np.random.default_rng(seed)
-    a = rng.standard_normal((batch, _N, _N))
-    P = a @ a.transpose(0, 2, 1) + 0.5 * np.eye(_N)
-    q = rng.standard_normal((batch, _N)) * 2.0
-    G = rng.standard_normal((batch, m, _N))
-    u0 = rng.uniform(-0.8, 0.8, (batch, _N))
+    a = rng.standard_normal((batch, n, n))
+    P = a @ a.transpose(0, 2, 1) + 0.5 * np.eye(n)
+    q = rng.standard_normal((batch, n)) * 2.0
+    G = rng.standard_normal((batch, m, n))
+    u0 = rng.uniform(-0.8, 0.8, (batch, n))
     h = np.einsum("bmn,bn->bm", G, u0) + rng.uniform(0.0, 0.5, (batch, m))
     out = {k: torch.tensor(v, dtype=_F64) for k, v in {"P": P, "q": q, "G": G, "h": h}.items()}
-    out["lb"] = -torch.ones(_N, dtype=_F64)
-    out["ub"] = torch.ones(_N, dtype=_F64)
+    out["lb"] = -torch.ones(n, dtype=_F64)
+    out["ub"] = torch.ones(n, dtype=_F64)
     return out
 
 
 def _box_rows(d: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """G, h with the box appended as rows (for the tools without bounds)."""
-    B = d["q"].shape[0]
-    eye = torch.eye(_N, dtype=_F64).expand(B, _N, _N)
+    B, n = d["q"].shape
+    eye = torch.eye(n, dtype=_F64).expand(B, n, n)
     G = torch.cat([d["G"], eye, -eye], 1)
-    h = torch.cat([d["h"], d["ub"].expand(B, _N), (-d["lb"]).expand(B, _N)], 1)
+    h = torch.cat([d["h"], d["ub"].expand(B, n), (-d["lb"]).expand(B, n)], 1)
     return G, h
 
 
@@ -78,9 +79,9 @@ def _qpth(d: dict[str, torch.Tensor]) -> Callable[..., torch.Tensor]:
     from qpth.qp import QPFunction
 
     e = torch.empty(0, dtype=_F64)
-    B = d["q"].shape[0]
-    eye = torch.eye(_N, dtype=_F64).expand(B, _N, _N)
-    box_h = torch.cat([d["ub"].expand(B, _N), (-d["lb"]).expand(B, _N)], 1)
+    B, n = d["q"].shape
+    eye = torch.eye(n, dtype=_F64).expand(B, n, n)
+    box_h = torch.cat([d["ub"].expand(B, n), (-d["lb"]).expand(B, n)], 1)
 
     def f(P: torch.Tensor, q: torch.Tensor, G: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         return QPFunction(verbose=-1)(P, q, torch.cat([G, eye, -eye], 1), torch.cat([h, box_h], 1), e, e)
@@ -232,6 +233,22 @@ def run(quick: bool) -> list[dict[str, Any]]:
         r["max_abs_err"] = errs
         r["grad_diff_vs_ours"] = gdiff
         rows.append(r)
+    # Larger problems (an arm's joints and limits, and the layer's size limit): interior point.
+    for n, m in ((6, 16), (12, 32)):
+        B = 4 if quick else 1024
+        d = make_problems(B, m, seed=n, n=n)
+        t_ours = time_calls(_timer(_ours(d), d, True), 2 if quick else 10, warmup=1)
+        t_qpth = time_calls(_timer(_qpth(d), d, True), 1 if quick else 5, warmup=1)
+        rows.append(
+            row(
+                "QP layer: ours vs qpth",
+                f"n={n}, {m} rows + box, batch {B}, fwd+bwd",
+                t_ours,
+                t_qpth,
+                ref_name="qpth QPFunction",
+                notes=f"{n} controls, float64 (ours: interior point + polish)",
+            )
+        )
     return rows
 
 
