@@ -12,8 +12,9 @@ quantities barrier families need:
   ``q'' = qdd0 + qddB u``.
 
 Models by name from :data:`DYNAMICS` (``unicycle``, ``diff_drive``, ``double_integrator``,
-``manipulator``, ``planar_arm``, ``callable``); :func:`register_dynamics` adds a user class
-(a subclass of :class:`ControlAffine`) without touching the filter.
+``manipulator``, ``planar_arm``); :func:`register_dynamics` adds a user class (a subclass of
+:class:`ControlAffine`, e.g. one built on :class:`CallableDynamics` with numpy or torch f and g)
+without touching the filter.
 """
 
 from __future__ import annotations

@@ -294,6 +294,54 @@ def test_weights_change_the_projection() -> None:
             np.testing.assert_allclose(u, tight_qp(w, u_nom, G, h, SE3.lower, SE3.upper), atol=1e-7)
 
 
+def test_user_dynamics_and_barrier_from_the_registries() -> None:
+    """A user model x' = -x + u (torch f) and a user barrier h = 1 - x, both by name in a config:
+    the CBF row -(dh/dx g) u <= dh/dx f + k h reads u <= x + k (1 - x)."""
+    torch = pytest.importorskip("torch")
+    from barriernet import (
+        BARRIERS,
+        DYNAMICS,
+        CallableDynamics,
+        StateBarrier,
+        register_barrier,
+        register_dynamics,
+    )
+
+    class Leaky(CallableDynamics):
+        def __init__(self, rate: float = 1.0) -> None:
+            super().__init__(lambda x: torch.as_tensor(-rate * x), lambda x: np.ones((1, 1)), 1, 1)
+
+    class Ceiling(StateBarrier):
+        type_name = "test_ceiling"
+        keys = ("level",)
+
+        def __init__(self, cfg: Any, where: str) -> None:
+            super().__init__(cfg, where)
+            self.level = float(cfg.get("level", 1.0))
+
+        def value(self, x: np.ndarray) -> float:
+            return self.level - float(x[0])
+
+        def gradient(self, x: np.ndarray) -> np.ndarray:
+            return np.array([-1.0])
+
+    if "test_leaky" not in DYNAMICS:
+        register_dynamics("test_leaky", Leaky)
+    if "test_ceiling" not in BARRIERS:
+        register_barrier("test_ceiling", Ceiling)
+    f = SafetyFilter.from_config(
+        {
+            "dynamics": {"type": "test_leaky", "rate": 1.0},
+            "controls": {"lower": [-5.0], "upper": [5.0]},
+            "barriers": [{"type": "test_ceiling", "name": "cap", "level": 1.0, "gains": [2.0]}],
+        }
+    )
+    u, rep = f.filter([0.5], [4.0])
+    assert u[0] == pytest.approx(0.5 + 2.0 * 0.5) and rep.intervened  # u <= x + k h = 1.5
+    u, rep = f.filter([0.5], [1.0])
+    assert u[0] == 1.0 and not rep.intervened
+
+
 def test_shape_errors_name_the_argument() -> None:
     with pytest.raises(ValueError, match="x: expected 3"):
         DD.filter(np.zeros(4), [0.0, 0.0], env={"scan_points": np.zeros((0, 2))})
