@@ -653,3 +653,37 @@ def test_closed_loop_margin_is_needed() -> None:
             x = rk4_batch(double_integrator_f, x, u, SIM_DT)
         worst = min(worst, float((1.0 - np.abs(x[:, :2])).min()))
     assert worst < -0.1
+
+
+@pytest.mark.parametrize("gains", [None, [10.0, 10.0, 20.0]], ids=["yaml_gains", "aggressive_gains"])
+def test_closed_loop_mujoco_arm_keeps_joint_limits(gains: list[float] | None) -> None:
+    """The arm config on the real MuJoCo arm (2 ms physics, filter every step): a saturating PD
+    towards goals 0.5 rad beyond the joint limits (arm raised, away from the floor), with the
+    YAML class-K gains and with aggressive ones passed as learned gains. The HOCBF margin is
+    0.05 rad: the joints must stay >= 0.03 rad inside the limits (the model's hard stops never
+    engage) and |dq| <= 2.5 rad/s (+2 %)."""
+    from lnn_control.sim.arm import ArmEnv, joint_margins
+
+    env = ArmEnv(seed=0)
+    rng = np.random.default_rng(14)
+    lo, hi = np.array([-2.6, -1.9, -2.3]), np.array([2.6, 1.9, 2.3])
+    worst_margin, worst_dq, cut = np.inf, 0.0, 0
+    counts: dict[str, int] = {}
+    for _ in range(8):
+        q0 = env.sample_configuration(rng, margin=0.3)
+        q0[1] = rng.uniform(-1.5, -0.5)  # raised
+        env.reset(q0=q0)
+        goal = np.array([rng.choice([lo[0], hi[0]]), lo[1], rng.choice([lo[2], hi[2]])])
+        goal += np.sign(goal) * 0.5
+        for _ in range(500):  # 1 s
+            x = np.concatenate([env.q, env.dq])
+            u_nom = 60.0 * (goal - env.q) - 2.0 * env.dq
+            u, rep = ARM.filter(x, u_nom, gains=gains)
+            counts[rep.status] = counts.get(rep.status, 0) + 1
+            cut += rep.intervened
+            env.step(u, env.dt)
+            worst_margin = min(worst_margin, float(joint_margins(env.q).min()))
+            worst_dq = max(worst_dq, float(np.abs(env.dq).max()))
+    assert 0.03 <= worst_margin < 0.4, f"joint margin {worst_margin:.4f} rad"
+    assert worst_dq <= 2.5 * 1.02, f"joint speed {worst_dq:.3f} rad/s"
+    assert cut > 1000 and counts.get("optimal", 0) >= 0.95 * 8 * 500, counts
