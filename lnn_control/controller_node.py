@@ -199,7 +199,10 @@ class LnnController(LifecycleNode):
         self._names: list[str] = []
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.received: dict[str, int] = {}  # messages taken per input topic (starvation check)
-        self.latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)  # s, message in -> command out
+        # seconds per step: message in -> command published, and -> every output published
+        self.latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)
+        self.step_times: deque[float] = deque(maxlen=_LATENCY_WINDOW)
+        self._t_command = 0.0
         self._lock = threading.Lock()  # guards the pending-filter swap
         self._pending_filter: Any = None
         self._filter: Any = None
@@ -497,7 +500,8 @@ class LnnController(LifecycleNode):
                 return
             self._receive(topic, msg)
             if is_trigger and self._active and self._step(msg):
-                self.latencies.append(time.perf_counter() - t0)
+                self.step_times.append(time.perf_counter() - t0)
+                self.latencies.append(self._t_command - t0)
 
         return on_message
 
@@ -537,7 +541,8 @@ class LnnController(LifecycleNode):
     def _on_timer(self) -> None:
         t0 = time.perf_counter()
         if self._active and self._step(None):
-            self.latencies.append(time.perf_counter() - t0)
+            self.step_times.append(time.perf_counter() - t0)
+            self.latencies.append(self._t_command - t0)
 
     def _on_watchdog(self) -> None:
         """Stale trigger (no steps) in message mode: the step itself cannot notice, so say it here."""
@@ -715,6 +720,7 @@ class LnnController(LifecycleNode):
         stamp = self._trigger_stamp if self._trigger_stamp is not None else self.get_clock().now().to_msg()
         frame = self._frame()
         self._pubs["command"].publish(rc.command_message(self._cmd_cls, self._obs, u, stamp, frame))
+        self._t_command = time.perf_counter()
         self.counters["commands"] += 1
         self._in_fallback = reason is not None or bool(report.fallback_used)
         self._failed_now = False
@@ -724,11 +730,13 @@ class LnnController(LifecycleNode):
             rc.safety_status_message(report, u_nom, u, self._command_names(), stamp, frame, status, reason)
         )
 
-    def latency_summary(self) -> dict[str, float]:
-        """Median / p99 of message-in -> command-published seconds over the last steps."""
-        if not self.latencies:
+    def latency_summary(self, which: str = "command") -> dict[str, float]:
+        """Median / p99 seconds over the last steps: message in -> command published
+        (``which="command"``) or -> every output (command, nominal, status) published (``"step"``)."""
+        data = self.latencies if which == "command" else self.step_times
+        if not data:
             return {"median_s": float("nan"), "p99_s": float("nan"), "n": 0}
-        a = np.fromiter(self.latencies, dtype=float)
+        a = np.fromiter(data, dtype=float)
         return {"median_s": float(np.median(a)), "p99_s": float(np.percentile(a, 99)), "n": int(a.size)}
 
     def _publish_diagnostics(self) -> None:
@@ -746,6 +754,9 @@ class LnnController(LifecycleNode):
         values: dict[str, Any] = dict(self.counters)
         values["latency_median_us"] = f"{lat['median_s'] * 1e6:.1f}"
         values["latency_p99_us"] = f"{lat['p99_s'] * 1e6:.1f}"
+        step = self.latency_summary("step")
+        values["step_median_us"] = f"{step['median_s'] * 1e6:.1f}"
+        values["step_p99_us"] = f"{step['p99_s'] * 1e6:.1f}"
         values["last_fallback_reason"] = self._last_reason
         values["control_mode"] = self._mode
         for topic, n in self.received.items():
