@@ -76,6 +76,7 @@ __all__ = [
     "features",
     "filter_state",
     "main",
+    "results_from_partials",
     "run_compare",
     "train_model",
     "imitation_mse",
@@ -125,12 +126,12 @@ class CompareConfig:
     demo_train: int = 48
     demo_val: int = 8
     demo_test: int = 8
-    train_steps: int = 1500
+    train_steps: int = 1000
     batch: int = 32
     window: int = 32
     lr: float = 5e-3
     eval_every: int = 100
-    eval_episodes: int = 12
+    eval_episodes: int = 10
     max_time: dict[str, float] = dataclasses.field(default_factory=lambda: {"diff_drive": 30.0, "arm": 6.0})
     demo_max_time: dict[str, float] = dataclasses.field(
         default_factory=lambda: {"diff_drive": 40.0, "arm": 6.0}
@@ -703,12 +704,17 @@ def _summarise_episodes(eps: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_task(
-    robot: str, cfg: CompareConfig, log: Any = None, partial: str | pathlib.Path | None = None
+    robot: str,
+    cfg: CompareConfig,
+    log: Any = None,
+    partial: str | pathlib.Path | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Demonstrations, training and evaluation of every model and seed on one robot.
 
     ``partial``: a JSON file rewritten after every trained model and seed; when it exists and was
     written with the same config, its finished (model, seed) results are reused (resume).
+    ``seeds``: run only these seeds (default ``range(cfg.seeds)``; parallel runs split them).
     """
 
     def say(msg: str) -> None:
@@ -763,12 +769,12 @@ def run_task(
     out["expert"] = {"clean": expert}
     say(f"expert closed loop: success {expert['success_rate']:.2f} ({time.perf_counter() - t1:.1f} s)")
     conditions = [c for c in CONDITIONS if filt is not None or "+filter" not in c]
-    for kind in cfg.models:
-        per_seed = []
-        for seed in range(cfg.seeds):
+    done["task"] = {**out, "conditions": conditions}
+    checkpoint()
+    for seed in range(cfg.seeds) if seeds is None else seeds:  # seed-major: partial runs hold whole seeds
+        for kind in cfg.models:
             key = f"{kind}/{seed}"
             if key in done["runs"]:
-                per_seed.append(done["runs"][key])
                 continue
             model = build_model(kind, _N_IN[robot], _N_OUT[robot], seed)
             n_params, n_live = count_parameters(model, _N_IN[robot])
@@ -788,24 +794,35 @@ def run_task(
                 + ", ".join(f"{c} {v['success_rate']:.2f}" for c, v in conds.items())
                 + f" (eval {time.perf_counter() - t2:.1f} s)"
             )
-            per_seed.append(
-                {
-                    "seed": seed,
-                    "params": n_params,
-                    "live_params": n_live,
-                    "imitation_mse": mse,
-                    "val_mse": tr["val_mse"],
-                    "best_step": tr["best_step"],
-                    "train_time_s": tr["train_time_s"],
-                    "curve": tr["curve"],
-                    "conditions": conds,
-                }
-            )
-            done["runs"][key] = per_seed[-1]
+            done["runs"][key] = {
+                "seed": seed,
+                "params": n_params,
+                "live_params": n_live,
+                "imitation_mse": mse,
+                "val_mse": tr["val_mse"],
+                "best_step": tr["best_step"],
+                "train_time_s": tr["train_time_s"],
+                "curve": tr["curve"],
+                "conditions": conds,
+            }
             checkpoint()
+    out["models"] = _model_summaries(done["runs"], cfg.models, conditions)
+    out["time_s"] = time.perf_counter() - t0
+    out["verdict"] = _verdict(out)
+    return out
+
+
+def _model_summaries(runs: dict[str, Any], kinds: Sequence[str], conditions: Sequence[str]) -> dict[str, Any]:
+    """Per model: its runs (by seed) and mean/std over the seeds that finished (``runs`` keys kind/seed)."""
+    models: dict[str, Any] = {}
+    for kind in kinds:
+        per_seed = sorted((r for k, r in runs.items() if k.split("/")[0] == kind), key=lambda r: r["seed"])
+        if not per_seed:
+            continue
         summary: dict[str, Any] = {
             "params": per_seed[0]["params"],
             "live_params": per_seed[0]["live_params"],
+            "seeds": len(per_seed),
             "imitation_mse": _mean_std([s["imitation_mse"] for s in per_seed]),
         }
         for cond in conditions:
@@ -820,10 +837,43 @@ def run_task(
                     for s in per_seed
                 ]
             )
-        out["models"][kind] = {"label": MODEL_LABELS[kind], "seeds": per_seed, "summary": summary}
-    out["time_s"] = time.perf_counter() - t0
-    out["verdict"] = _verdict(out)
-    return out
+        models[kind] = {"label": MODEL_LABELS[kind], "seeds": per_seed, "summary": summary}
+    return models
+
+
+def results_from_partials(out: str | pathlib.Path, tasks_wanted: Sequence[str] = TASKS) -> dict[str, Any]:
+    """The results of a (possibly unfinished) run from its ``partial_<robot>*.json`` files:
+    every finished model and seed (the ``seeds`` count of each model says how many)."""
+    tasks: dict[str, Any] = {}
+    config: dict[str, Any] = {}
+    for robot in tasks_wanted:
+        runs: dict[str, Any] = {}
+        header: dict[str, Any] | None = None
+        for path in sorted(pathlib.Path(out).glob(f"partial_{robot}*.json")):
+            done = json.loads(path.read_text())
+            if "task" not in done:
+                continue  # killed before its header was written: nothing finished
+            if config and done["config"] != config:
+                raise ValueError(f"{path}: written with another config than the other partial files")
+            config = done["config"]
+            header = header or dict(done["task"])
+            runs.update(done["runs"])
+        if header is None:
+            continue
+        conditions = header.pop("conditions")
+        header["models"] = _model_summaries(runs, config["models"], conditions)
+        header["verdict"] = _verdict(header)
+        tasks[robot] = header
+    if not tasks:
+        raise ValueError(f"no partial_<robot>.json in {out}: run lnn-control compare --out {out} first")
+    return {
+        "format": "lnn_control.compare/1",
+        "mode": ("quick" if config.get("quick") else "full") + " (partial)",
+        "config": config,
+        "torch": torch.__version__,
+        "time_s": math.nan,
+        "tasks": tasks,
+    }
 
 
 def _save(model: LiquidPolicy, robot: str, kind: str, seed: int, out: str, mse: float) -> str:
@@ -878,42 +928,48 @@ def _verdict(task: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _run_task_logged(robot: str, cfg: CompareConfig, log: bool, partial: str | None) -> dict[str, Any]:
-    return run_task(robot, cfg, sys.stderr if log else None, partial)
+def _run_unit(robot: str, cfg: CompareConfig, log: bool, partial: str | None, seed: int) -> dict[str, Any]:
+    return run_task(robot, cfg, sys.stderr if log else None, partial, [seed])
 
 
 def run_compare(
     cfg: CompareConfig, jobs: int = 1, log: Any = None, out: str | pathlib.Path | None = None
 ) -> dict[str, Any]:
-    """Every task of ``cfg`` (in parallel processes when ``jobs`` > 1); the JSON-able results.
+    """Every task of ``cfg``; the JSON-able results.
 
-    With ``out``, each task keeps ``out/partial_<robot>.json`` to resume an interrupted run.
+    ``jobs`` > 1 runs (task, seed) units in that many processes (each collects the same seeded
+    demonstrations). Every unit keeps ``out/partial_<robot>_s<seed>.json`` (a temporary folder
+    without ``out``), from which an interrupted run resumes and the results are assembled.
     """
+    import tempfile
+
     cfg.check()
     t0 = time.perf_counter()
-    parts = {
-        t: (str(pathlib.Path(out) / f"partial_{t}.json") if out is not None else None) for t in cfg.tasks
-    }
-    if out is not None:
-        pathlib.Path(out).mkdir(parents=True, exist_ok=True)
-    if jobs > 1 and len(cfg.tasks) > 1:
-        import multiprocessing as mp
+    tmp = None
+    if out is None:
+        tmp = tempfile.TemporaryDirectory(prefix="lnn_compare_")
+        out = tmp.name
+    pathlib.Path(out).mkdir(parents=True, exist_ok=True)
+    units = [
+        (t, k, str(pathlib.Path(out) / f"partial_{t}_s{k}.json")) for t in cfg.tasks for k in range(cfg.seeds)
+    ]
+    try:
+        if jobs > 1 and len(units) > 1:
+            import multiprocessing as mp
 
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(min(jobs, len(cfg.tasks))) as pool:
-            done = pool.starmap(_run_task_logged, [(t, cfg, log is not None, parts[t]) for t in cfg.tasks])
-        tasks = dict(zip(cfg.tasks, done))
-    else:
-        tasks = {t: run_task(t, cfg, log, parts[t]) for t in cfg.tasks}
-    conf = dataclasses.asdict(cfg)
-    return {
-        "format": "lnn_control.compare/1",
-        "mode": "quick" if cfg.quick else "full",
-        "config": conf,
-        "torch": torch.__version__,
-        "time_s": time.perf_counter() - t0,
-        "tasks": tasks,
-    }
+            ctx = mp.get_context("spawn")
+            with ctx.Pool(min(jobs, len(units))) as pool:
+                pool.starmap(_run_unit, [(t, cfg, log is not None, part, k) for t, k, part in units])
+        else:
+            for t, k, part in units:
+                run_task(t, cfg, log, part, [k])
+        results = results_from_partials(out, cfg.tasks)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    results["mode"] = "quick" if cfg.quick else "full"
+    results["time_s"] = time.perf_counter() - t0
+    return results
 
 
 # --- reports ----------------------------------------------------------------------------------
@@ -960,8 +1016,9 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for m in task["models"].values():
             s = m["summary"]
+            n_seeds = s.get("seeds", cfg["seeds"])
             row = [
-                m["label"],
+                m["label"] + (f" ({n_seeds} of {cfg['seeds']} seeds)" if n_seeds < cfg["seeds"] else ""),
                 f"{s['params']:,} ({s['live_params']:,})",
                 _fmt(s["imitation_mse"]),
                 _fmt(s["success[clean]"], pct=True),
@@ -1112,7 +1169,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=None, help="closed-loop episodes per condition")
     p.add_argument("--jobs", type=int, default=1, help="processes (one per task)")
     p.add_argument("--save-models", type=pathlib.Path, default=None, help="save trained liquid policies here")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the reports from --out's partial files (no training)",
+    )
     a = p.parse_args(argv)
+    if a.report_only:
+        try:
+            results = results_from_partials(a.out)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        paths = write_reports(results, a.out)
+        print(markdown(results))
+        print("wrote " + ", ".join(str(v) for v in paths.values()))
+        return 0
     cfg = CompareConfig.quick_config() if a.quick else CompareConfig.full()
     if a.tasks:
         cfg.tasks = tuple(a.tasks)

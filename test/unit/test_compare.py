@@ -112,6 +112,8 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys) -> None:
     assert C.main(["--quick", "--seeds", "0", "--out", str(tmp_path)]) == 2
     assert "seeds" in capsys.readouterr().err
     assert C.main(["--quick", "--jobs", "0", "--out", str(tmp_path)]) == 2
+    assert C.main(["--report-only", "--out", str(tmp_path / "nothing")]) == 2
+    assert "partial" in capsys.readouterr().err
 
 
 def test_interrupted_run_resumes_from_its_partial_file(tmp_path) -> None:
@@ -127,6 +129,10 @@ def test_interrupted_run_resumes_from_its_partial_file(tmp_path) -> None:
     again = C.run_task("arm", cfg, log, part)
     assert "resuming" in log.getvalue() and "mlp seed 0" not in log.getvalue()
     assert again["models"]["mlp"]["seeds"] == json.loads(json.dumps(first["models"]["mlp"]["seeds"]))
+    res = C.results_from_partials(tmp_path)
+    assert res["mode"] == "quick (partial)" and res["tasks"]["arm"]["models"]["mlp"]["summary"]["seeds"] == 1
+    assert C.main(["--report-only", "--out", str(tmp_path)]) == 0
+    assert "| MLP(64x2) |" in (tmp_path / "compare.md").read_text()
     cfg.eval_episodes = 3  # another config: nothing is reused
     log = io.StringIO()
     C.run_task("arm", cfg, log, part)
