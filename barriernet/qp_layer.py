@@ -640,8 +640,24 @@ def _solve_ipm(
         a_aff = torch.minimum(step_len(s, ds), step_len(z, dz)).unsqueeze(-1)
         mu_aff = ((s + a_aff * ds) * (z + a_aff * dz)).sum(-1) / p
         sigma = (mu_aff / mu).clamp(0, 1) ** 3
-        du, ds, dz = newton(s * z + ds * dz - (sigma * mu).unsqueeze(-1))
+        sm = (sigma * mu).unsqueeze(-1)
+        du, ds, dz = newton(s * z + ds * dz - sm)
         alpha = (0.99 * torch.minimum(step_len(s, ds), step_len(z, dz))).unsqueeze(-1)
+        # Safeguard: along a feasible direction the gap changes by a g1 + a^2 g2 with
+        # g2 = ds'dz = du'P du >= 0 for a QP, so a long step can raise it and the iterates
+        # cycle. There take the plain centred Newton step, with the step that minimises the gap.
+        worse = ((s + alpha * ds) * (z + alpha * dz)).sum(-1) > gap
+        if bool((worse & ~done).any()):
+            du2, ds2, dz2 = newton(s * z - torch.maximum(sm, 0.1 * mu.unsqueeze(-1)))
+            a2 = (0.99 * torch.minimum(step_len(s, ds2), step_len(z, dz2))).unsqueeze(-1)
+            g1 = (s * dz2 + z * ds2).sum(-1, keepdim=True)
+            g2 = (ds2 * dz2).sum(-1, keepdim=True)
+            a_min = torch.where((g2 > 0) & (g1 < 0), -g1 / (2 * g2).clamp_min(1e-300), a2)
+            a2 = torch.minimum(a2, a_min)
+            w = worse.unsqueeze(-1)
+            du, ds, dz, alpha = (
+                torch.where(w, x2, x) for x2, x in ((du2, du), (ds2, ds), (dz2, dz), (a2, alpha))
+            )
         alpha = torch.where(done.unsqueeze(-1), torch.zeros((), dtype=dtype, device=device), alpha)
         u = u + alpha * du
         s = s + alpha * ds
@@ -678,6 +694,44 @@ def _polish(
     pv, dv = _kkt_score(ut.unsqueeze(1), zt.unsqueeze(1), An, bn, qscale, complementarity=True)
     good = ok & (torch.maximum(pv, dv).squeeze(1) <= tol) & cand[:, 0]
     return torch.where(good.unsqueeze(-1), zt, z * active), good
+
+
+def _solve_ipm_polished(
+    Psym: Tensor,
+    qe: Tensor,
+    An: Tensor,
+    bn: Tensor,
+    u0: Tensor,
+    V: Tensor,
+    H: Tensor,
+    c: Tensor,
+    present: Tensor,
+    qscale: Tensor,
+    tol: float,
+    cfg: _Config,
+) -> tuple[Tensor, Tensor, Tensor, int]:
+    """Interior point to a loose tolerance, then polish (exact active-set solve); samples whose
+    polish fails continue the interior-point iterations to the final tolerance. Returns u, z
+    (unit-row multipliers, zero off the active set), status, iterations."""
+    dtype = qe.dtype
+    tol_ipm = max(tol, 1e-8 if dtype == torch.float64 else 1e-4)
+    u, zs, s, status, iters = _solve_ipm(Psym, qe, An, bn, tol_ipm, cfg.max_iter)
+    z, good = _polish(zs, s, status, u0, V, H, c, An, bn, present, qscale, tol)
+    u = torch.where(good.unsqueeze(-1), u0 - (V @ z.unsqueeze(-1)).squeeze(-1), u)
+    retry = torch.nonzero(~good & (status != INFEASIBLE)).reshape(-1)
+    if retry.numel() and tol < tol_ipm:
+        ix = retry
+        u2, zs2, s2, st2, it2 = _solve_ipm(
+            Psym[ix], qe[ix], An[ix], bn[ix], tol, cfg.max_iter, (u[ix], s[ix], zs[ix])
+        )
+        iters += it2
+        z2, g2 = _polish(
+            zs2, s2, st2, u0[ix], V[ix], H[ix], c[ix], An[ix], bn[ix], present[ix], qscale[ix], tol
+        )
+        u2 = torch.where(g2.unsqueeze(-1), u0[ix] - (V[ix] @ z2.unsqueeze(-1)).squeeze(-1), u2)
+        u, z, status, good = u.clone(), z.clone(), status.clone(), good.clone()
+        u[ix], z[ix], status[ix], good[ix] = u2, z2, st2, g2
+    return u, z, torch.where(good, OPTIMAL, status), iters
 
 
 def _forward_solve(
@@ -726,28 +780,23 @@ def _forward_solve(
         rows = torch.zeros(B, 0, dtype=torch.long, device=device)
     elif method == "enumerate":
         u, z, rows, status = _solve_enumerate(u0, V, H, c, An, bn, present, qscale, tol)
+        # Rounding at a degenerate vertex can leave no candidate within the tolerance: those
+        # samples go to the interior-point path (its answer is kept where it is optimal).
+        ix = torch.nonzero(status == INACCURATE).reshape(-1)
+        if ix.numel():
+            Pe = _expand(Psym, bP, B, (n, n))
+            u2, z2, st2, iters = _solve_ipm_polished(
+                Pe[ix], qe[ix], An[ix], bn[ix], u0[ix], V[ix], H[ix], c[ix], present[ix], qscale[ix], tol, cfg
+            )
+            use = (st2 == OPTIMAL).unsqueeze(-1)
+            u, z, status = u.clone(), z.clone(), status.clone()
+            u[ix] = torch.where(use, u2, u[ix])
+            z[ix] = torch.where(use, z2, z[ix])
+            status[ix] = torch.where(use[:, 0], st2, status[ix])
+            rows = None  # backward through the general (masked) active-set solve
     else:
-        # Loose interior-point tolerance, then polish (exact active-set solve); samples whose
-        # polish fails continue the interior-point iterations to the final tolerance.
-        Psym = _expand(Psym, bP, B, (n, n))
-        tol_ipm = max(tol, 1e-8 if dtype == torch.float64 else 1e-4)
-        u, zs, s, status, iters = _solve_ipm(Psym, qe, An, bn, tol_ipm, cfg.max_iter)
-        z, good = _polish(zs, s, status, u0, V, H, c, An, bn, present, qscale, tol)
-        u = torch.where(good.unsqueeze(-1), u0 - (V @ z.unsqueeze(-1)).squeeze(-1), u)
-        retry = torch.nonzero(~good & (status != INFEASIBLE)).reshape(-1)
-        if retry.numel() and tol < tol_ipm:
-            ix = retry
-            u2, zs2, s2, st2, it2 = _solve_ipm(
-                Psym[ix], qe[ix], An[ix], bn[ix], tol, cfg.max_iter, (u[ix], s[ix], zs[ix])
-            )
-            iters += it2
-            z2, g2 = _polish(
-                zs2, s2, st2, u0[ix], V[ix], H[ix], c[ix], An[ix], bn[ix], present[ix], qscale[ix], tol
-            )
-            u2 = torch.where(g2.unsqueeze(-1), u0[ix] - (V[ix] @ z2.unsqueeze(-1)).squeeze(-1), u2)
-            u, z, status, good = u.clone(), z.clone(), status.clone(), good.clone()
-            u[ix], z[ix], status[ix], good[ix] = u2, z2, st2, g2
-        status = torch.where(good, OPTIMAL, status)
+        Pe = _expand(Psym, bP, B, (n, n))
+        u, z, status, iters = _solve_ipm_polished(Pe, qe, An, bn, u0, V, H, c, present, qscale, tol, cfg)
     status = torch.where(trivially_bad, INFEASIBLE, status).to(torch.long)
     ok = status == OPTIMAL
     u = torch.where((status == INFEASIBLE).unsqueeze(-1), 0.0, u)
