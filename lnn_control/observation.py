@@ -83,7 +83,8 @@ def get_field(msg: Any, path: str) -> Any:
     """Value of ``msg`` at dotted ``path`` (``pose.pose.position.x``, ``position[2]``)."""
     cur = msg
     for name, idx in _parse_path(path):
-        cur = cur[name] if isinstance(cur, Mapping) else getattr(cur, name)
+        # dict first: the abstract-class check costs more than the lookup on the node's hot path
+        cur = cur[name] if type(cur) is dict or isinstance(cur, Mapping) else getattr(cur, name)
         if idx is not None:
             cur = cur[idx]
     return cur
@@ -182,15 +183,17 @@ def _ex_scan_sectors(f: Feature, msg: Any, latest: Mapping[str, Any]) -> np.ndar
 
 def _ex_scan_points_world(f: Feature, msg: Any, latest: Mapping[str, Any]) -> np.ndarray:
     odom = _need(latest, str(f.args["odom_topic"]), f)
-    if f._aux is None or f._aux[0] is not msg:  # the scan's polar points, once per scan message
+    if f._aux is None or f._aux[0] is not msg:  # the scan's points in its own frame, once per scan
         r, valid = _clean_ranges(msg)
         a0, da = float(get_field(msg, "angle_min")), float(get_field(msg, "angle_increment"))
-        ang = a0 + da * np.arange(r.size)
-        f._aux = (msg, r[valid], ang[valid])
-    _, rv, ang_v = f._aux
+        ang = (a0 + da * np.arange(r.size))[valid]
+        rv = r[valid]
+        f._aux = (msg, np.stack([rv * np.cos(ang), rv * np.sin(ang)], axis=1))
+    local = f._aux[1]
     x, y, th = _odom_pose(odom)
-    av = ang_v + th
-    return np.stack([x + rv * np.cos(av), y + rv * np.sin(av)], axis=1)
+    c, s = math.cos(th), math.sin(th)
+    # world = p + R(theta) local, per odometry message: one (N, 2) x (2, 2) product
+    return local @ np.array([[c, s], [-s, c]]) + np.array([x, y])
 
 
 def _ex_joints(f: Feature, msg: Any, latest: Mapping[str, Any]) -> np.ndarray:
@@ -311,7 +314,7 @@ class Feature:
                 "wrong_size",
                 f"feature {self.name!r} on {self.topic!r}: {v.size} values, expected {self.size}",
             )
-        if not np.all(np.isfinite(v)):
+        if not (all(map(math.isfinite, v.ravel().tolist())) if v.size <= 8 else np.all(np.isfinite(v))):
             raise ObservationError("non_finite", f"feature {self.name!r} on {self.topic!r}: NaN/Inf in {v}")
         return v
 
