@@ -283,7 +283,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 filt,
                 probs,
                 max(100, n_calls // 3),
-                ("DAQP direct",),
+                ("DAQP direct",) if quick else ("DAQP direct", "cvxpy+OSQP"),
                 plot,
             )
     return rows
