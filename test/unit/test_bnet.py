@@ -138,6 +138,43 @@ def test_head_gradients_match_finite_differences() -> None:
     torch.autograd.gradcheck(lambda a, g: head(x, a, g), (u_ref, gains), eps=1e-6, atol=1e-4, rtol=1e-3)
 
 
+def test_head_keeps_an_adversarial_reference_out_of_the_obstacle_in_closed_loop() -> None:
+    """A reference that steers at the obstacle's centre and accelerates enters the disc alone,
+    never through the head (fixed gains, 20 Hz zero-order hold, RK4 in between).
+
+    The HOCBF keeps b >= 0 only from starts in its safe set, b >= 0 and psi1 = b_dot + p1 b >= 0
+    (from a fast approach with psi1 < 0 the row may act too late), so the starts are drawn there."""
+    obs = OBS[0]
+    head = BarrierNetHead([obs]).double()
+    p1, p2 = 1.0, 2.0
+    rng = np.random.default_rng(5)
+    x0 = rng.uniform([-0.5, -1.0, -0.5, 0.0], [0.5, 1.0, 0.5, 1.5], (200, 4))
+    b0 = obs.barrier(x0[:, 0], x0[:, 1])
+    b_dot = 2 * x0[:, 3] * ((x0[:, 0] - obs.x) * np.cos(x0[:, 2]) + (x0[:, 1] - obs.y) * np.sin(x0[:, 2]))
+    x0 = x0[b_dot + p1 * b0 >= 0][:24]
+    n = len(x0)
+    assert n == 24
+
+    def reference(x: np.ndarray) -> np.ndarray:
+        aim = np.arctan2(obs.y - x[:, 1], obs.x - x[:, 0])
+        err = (aim - x[:, 2] + np.pi) % (2 * np.pi) - np.pi
+        return np.stack([3.0 * err, np.full(len(x), 1.0)], 1)
+
+    gains = torch.tensor([[p1, p2]], dtype=torch.float64).expand(n, 2)
+    min_b = {"alone": np.inf, "head": np.inf}
+    for mode in min_b:
+        x = x0.copy()
+        for _ in range(100):
+            u = reference(x)
+            if mode == "head":
+                with torch.no_grad():
+                    u = head(torch.tensor(x), torch.tensor(u), gains).numpy()
+            x = np.array([_rk4(x[i], u[i], 0.05) for i in range(n)])
+            min_b[mode] = min(min_b[mode], float(obs.barrier(x[:, 0], x[:, 1]).min()))
+    assert min_b["alone"] < -0.3
+    assert min_b["head"] >= 0.0
+
+
 def test_bad_input_is_refused_with_the_argument_named() -> None:
     head = BarrierNetHead(OBS)
     x, u_ref, gains = _head_inputs(4, seed=4)
