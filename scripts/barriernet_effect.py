@@ -203,6 +203,7 @@ class TorchController:
         self.model = model
         self.h: torch.Tensor | None = None
         self.interventions: list[np.ndarray] = []
+        self.first_gains: np.ndarray | None = None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         xt = torch.as_tensor(x, dtype=torch.float64).unsqueeze(1)
@@ -212,6 +213,8 @@ class TorchController:
         if len(out) > 2:
             changed = (u - out[2]["u_ref"]).abs().amax(dim=-1) > 1e-9 * (1 + u.abs().amax(dim=-1))
             self.interventions.append(changed[:, 0].numpy())
+            if self.first_gains is None:
+                self.first_gains = out[2]["gains"][:, 0].numpy()
         return u[:, 0].numpy()
 
 
@@ -351,6 +354,13 @@ def run(cfg: EffectConfig, out_dir: pathlib.Path | None = None, log: Any = print
             if isinstance(ctrl, TorchController) and ctrl.interventions:
                 changed = np.stack(ctrl.interventions, axis=1) & r["active"]
                 results[set_name][name]["qp_intervened_steps"] = float(changed.sum() / r["active"].sum())
+            if isinstance(ctrl, TorchController) and ctrl.first_gains is not None:
+                # HOCBF safe set at the start: b >= 0 and psi1 = b_dot + p1 b >= 0 (with the first gains).
+                x = starts
+                radial = (x[:, 0] - OBSTACLE.x) * np.cos(x[:, 2]) + (x[:, 1] - OBSTACLE.y) * np.sin(x[:, 2])
+                b_dot = 2 * x[:, 3] * radial
+                psi1 = b_dot + ctrl.first_gains[:, 0] * barrier(x)
+                results[set_name][name]["starts_outside_hocbf_set"] = int((psi1 < 0).sum())
     summary = {
         "config": asdict(cfg),
         "scene": {
@@ -374,6 +384,9 @@ def run(cfg: EffectConfig, out_dir: pathlib.Path | None = None, log: Any = print
         "total_seconds": time.perf_counter() - t_start,
     }
     log(table(results))
+    bn = {k: v["barriernet"] for k, v in results.items()}
+    outside = ", ".join(f"{k} {r['starts_outside_hocbf_set']}/{r['starts']}" for k, r in bn.items())
+    log(f"BarrierNet starts outside the HOCBF safe set (b_dot + p1 b < 0 at t = 0): {outside}")
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))

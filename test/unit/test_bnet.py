@@ -225,7 +225,7 @@ def test_effect_pipeline_end_to_end_tiny(tmp_path: pathlib.Path) -> None:
     """Seeded demos -> both policies trained -> closed loop: the BarrierNet policy never enters."""
     effect = _load_script()
     torch.set_num_threads(1)
-    cfg = effect.EffectConfig(seed=0, n_demos=6, n_eval=10, epochs=3, batch=16, horizon=6.0)
+    cfg = effect.EffectConfig(seed=0, n_demos=4, n_eval=8, epochs=2, batch=16, horizon=5.0)
     t0 = time.perf_counter()
     summary = effect.run(cfg, tmp_path, log=lambda *_: None)
     assert time.perf_counter() - t0 < 60
@@ -241,5 +241,6 @@ def test_effect_pipeline_end_to_end_tiny(tmp_path: pathlib.Path) -> None:
         assert len(res["plain"]["min_barrier_per_start"]) == cfg.n_eval
         assert 0.0 <= res["barriernet"]["qp_intervened_steps"] <= 1.0
         assert "qp_intervened_steps" not in res["plain"]
+        assert 0 <= res["barriernet"]["starts_outside_hocbf_set"] <= cfg.n_eval
     # The filter is not idle: from the uncovered starts the QP changes the reference somewhere.
     assert summary["results"]["uncovered"]["barriernet"]["qp_intervened_steps"] > 0
