@@ -465,7 +465,9 @@ any_float = st.one_of(
 )
 
 
-def check_output(filt: SafetyFilter, x: Any, u_nom: Any, env: Any, u: np.ndarray, rep: FilterReport) -> None:
+def check_output(
+    filt: SafetyFilter, x: Any, u_nom: Any, env: Any, u: np.ndarray, rep: FilterReport, gains: Any = None
+) -> None:
     assert u.shape == (filt.n_controls,) and np.isfinite(u).all()
     assert (u >= filt.lower).all() and (u <= filt.upper).all(), (u, filt.lower, filt.upper)
     assert rep.status in STATUSES
@@ -475,7 +477,7 @@ def check_output(filt: SafetyFilter, x: Any, u_nom: Any, env: Any, u: np.ndarray
         assert rep.fallback_reason
         return
     assert rep.status in ("optimal", "relaxed") and rep.fallback_reason == ""
-    G, h, _ = filt.constraints(x, env=env)
+    G, h, _ = filt.constraints(x, gains=gains, env=env)
     viol = G @ u - h
     if rep.status == "optimal":
         assert viol.max(initial=0.0) <= 1e-7, viol
@@ -490,14 +492,17 @@ def check_output(filt: SafetyFilter, x: Any, u_nom: Any, env: Any, u: np.ndarray
     name=st.sampled_from(sorted(FILTERS)),
     seed=st.integers(0, 2**31 - 1),
     u_scale=st.sampled_from([0.5, 1.0, 3.0, 1e6]),
+    learned=st.booleans(),
 )
-def test_property_random_states_and_commands(name: str, seed: int, u_scale: float) -> None:
+def test_property_random_states_and_commands(name: str, seed: int, u_scale: float, learned: bool) -> None:
+    """Random states, nominal commands and (half the time) random learned class-K gains."""
     filt = FILTERS[name]
     rng = np.random.default_rng(seed)
     x, env = random_state(filt, rng)
     u_nom = rng.uniform(-1, 1, filt.n_controls) * u_scale * np.maximum(np.abs(filt.upper), 1.0)
-    u, rep = filt.filter(x, u_nom, env=env)
-    check_output(filt, x, u_nom, env, u, rep)
+    gains = 4.0 / (1.0 + np.exp(-rng.normal(0, 2, filt.n_gains))) + 1e-3 if learned else None  # 4 sigmoid
+    u, rep = filt.filter(x, u_nom, gains=gains, env=env)
+    check_output(filt, x, u_nom, env, u, rep, gains)
     assert rep.intervened == (not np.allclose(u, u_nom))
 
 
