@@ -81,7 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dagger-beta", type=float, default=0.5, help="round r applies the expert's command w.p. beta^r"
     )
-    p.add_argument("--eval-episodes", type=int, default=10, help="closed-loop evaluation episodes per round")
+    p.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=0,
+        help="closed-loop evaluation episodes on the built-in simulator after training / each DAgger round",
+    )
     p.add_argument(
         "--noise-episodes",
         type=int,
@@ -90,6 +95,12 @@ def _parser() -> argparse.ArgumentParser:
         "(labels stay the expert's clean command: recovery data, DART)",
     )
     p.add_argument("--action-noise", type=float, default=0.1, help="disturbance std / command limit")
+    p.add_argument(
+        "--goal-relabel",
+        type=int,
+        default=0,
+        help="arm: copies of each training episode with a new random goal, relabelled by the expert",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, type=pathlib.Path, help="model file (.npz); plots go next to it")
     p.add_argument("--no-progress", action="store_true")
@@ -162,14 +173,16 @@ def train_main(argv: list[str]) -> int:
             progress=not a.no_progress,
         )
         train_eps, val_eps = training.split_episodes(episodes, a.val_fraction, a.seed)
-        if a.noise_episodes > 0:  # training split only: validation stays on clean demonstrations
-            from lnn_control.dagger import ClosedLoop
+        if a.noise_episodes > 0 or a.goal_relabel > 0:  # training split only: validation stays clean
+            from lnn_control.dagger import ClosedLoop, relabel_goals
 
             loop = ClosedLoop(robot, a.config)
             train_eps += [
                 loop.run(None, 30_000 + a.seed + i, action_noise=a.action_noise).episode
                 for i in range(a.noise_episodes)
             ]
+            if a.goal_relabel > 0:
+                train_eps += relabel_goals(loop, train_eps, a.goal_relabel, a.seed)
         res = training.train_policy(
             [], tc, input_names=probe.names, output_names=output_names, split=(train_eps, val_eps)
         )
@@ -178,7 +191,7 @@ def train_main(argv: list[str]) -> int:
         return 2
     model = res.model
     history: list[dict[str, Any]] = []
-    if a.dagger_rounds > 0:
+    if a.dagger_rounds > 0 or a.eval_episodes > 0:
         model, history = _dagger(a, robot, tc, res, train_eps, val_eps, probe.names, output_names)
     meta: dict[str, Any] = {
         "robot": robot,
@@ -199,6 +212,7 @@ def train_main(argv: list[str]) -> int:
             "n_train": len(res.train_episodes),
             "n_val": len(res.val_episodes),
             "noise_episodes": a.noise_episodes,
+            **({"goal_relabel": a.goal_relabel} if a.goal_relabel else {}),
             "action_noise": a.action_noise,
             "data": [pathlib.Path(d).name for d in a.data],  # names only: files do not depend on where
             "seed": a.seed,

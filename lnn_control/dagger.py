@@ -36,7 +36,7 @@ from lnn_control.sim.experts import ArmPDExpert, DiffDriveExpert
 from lnn_control.sim.models import ARM_JOINT_NAMES, ROBOTS
 from lnn_control.training import Episode
 
-__all__ = ["RolloutResult", "ClosedLoop", "success_rate", "dagger"]
+__all__ = ["RolloutResult", "ClosedLoop", "success_rate", "dagger", "relabel_goals"]
 
 _NS = 1_000_000_000
 
@@ -332,3 +332,44 @@ def dagger(
         data += new
         policy = train(data, policy)
     return (best[1] if eval_seeds else policy), history
+
+
+def _slices(om: ObservationMap) -> dict[str, slice]:
+    """Where each arm quantity sits in the observation: ``q``, ``dq`` (joint states), ``goal``."""
+    out: dict[str, slice] = {}
+    i = 0
+    for f in om.features:
+        n = int(f.size or 0)
+        if f.topic == T.GOAL_TOPIC["arm"][0]:
+            out["goal"] = slice(i, i + n)
+        elif f.extractor == "joints":
+            out["dq" if f.args.get("quantity") == "velocity" else "q"] = slice(i, i + n)
+        i += n
+    return out
+
+
+def relabel_goals(loop: ClosedLoop, episodes: Sequence[Episode], copies: int, seed: int) -> list[Episode]:
+    """Goal relabelling (arm): each episode again ``copies`` times with a new random goal in the
+    observation and the expert's command for that goal as the label.
+
+    A few dozen demonstrations hold only a few dozen goals, and a network fed q and q_goal
+    side by side learns those goals rather than the command as a function of the error; the expert
+    labels any (state, goal) pair, so this multiplies the goals seen at no simulation cost.
+    """
+    if loop.robot != "arm":
+        raise ValueError("relabel_goals needs the arm: the diff_drive goal feature depends on the pose")
+    sl = _slices(loop.observation_map())
+    if set(sl) != {"q", "dq", "goal"}:
+        raise ValueError(
+            f"observation must hold joint positions, velocities and the goal, found {sorted(sl)}"
+        )
+    rng = np.random.default_rng([seed, 3])
+    out: list[Episode] = []
+    for e in episodes:
+        for _ in range(copies):
+            goal = loop.arm_env.sample_configuration(rng)
+            obs = e.obs.copy()
+            obs[:, sl["goal"]] = goal
+            tgt = np.stack([loop.arm_expert(o[sl["q"]], o[sl["dq"]], goal) for o in obs])
+            out.append(Episode(obs, e.dt.copy(), tgt, source=f"{e.source} relabelled"))
+    return out

@@ -91,3 +91,18 @@ def test_arm_pd_expert_reaches_goals_within_limits_and_rejects_bad_gains() -> No
         ArmPDExpert(loop.arm_env.model, kp=(1.0, -1.0, 1.0))
     with pytest.raises(ValueError, match="dq_max"):
         ArmPDExpert(loop.arm_env.model, dq_max=3.0)
+
+
+def test_goal_relabelling_gives_expert_labels_for_new_goals() -> None:
+    loop = dagger.ClosedLoop("arm", CONFIG / "arm.yaml")
+    demo = loop.run(None, seed=4).episode
+    out = dagger.relabel_goals(loop, [demo], copies=2, seed=0)
+    assert len(out) == 2
+    for e in out:
+        goal = e.obs[0, 6:9]
+        assert np.all(e.obs[:, 6:9] == goal) and not np.allclose(goal, demo.obs[0, 6:9])
+        np.testing.assert_array_equal(e.obs[:, :6], demo.obs[:, :6])  # same states, new goal
+        k = len(e.dt) // 2
+        np.testing.assert_allclose(e.target[k], loop.arm_expert(e.obs[k, :3], e.obs[k, 3:6], goal))
+    with pytest.raises(ValueError, match="arm"):
+        dagger.relabel_goals(dagger.ClosedLoop("diff_drive", CONFIG / "diff_drive.yaml"), [demo], 1, 0)
