@@ -429,3 +429,22 @@ def test_arm_effort_commands_and_gravity_compensation_fallback(tmp_path: pathlib
         node.destroy_node()
         t.destroy_node()
         rclpy.shutdown(context=ctx)
+
+
+@pytest.mark.parametrize("rig", [_STAMPED], indirect=True)
+def test_barriers_switched_off_and_on_live(rig: Rig) -> None:
+    rig.up()
+    rig.send(60.0, wait_for=1)
+    rows = list(rig.status[-1].constraint_names)
+    assert any(n.startswith("wall_xp") for n in rows) and any(n.startswith("scan") for n in rows)
+    res = rig.node.set_parameters([Parameter("safety_filter.wall_xp.enabled", value=False)])[0]
+    assert res.successful, res.reason
+    rig.send(60.02, wait_for=2)
+    rows_off = list(rig.status[-1].constraint_names)
+    assert not any(n.startswith("wall_xp") for n in rows_off) and len(rows_off) < len(rows)
+    # a margin out of its declared range is refused before the callback; a bad type likewise
+    assert not rig.node.set_parameters([Parameter("safety_filter.scan.margin", value=50.0)])[0].successful
+    assert not rig.node.set_parameters([Parameter("safety_filter.scan.margin", value="wide")])[0].successful
+    assert rig.node.set_parameters([Parameter("safety_filter.wall_xp.enabled", value=True)])[0].successful
+    rig.send(60.04, wait_for=3)
+    assert list(rig.status[-1].constraint_names) == rows
