@@ -68,9 +68,10 @@ def _set_stamp(msg: Any, stamp: Any, frame_id: str) -> None:
         msg.header.frame_id = frame_id
 
 
-def command_message(cls: type, obs: ObservationMap, u: np.ndarray, stamp: Any, frame_id: str) -> Any:
-    """Command message of class ``cls`` holding ``u`` (n_controls,) at ``obs.command_fields``."""
-    msg = obs.fill_command(cls(), u)
+def command_message(cls: Any, obs: ObservationMap, u: np.ndarray, stamp: Any, frame_id: str) -> Any:
+    """Command message holding ``u`` (n_controls,) at ``obs.command_fields``: a new one of class
+    ``cls``, or ``cls`` itself refilled when it is a message instance."""
+    msg = obs.fill_command(cls() if isinstance(cls, type) else cls, u)
     _set_stamp(msg, stamp, frame_id)
     return msg
 
