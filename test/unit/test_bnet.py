@@ -6,7 +6,6 @@ import importlib.util
 import json
 import pathlib
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -226,9 +225,7 @@ def test_effect_pipeline_end_to_end_tiny(tmp_path: pathlib.Path) -> None:
     effect = _load_script()
     torch.set_num_threads(1)
     cfg = effect.EffectConfig(seed=0, n_demos=4, n_eval=8, epochs=2, batch=16, horizon=5.0)
-    t0 = time.perf_counter()
     summary = effect.run(cfg, tmp_path, log=lambda *_: None)
-    assert time.perf_counter() - t0 < 60
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert (tmp_path / "trajectories.png").stat().st_size > 10_000
     assert saved["results"] == json.loads(json.dumps(summary["results"]))
