@@ -327,13 +327,28 @@ def _indexed_dual_solve(H: Tensor, rhs: Tensor, rows: Tensor) -> Tensor:
     k = rows.shape[1]
     valid = rows < p
     r = rows.clamp(max=p - 1)
-    flat = (r.unsqueeze(-1) * p + r.unsqueeze(-2)).reshape(B, k * k)
-    Hs = H.reshape(B, p * p).gather(1, flat).view(B, k, k)
-    vv = valid.unsqueeze(-1) & valid.unsqueeze(-2)
-    eye = torch.eye(k, dtype=H.dtype, device=H.device)
-    Hs = torch.where(vv, Hs, eye)
-    inv, _ = _inv_small(Hs)
-    zs = _mm(inv, torch.where(valid, rhs.gather(1, r), 0.0).unsqueeze(-1)).squeeze(-1)
+    Hf = H.reshape(B, p * p)
+    cs = torch.where(valid, rhs.gather(1, r), 0.0)
+    if k == 1:
+        zs = cs / torch.where(valid, Hf.gather(1, r * (p + 1)), 1.0)
+    elif k == 2:
+        # closed form; a padded (absent) second row gets h = 1, no coupling
+        r0, r1 = r[:, 0:1], r[:, 1:2]
+        h = Hf.gather(1, torch.cat([r0 * (p + 1), r0 * p + r1, r1 * (p + 1)], 1))
+        v0, v1 = valid[:, 0:1], valid[:, 1:2]
+        hii = torch.where(v0, h[:, 0:1], 1.0)
+        hjj = torch.where(v1, h[:, 2:3], 1.0)
+        hij = torch.where(v0 & v1, h[:, 1:2], 0.0)
+        det = hii * hjj - hij * hij
+        c0, c1 = cs[:, 0:1], cs[:, 1:2]
+        zs = torch.cat([hjj * c0 - hij * c1, hii * c1 - hij * c0], 1) / det
+    else:
+        flat = (r.unsqueeze(-1) * p + r.unsqueeze(-2)).reshape(B, k * k)
+        Hs = Hf.gather(1, flat).view(B, k, k)
+        vv = valid.unsqueeze(-1) & valid.unsqueeze(-2)
+        Hs = torch.where(vv, Hs, torch.eye(k, dtype=H.dtype, device=H.device))
+        inv, _ = _inv_small(Hs)
+        zs = _mm(inv, cs.unsqueeze(-1)).squeeze(-1)
     z = torch.zeros(B, p + 1, dtype=H.dtype, device=H.device)
     z.scatter_(1, torch.where(valid, rows, p), zs * valid)
     return z[:, :p]
@@ -357,6 +372,21 @@ def _kkt_score(
 # ----------------------------------------------------------------------------- forward solvers
 
 _COMBO_CACHE: dict[tuple[int, int, str], Tensor] = {}
+_TABLE_CACHE: dict[tuple[int, int, str], Tensor] = {}
+
+
+def _candidate_table(p: int, kmax: int, device: torch.device) -> Tensor:
+    """Rows of every candidate active set, in enumeration order, padded with p: (C, kmax)."""
+    key = (p, kmax, str(device))
+    t = _TABLE_CACHE.get(key)
+    if t is None:
+        parts = [torch.full((1, kmax), p, dtype=torch.long, device=device)]
+        parts += [
+            torch.nn.functional.pad(_combos(p, k, device), (0, kmax - k), value=p) for k in range(1, kmax + 1)
+        ]
+        t = torch.cat(parts, 0)
+        _TABLE_CACHE[key] = t
+    return t
 
 
 def _combos(p: int, k: int, device: torch.device) -> Tensor:
@@ -504,7 +534,6 @@ def _solve_enumerate(
     if not all_present:
         hd = torch.where(pt, hd, 1.0)
     vals = [torch.zeros(1, B, dtype=dtype, device=device)]
-    tables = [torch.full((1, kmax), p, dtype=torch.long, device=device)]
     for k in range(1, kmax + 1):
         S = _combos(p, k, device)  # (C, k)
         C = S.shape[0]
@@ -533,8 +562,7 @@ def _solve_enumerate(
         if not all_present:
             ok = ok & pt.index_select(0, S.reshape(-1)).view(C, k, B).all(1)
         vals.append(torch.where(ok, val, ninf))
-        tables.append(torch.nn.functional.pad(S, (0, kmax - k), value=p))
-    val, T = torch.cat(vals, 0), torch.cat(tables, 0)
+    val, T = torch.cat(vals, 0), _candidate_table(p, kmax, device)
     best = val.argmax(0)  # (B,)
     rows = T.index_select(0, best)  # (B, kmax), padded with p
     # the winner's multipliers, solved again for its rows alone (cheaper than keeping all)
