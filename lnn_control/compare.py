@@ -841,27 +841,40 @@ def _model_summaries(runs: dict[str, Any], kinds: Sequence[str], conditions: Seq
     return models
 
 
-def results_from_partials(out: str | pathlib.Path, tasks_wanted: Sequence[str] = TASKS) -> dict[str, Any]:
+def results_from_partials(
+    out: str | pathlib.Path | Sequence[str | pathlib.Path], tasks_wanted: Sequence[str] = TASKS
+) -> dict[str, Any]:
     """The results of a (possibly unfinished) run from its ``partial_<robot>*.json`` files:
-    every finished model and seed (the ``seeds`` count of each model says how many)."""
+    every finished model and seed (the ``seeds`` count of each model says how many).
+
+    ``out`` may list several folders of runs made with the same settings for other models or
+    tasks (e.g. ``--models lstm mlp`` beside the rest); their runs are merged.
+    """
+    dirs = [out] if isinstance(out, str | pathlib.Path) else list(out)
     tasks: dict[str, Any] = {}
     config: dict[str, Any] = {}
+    models: set[str] = set()
+
+    def same(c: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in c.items() if k not in ("models", "tasks")}
+
     for robot in tasks_wanted:
         runs: dict[str, Any] = {}
         header: dict[str, Any] | None = None
-        for path in sorted(pathlib.Path(out).glob(f"partial_{robot}*.json")):
+        for path in sorted(p for d in dirs for p in pathlib.Path(d).glob(f"partial_{robot}*.json")):
             done = json.loads(path.read_text())
             if "task" not in done:
                 continue  # killed before its header was written: nothing finished
-            if config and done["config"] != config:
-                raise ValueError(f"{path}: written with another config than the other partial files")
+            if config and same(done["config"]) != same(config):
+                raise ValueError(f"{path}: written with other settings than the other partial files")
             config = done["config"]
+            models.update(done["config"]["models"])
             header = header or dict(done["task"])
             runs.update(done["runs"])
         if header is None:
             continue
         conditions = header.pop("conditions")
-        header["models"] = _model_summaries(runs, config["models"], conditions)
+        header["models"] = _model_summaries(runs, [m for m in MODELS if m in models], conditions)
         header["verdict"] = _verdict(header)
         tasks[robot] = header
     if not tasks:
@@ -869,7 +882,7 @@ def results_from_partials(out: str | pathlib.Path, tasks_wanted: Sequence[str] =
     return {
         "format": "lnn_control.compare/1",
         "mode": ("quick" if config.get("quick") else "full") + " (partial)",
-        "config": config,
+        "config": {**config, "models": [m for m in MODELS if m in models], "tasks": list(tasks)},
         "torch": torch.__version__,
         "time_s": math.nan,
         "tasks": tasks,
@@ -1174,10 +1187,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="write the reports from --out's partial files (no training)",
     )
+    p.add_argument("--merge", nargs="*", type=pathlib.Path, default=[], help="more run folders to merge")
     a = p.parse_args(argv)
     if a.report_only:
         try:
-            results = results_from_partials(a.out)
+            results = results_from_partials([a.out, *a.merge])
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
