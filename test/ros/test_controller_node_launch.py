@@ -20,10 +20,10 @@ REQUIRED = {
 
 
 def declared_args(tree: ast.AST) -> dict[str, ast.Call]:
-    out = {}
+    out: dict[str, ast.Call] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "DeclareLaunchArgument":
-            assert isinstance(node.args[0], ast.Constant)
+            assert isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
             out[node.args[0].value] = node
     return out
 
@@ -45,14 +45,16 @@ def test_launch_file(path: pathlib.Path, tmp_path: pathlib.Path) -> None:
     assert REQUIRED[path.name] <= set(args), f"missing launch arguments {REQUIRED[path.name] - set(args)}"
     for name, call in args.items():
         d = kw(call, "description")
-        assert isinstance(d, ast.Constant) and len(d.value) > 10, f"{name}: needs a description"
+        assert isinstance(d, ast.Constant) and len(str(d.value)) > 10, f"{name}: needs a description"
         assert kw(call, "default_value") is not None or name == "model", f"{name}: needs a default"
     # every LaunchConfiguration used is declared here
-    used = {
-        n.args[0].value
+    configs = [
+        n.args[0]
         for n in ast.walk(tree)
         if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "LaunchConfiguration"
-    }
+    ]
+    assert all(isinstance(a, ast.Constant) for a in configs), "LaunchConfiguration names must be literals"
+    used = {a.value for a in configs if isinstance(a, ast.Constant)}
     assert used <= set(args), f"undeclared launch arguments {used - set(args)}"
     # our executables exist and are installed to lib/lnn_control by CMake
     cmake = (ROOT / "CMakeLists.txt").read_text()
@@ -61,6 +63,7 @@ def test_launch_file(path: pathlib.Path, tmp_path: pathlib.Path) -> None:
             pkg, exe = kw(n, "package"), kw(n, "executable")
             assert isinstance(pkg, ast.Constant) and isinstance(exe, ast.Constant)
             if pkg.value == "lnn_control":
+                assert isinstance(exe.value, str)
                 assert (ROOT / "scripts" / exe.value).is_file()
                 assert f"scripts/{exe.value}" in cmake
     # default config / launch files named in os.path.join(share, "<dir>", "<file>") exist in the repo
