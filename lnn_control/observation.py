@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -79,12 +80,37 @@ def _parse_path(path: str) -> tuple[tuple[str, int | None], ...]:
     return tuple(parts)
 
 
+_MAPPING_TYPES: dict[type, bool] = {}
+
+
+def _is_mapping(obj: Any) -> bool:
+    """``isinstance(obj, Mapping)``, cached per type (the abstract-class check costs more than a
+    field read on the node's hot path)."""
+    t = type(obj)
+    r = _MAPPING_TYPES.get(t)
+    if r is None:
+        r = _MAPPING_TYPES[t] = isinstance(obj, Mapping)
+    return r
+
+
+@functools.lru_cache(maxsize=1024)
+def _attr_getter(path: str) -> Callable[[Any], Any] | None:
+    """``operator.attrgetter`` for a dotted path without indices (reads it in C), else None."""
+    return None if "[" in path else operator.attrgetter(path)
+
+
 def get_field(msg: Any, path: str) -> Any:
     """Value of ``msg`` at dotted ``path`` (``pose.pose.position.x``, ``position[2]``)."""
+    if type(msg) is not dict and not _is_mapping(msg):
+        getter = _attr_getter(path)
+        if getter is not None:
+            try:
+                return getter(msg)
+            except AttributeError:
+                pass  # a mapping further down (or a real miss): the general walk below decides
     cur = msg
     for name, idx in _parse_path(path):
-        # dict first: the abstract-class check costs more than the lookup on the node's hot path
-        cur = cur[name] if type(cur) is dict or isinstance(cur, Mapping) else getattr(cur, name)
+        cur = cur[name] if type(cur) is dict or _is_mapping(cur) else getattr(cur, name)
         if idx is not None:
             cur = cur[idx]
     return cur
@@ -111,6 +137,11 @@ def set_field(msg: Any, path: str, value: float) -> None:
 
 def stamp_seconds(msg: Any) -> float | None:
     """``header.stamp`` of ``msg`` in seconds, or None when the message has no header."""
+    try:  # message objects (the node's every receipt): plain attribute reads
+        st = msg.header.stamp
+        return float(st.sec) + 1e-9 * float(st.nanosec)
+    except AttributeError:
+        pass
     try:
         st = get_field(msg, "header.stamp")
     except (AttributeError, KeyError, TypeError):
@@ -120,17 +151,41 @@ def stamp_seconds(msg: Any) -> float | None:
     return float(sec) + 1e-9 * float(nsec)
 
 
-def _quat_yaw(q: Any) -> float:
-    g = (lambda k: q[k]) if isinstance(q, Mapping) else (lambda k: getattr(q, k))
-    x, y, z, w = float(g("x")), float(g("y")), float(g("z")), float(g("w"))
+def _yaw(x: float, y: float, z: float, w: float) -> float:
     # yaw of the ZYX Euler decomposition
     return math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
 
 
+_QUAT = operator.attrgetter("x", "y", "z", "w")
+_POSE = operator.attrgetter(
+    "pose.pose.position.x",
+    "pose.pose.position.y",
+    "pose.pose.orientation.x",
+    "pose.pose.orientation.y",
+    "pose.pose.orientation.z",
+    "pose.pose.orientation.w",
+)
+
+
+def _quat_yaw(q: Any) -> float:
+    if _is_mapping(q):
+        x, y, z, w = (float(q[k]) for k in ("x", "y", "z", "w"))
+    else:
+        x, y, z, w = map(float, _QUAT(q))
+    return _yaw(x, y, z, w)
+
+
 def _odom_pose(odom: Any) -> tuple[float, float, float]:
+    if not _is_mapping(odom):
+        try:
+            x, y, qx, qy, qz, qw = map(float, _POSE(odom))
+        except AttributeError:
+            pass  # mappings inside an object: the general path below
+        else:
+            return x, y, _yaw(qx, qy, qz, qw)
     p = get_field(odom, "pose.pose.position")
-    x = float(p["x"] if isinstance(p, Mapping) else p.x)
-    y = float(p["y"] if isinstance(p, Mapping) else p.y)
+    x = float(p["x"] if _is_mapping(p) else p.x)
+    y = float(p["y"] if _is_mapping(p) else p.y)
     return x, y, _quat_yaw(get_field(odom, "pose.pose.orientation"))
 
 
@@ -164,8 +219,8 @@ def _ex_goal_in_body(f: Feature, msg: Any, latest: Mapping[str, Any]) -> np.ndar
         p = get_field(msg, "pose.position")
     except (AttributeError, KeyError):
         p = get_field(msg, "point")  # PointStamped
-    gx = float(p["x"] if isinstance(p, Mapping) else p.x)
-    gy = float(p["y"] if isinstance(p, Mapping) else p.y)
+    gx = float(p["x"] if _is_mapping(p) else p.x)
+    gy = float(p["y"] if _is_mapping(p) else p.y)
     x, y, th = _odom_pose(odom)
     dx, dy = gx - x, gy - y
     c, s = math.cos(th), math.sin(th)
@@ -278,15 +333,23 @@ class Feature:
 
     def extract(self, latest: Mapping[str, Any]) -> np.ndarray:
         """Values from the latest messages; raises :class:`ObservationError` on bad data."""
-        msg = _need(latest, self.topic, self)
+        return self._values(latest).copy()
+
+    def _values(self, latest: Mapping[str, Any]) -> np.ndarray:
+        """:meth:`extract` without the copy (the memo's own array: callers must not keep or write it)."""
+        msg = latest.get(self.topic)
+        if msg is None:
+            msg = _need(latest, self.topic, self)
         # the memo holds the message objects themselves (compared with `is`), so a recycled id
         # can never alias an old message
-        inputs = tuple(latest.get(d) for d in self.dependencies)
-        if self._memo is not None and all(a is b for a, b in zip(self._memo[0], inputs)):
-            return self._memo[1].copy()
+        dep = self.args.get("odom_topic")  # the one extra input topic an extractor may read
+        inputs = (msg,) if dep is None else (msg, latest.get(str(dep)))
+        memo = self._memo
+        if memo is not None and len(memo[0]) == len(inputs) and all(map(operator.is_, memo[0], inputs)):
+            return memo[1]
         v = self._extract(msg, latest)
         self._memo = (inputs, v)
-        return v.copy()
+        return v
 
     def _extract(self, msg: Any, latest: Mapping[str, Any]) -> np.ndarray:
         try:
@@ -339,6 +402,71 @@ def _entry(cfg: Mapping[str, Any], item: Any, where: str) -> Feature:
             )
         return Feature.from_config({"name": item, **cfg[item]}, f"observation.{item}")
     return Feature.from_config(item, where)
+
+
+class _Plan:
+    """A feature list compiled once: ``run(latest)`` -> the concatenated values (n,).
+
+    Scalar attribute fields (``field:`` without an index, size 1) are grouped per topic and read
+    with one ``operator.attrgetter(*paths)`` call, checked as plain floats and written into one
+    output vector; every other feature goes through its memoised :meth:`Feature._values`. Any
+    surprise on the fast path (a dict message, a missing topic or attribute, a non-float value,
+    NaN/Inf) reruns the plain per-feature path, which gives the same values and raises the same
+    :class:`ObservationError` as before, for the first bad feature in order.
+    """
+
+    def __init__(self, feats: Sequence[Feature]) -> None:
+        self.feats = list(feats)
+        self.n = sum(f.size or 0 for f in self.feats)
+        groups: dict[str, tuple[list[str], list[int]]] = {}
+        self.others: list[tuple[Feature, int, int]] = []
+        off = 0
+        for f in self.feats:
+            size = f.size or 0
+            if f.field is not None and size == 1 and "[" not in f.field:
+                paths, pos = groups.setdefault(f.topic, ([], []))
+                paths.append(f.field)
+                pos.append(off)
+            else:
+                self.others.append((f, off, off + size))
+            off += size
+        # (topic, getter giving a tuple of values, output positions)
+        self.groups: list[tuple[str, Callable[[Any], Any], tuple[int, ...]]] = [
+            (t, operator.attrgetter(*paths) if len(paths) > 1 else _one(paths[0]), tuple(pos))
+            for t, (paths, pos) in groups.items()
+        ]
+
+    def run(self, latest: Mapping[str, Any]) -> np.ndarray:
+        if not self.feats:
+            return np.zeros(0)
+        out = np.empty(self.n)
+        try:
+            for topic, get, pos in self.groups:
+                msg = latest[topic]
+                if type(msg) is dict or _is_mapping(msg):
+                    raise _SlowPath
+                vals = get(msg)
+                # one float sum checks the types (floats/ints) and finiteness: s - s is 0 only
+                # for a finite s (an overflow to inf just takes the slow path, which accepts it)
+                s = sum(vals)
+                if type(s) is not float or s - s != 0.0:
+                    raise _SlowPath
+                for i, v in zip(pos, vals):
+                    out[i] = v
+        except (_SlowPath, KeyError, AttributeError, TypeError):
+            return np.concatenate([f.extract(latest) for f in self.feats])
+        for f, a, b in self.others:
+            out[a:b] = f._values(latest)
+        return out
+
+
+class _SlowPath(Exception):
+    """The fast path of :class:`_Plan` met something it does not check itself."""
+
+
+def _one(path: str) -> Callable[[Any], tuple[Any, ...]]:
+    get = operator.attrgetter(path)
+    return lambda msg: (get(msg),)
 
 
 class ObservationMap:
@@ -397,6 +525,7 @@ class ObservationMap:
             raise ValueError(f"observation.stamp_topic {self.stamp_topic!r} is not one of {sorted(types)}")
         self.latest: dict[str, Any] = {}
         self.latest_time: dict[str, float] = {}
+        self._plans = {"features": _Plan(self.features), "state": _Plan(self.state_features)}
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> ObservationMap:
@@ -449,15 +578,15 @@ class ObservationMap:
         """Observation (n_inputs,), or None while a topic has not been seen; raises ObservationError."""
         if not self.ready():
             return None
-        return np.concatenate([f.extract(self.latest) for f in self.features])
+        return self._plans["features"].run(self.latest)
 
     def observation(self) -> np.ndarray:
         """Like :meth:`vector` but raises ``ObservationError('missing')`` instead of returning None."""
-        return self._concat(self.features)
+        return self._plans["features"].run(self.latest)
 
     def state(self) -> np.ndarray:
         """Filter state x (n_state,); raises :class:`ObservationError`."""
-        return self._concat(self.state_features)
+        return self._plans["state"].run(self.latest)
 
     def env(self) -> dict[str, np.ndarray]:
         """SafetyFilter ``env`` entries, e.g. ``{"scan_points": (N, 2) world-frame points}``."""

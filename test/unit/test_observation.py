@@ -307,3 +307,79 @@ def test_named_entry_errors() -> None:
         }
     )
     assert m.state_names == ["x"] and m.n_state == 1
+
+
+def _reference_vector(m: ObservationMap, feats) -> np.ndarray:
+    """The plain per-feature path (what the compiled plan must reproduce)."""
+    return np.concatenate([f.extract(m.latest) for f in feats])
+
+
+def test_compiled_plan_matches_per_feature_path(dd_map: ObservationMap) -> None:
+    rng = np.random.default_rng(11)
+    scan = scan_msg(rng.uniform(0.3, 3.9, 72))
+    for k in range(50):
+        x, y, th, v, w = rng.uniform(-2.5, 2.5, 5)
+        odom = odom_msg(x, y, th, v, w, t=1.0 + 0.01 * k)
+        if k % 7 == 0:
+            scan = scan_msg(rng.uniform(0.3, 3.9, 72))
+        dd_map.update("/odom", odom)
+        dd_map.update("/scan", scan)
+        dd_map.update("/goal_pose", goal_msg(*rng.uniform(-2, 2, 2)))
+        o, xs = dd_map.observation(), dd_map.state()
+        # bit-identical: the fast path reads the same floats, no arithmetic in between
+        np.testing.assert_array_equal(o, _reference_vector(dd_map, dd_map.features))
+        np.testing.assert_array_equal(xs, _reference_vector(dd_map, dd_map.state_features))
+        np.testing.assert_array_equal(o[2:4], [v, w])
+        np.testing.assert_array_equal(xs[:2], [x, y])
+        # fresh arrays each call: a caller keeping one (the node's last good state) is never overwritten
+        assert dd_map.state() is not xs and not np.shares_memory(dd_map.state(), xs)
+
+
+def test_compiled_plan_errors_name_first_bad_feature(dd_map: ObservationMap) -> None:
+    rng = np.random.default_rng(12)
+    feed_dd(dd_map, odom_msg(0.1, 0.2, 0.3), rng.uniform(0.5, 3.0, 72), goal_msg(1, 1))
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        dd_map.update("/odom", odom_msg(0.1, 0.2, 0.3, w=bad))
+        with pytest.raises(ObservationError, match="'omega'") as e:
+            dd_map.observation()
+        assert e.value.kind == "non_finite"
+        dd_map.update("/odom", odom_msg(0.1, bad, 0.3))
+        with pytest.raises(ObservationError, match="'py'") as e:
+            dd_map.state()
+        assert e.value.kind == "non_finite"
+    # huge finite values overflow the fast path's check sum: the slow path still accepts them
+    dd_map.update("/odom", odom_msg(1e308, 1e308, 0.0, v=1e308, w=1e308))
+    np.testing.assert_array_equal(dd_map.state()[:2], [1e308, 1e308])
+    np.testing.assert_array_equal(dd_map.observation()[2:4], [1e308, 1e308])
+    # a missing topic on a grouped field: 'missing', not a KeyError
+    fresh = load_observation_config(ROOT / "config" / "diff_drive.yaml")
+    with pytest.raises(ObservationError) as e:
+        fresh.state()
+    assert e.value.kind == "missing"
+    # a message without the field: bad_message naming the feature
+    fresh.update("/odom", ns(header=ns(stamp=ns(sec=1, nanosec=0)), pose=ns(pose=ns())))
+    with pytest.raises(ObservationError, match="'px'") as e:
+        fresh.state()
+    assert e.value.kind == "bad_message"
+
+
+def test_compiled_plan_dicts_ints_and_mutation(dd_map: ObservationMap) -> None:
+    ranges = np.linspace(0.5, 3.5, 72)
+    feed_dd(dd_map, plain_odom(0.2, -0.4, 0.7), ranges, goal_msg(2.0, 1.0))
+    ref = dd_map.vector()
+    as_dict = {
+        "header": {"stamp": {"sec": 1, "nanosec": 500_000_000}},
+        "pose": {"pose": {"position": {"x": 0.2, "y": -0.4, "z": 0.0}, "orientation": {}}},
+        "twist": {"twist": {"linear": {"x": 0.3}, "angular": {"z": -0.2}}},
+    }
+    q = plain_odom(0.2, -0.4, 0.7).pose.pose.orientation
+    as_dict["pose"]["pose"]["orientation"] = {"x": q.x, "y": q.y, "z": q.z, "w": q.w}  # type: ignore[index]
+    dd_map.update("/odom", as_dict)
+    np.testing.assert_allclose(dd_map.vector(), ref, atol=1e-12)
+    ints = plain_odom(2, -1, 0.0, v=1, w=0)  # integer fields: the slow path converts them
+    dd_map.update("/odom", ints)
+    np.testing.assert_array_equal(dd_map.state()[:2], [2.0, -1.0])
+    np.testing.assert_array_equal(dd_map.observation()[2:4], [1.0, 0.0])
+    ints.twist.twist.linear.x = 0.75  # the same object re-sent after a change is read again
+    dd_map.update("/odom", ints)
+    assert dd_map.observation()[2] == 0.75
