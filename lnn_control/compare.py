@@ -97,6 +97,15 @@ CONDITIONS: tuple[str, ...] = ("clean", "clean+filter", "noise", "drop", "irregu
 _RATE = {"diff_drive": 50.0, "arm": 100.0}  # Hz, the simulator's sensor rates (sim.topics.PUBLISH_RATE)
 _N_IN = {"diff_drive": 12, "arm": 9}
 _N_OUT = {"diff_drive": 2, "arm": 3}
+_INPUT_NAMES = {
+    "diff_drive": ("goal_body[0]", "goal_body[1]", "v", "omega", *(f"scan[{i}]" for i in range(8))),
+    "arm": (
+        *(f"q[{i}]" for i in range(3)),
+        *(f"dq[{i}]" for i in range(3)),
+        *(f"q_goal[{i}]" for i in range(3)),
+    ),
+}
+_OUTPUT_NAMES = {"diff_drive": ("v", "omega"), "arm": ("tau1", "tau2", "tau3")}
 _LIMITS = {
     "diff_drive": np.array([M.DIFF_DRIVE_V_LIMIT, M.DIFF_DRIVE_OMEGA_LIMIT]),
     "arm": np.asarray(M.ARM_TAU_LIMIT, dtype=float),
@@ -389,12 +398,16 @@ def build_model(kind: str, n_inputs: int, n_outputs: int, seed: int) -> nn.Modul
     if kind not in MODELS:
         raise ValueError(f"kind {kind!r}: use one of {MODELS}")
     torch.manual_seed(seed)
+    names: dict[str, Any] = {}
+    for robot in TASKS:  # the node's names when the sizes are a built-in robot's
+        if (n_inputs, n_outputs) == (_N_IN[robot], _N_OUT[robot]):
+            names = {"input_names": list(_INPUT_NAMES[robot]), "output_names": list(_OUTPUT_NAMES[robot])}
     if kind == "cfc_ncp19":
-        return LiquidPolicy(n_inputs, "cfc", AutoNCP(19, n_outputs, seed=seed))
+        return LiquidPolicy(n_inputs, "cfc", AutoNCP(19, n_outputs, seed=seed), **names)
     if kind == "ltc_ncp19":
-        return LiquidPolicy(n_inputs, "ltc", AutoNCP(19, n_outputs, seed=seed))
+        return LiquidPolicy(n_inputs, "ltc", AutoNCP(19, n_outputs, seed=seed), **names)
     if kind == "cfc_dense":
-        return LiquidPolicy(n_inputs, "cfc", None, 64, proj_size=n_outputs, backbone_units=64)
+        return LiquidPolicy(n_inputs, "cfc", None, 64, proj_size=n_outputs, backbone_units=64, **names)
     if kind == "lstm":
         return LSTMPolicy(n_inputs, n_outputs, 64)
     return MLPPolicy(n_inputs, n_outputs, 64)

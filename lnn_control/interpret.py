@@ -57,6 +57,7 @@ __all__ = [
 ]
 
 _LAYER_NAMES = ("inter", "command", "motor")
+_COMMANDS = {"diff_drive": ("v", "omega"), "arm": ("tau1", "tau2", "tau3")}
 
 
 # --- neurons ----------------------------------------------------------------------------------
@@ -300,6 +301,11 @@ def rollout_activity(
         k += 1
         if reached or k * dt >= max_time - 1e-9:  # a violation is recorded, the rollout goes on
             break
+    names = list(om.names)
+    if list(stepper.input_names) == [f"x{i}" for i in range(stepper.n_inputs)] and len(names) == len(obs[0]):
+        stepper.input_names = names  # a model saved without names: the observation mapping's
+    if list(stepper.output_names) == [f"u{i}" for i in range(n_cmd)] and len(_COMMANDS[robot]) == n_cmd:
+        stepper.output_names = list(_COMMANDS[robot])
     info = {
         "source": "simulator",
         "robot": robot,

@@ -17,6 +17,7 @@ from lnn_control.sim import topics as T
 def test_features_match_the_node_observation_map(robot: str) -> None:
     """The fast vectors equal what lnn_controller builds from the simulator's messages."""
     om = load_observation_config(C._config_path(robot))
+    assert list(C._INPUT_NAMES[robot]) == om.names
     env, o, goal = C._episode_env(robot, 3, noise_std=0.02)
     rng = np.random.default_rng(0)
     lim = C._LIMITS[robot]
