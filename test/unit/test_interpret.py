@@ -174,8 +174,8 @@ def test_inspect_simulator_rollout_writes_every_file(tmp_path) -> None:
     )
     assert s["tree"]["on"] == "command neurons" and 1 <= s["tree"]["depth"] <= 2
     assert s["tree"]["fidelity"] <= 1.0 and s["tree"]["test_steps"] > 0
-    assert set(s["saliency"]["by_command"]) == {"u0", "u1", "u2"}
-    assert all(v >= 0 for v in s["saliency"]["by_command"]["u0"].values())
+    assert set(s["saliency"]["by_command"]) == {"tau1", "tau2", "tau3"}  # unnamed model: the arm's names
+    assert all(v >= 0 for v in s["saliency"]["by_command"]["tau1"].values())
     text = (out / "tree.txt").read_text()
     assert "depth" in text and "|---" in text
 
