@@ -98,7 +98,7 @@ def _desc(
 
 
 # name: (default, description, low, high); scalars only, every one with a range where numeric.
-# Node settings other than sensor_timeout / max_dt / default_dt / frame_id (read every step)
+# Node settings other than sensor_timeout / max_dt / default_dt / frame_id / status_every_n (read every step)
 # take effect at the next configure (model_file, control_mode, trigger_topic) or activate
 # (rate_hz, diagnostics_rate); safety_filter.* is live.
 _NODE_PARAMS: dict[str, tuple[Any, str, float | None, float | None]] = {
@@ -147,6 +147,13 @@ _NODE_PARAMS: dict[str, tuple[Any, str, float | None, float | None]] = {
     ),
     "diagnostics_rate": (1.0, "/diagnostics publish rate, Hz (read on activate)", 0.1, 50.0),
     "frame_id": ("base_link", "frame_id of stamped outputs", None, None),
+    "status_every_n": (
+        1,
+        "Publish ~/nominal_command and ~/safety_status with every n-th filtered command (1: every "
+        "one); fallback commands always get theirs. Larger n lightens the step at high rates",
+        1,
+        1000,
+    ),
     "executor": (
         "single",
         "'single' or 'multi' (MultiThreadedExecutor; with rclpy's Python executor it starved sensor "
@@ -233,6 +240,9 @@ class LnnController(LifecycleNode):
         self._rx_stamp: float | None = None
         self._cmd_cls: Any = None
         self._cmd_msg: Any = None
+        self._nominal = rc.ArrayWriter("nominal")  # reused telemetry messages (publish serialises)
+        self._status = rc.SafetyStatusWriter()
+        self._skip_status = 0  # filtered commands to send without telemetry (status_every_n)
         self._publish_lock = threading.Lock()
 
     # ---------------------------------------------------------------- parameters
@@ -442,6 +452,7 @@ class LnnController(LifecycleNode):
         self._fault = None
         self._activated_at = now
         self._in_fallback = False
+        self._skip_status = 0
         if self._mode == "timer":
             self._timers.append(
                 self.create_timer(1.0 / float(self._param("rate_hz")), self._on_timer, self._control_group)
@@ -695,18 +706,19 @@ class LnnController(LifecycleNode):
             self.get_logger().error(f"no command sent: {self._last_reason}")
             if "status" in self._pubs:
                 stamp = self.get_clock().now().to_msg()
-                self._pubs["status"].publish(
-                    rc.safety_status_message(
-                        None,
-                        u_nom,
-                        None,
-                        self._command_names(),
-                        stamp,
-                        self._frame(),
-                        status,
-                        self._last_reason,
+                with self._publish_lock:
+                    self._pubs["status"].publish(
+                        self._status.write(
+                            None,
+                            u_nom,
+                            None,
+                            self._command_names(),
+                            stamp,
+                            self._frame(),
+                            status,
+                            self._last_reason,
+                        )
                     )
-                )
             return False
         self._publish(u, u_nom, report, status, reason)
         return True
@@ -724,17 +736,25 @@ class LnnController(LifecycleNode):
             return
         stamp = self._trigger_stamp if self._trigger_stamp is not None else self.get_clock().now().to_msg()
         frame = self._frame()
-        with self._publish_lock:  # the reused command message (executor: multi, deactivate)
-            self._pubs["command"].publish(rc.command_message(self._cmd_msg, self._obs, u, stamp, frame))
-        self._t_command = time.perf_counter()
-        self.counters["commands"] += 1
-        self._in_fallback = reason is not None or bool(report.fallback_used)
-        self._failed_now = False
-        if u_nom is not None:
-            self._pubs["nominal"].publish(rc.array_message(u_nom, "nominal"))
-        self._pubs["status"].publish(
-            rc.safety_status_message(report, u_nom, u, self._command_names(), stamp, frame, status, reason)
-        )
+        pubs = self._pubs
+        # the reused messages (executor: multi, deactivate), and command before telemetry
+        with self._publish_lock:
+            pubs["command"].publish(rc.command_message(self._cmd_msg, self._obs, u, stamp, frame))
+            self._t_command = time.perf_counter()
+            self.counters["commands"] += 1
+            fallback = reason is not None or bool(report.fallback_used)
+            changed = fallback or self._in_fallback  # a fallback, or the first command after one
+            self._in_fallback = fallback
+            self._failed_now = False
+            if not changed and self._skip_status > 0:
+                self._skip_status -= 1
+                return  # decimated telemetry (status_every_n): this filtered command goes out alone
+            self._skip_status = int(self._param("status_every_n")) - 1
+            if u_nom is not None:
+                pubs["nominal"].publish(self._nominal.write(u_nom))
+            pubs["status"].publish(
+                self._status.write(report, u_nom, u, self._command_names(), stamp, frame, status, reason)
+            )
 
     def latency_summary(self, which: str = "command") -> dict[str, float]:
         """Median / p99 seconds over the last steps: message in -> command published

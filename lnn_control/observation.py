@@ -511,6 +511,7 @@ class ObservationMap:
         self.command_topic = str(cmd["topic"])
         self.command_type = str(cmd["type"])
         self.command_fields = [str(p) for p in fields]
+        self._compile_command()
         types: dict[str, str] = {}
         for f in [*self.features, *self.state_features, *self.env_features.values()]:
             if types.setdefault(f.topic, f.type) != f.type:
@@ -600,6 +601,22 @@ class ObservationMap:
             return np.zeros(0)
         return np.concatenate([f.extract(self.latest) for f in feats])
 
+    def _compile_command(self) -> None:
+        """Command field paths -> writers, once: ``data[i]`` paths of one array become a list
+        written as a whole; plain dotted paths a (parent getter, leaf name) pair per field."""
+        fields = self.command_fields
+        roots = {p.split("[", 1)[0] for p in fields}
+        self._cmd_array: tuple[str, int, list[int]] | None = None
+        if len(roots) == 1 and all("[" in p and "." not in p for p in fields):
+            idx = [int(p.split("[", 1)[1][:-1]) for p in fields]
+            self._cmd_array = (roots.pop(), 1 + max(idx), idx)
+        self._cmd_setters: list[tuple[Callable[[Any], Any] | None, str]] | None = None
+        if all("[" not in p for p in fields):
+            self._cmd_setters = [
+                (operator.attrgetter(p.rsplit(".", 1)[0]) if "." in p else None, p.rsplit(".", 1)[-1])
+                for p in fields
+            ]
+
     def fill_command(self, msg: Any, u: np.ndarray) -> Any:
         """Write command ``u`` (n_controls,) into ``msg`` at the command field paths; returns ``msg``.
 
@@ -609,16 +626,23 @@ class ObservationMap:
         u = np.asarray(u, dtype=np.float64).reshape(-1)
         if u.size != len(self.command_fields):
             raise ValueError(f"u: {u.size} values for {len(self.command_fields)} command fields")
-        roots = {p.split("[", 1)[0] for p in self.command_fields}
-        if len(roots) == 1 and all("[" in p and "." not in p for p in self.command_fields):
-            root = roots.pop()
-            data = [0.0] * (1 + max(int(p.split("[", 1)[1][:-1]) for p in self.command_fields))
-            for p, v in zip(self.command_fields, u):
-                data[int(p.split("[", 1)[1][:-1])] = float(v)
+        vals = u.tolist()
+        if self._cmd_array is not None:
+            root, length, idx = self._cmd_array
+            data = [0.0] * length
+            for i, v in zip(idx, vals):
+                data[i] = v
             set_field(msg, root, data)  # type: ignore[arg-type]
             return msg
-        for p, v in zip(self.command_fields, u):
-            set_field(msg, p, float(v))
+        if self._cmd_setters is not None and not _is_mapping(msg):
+            try:
+                for (parent, leaf), v in zip(self._cmd_setters, vals):
+                    setattr(msg if parent is None else parent(msg), leaf, v)
+                return msg
+            except AttributeError:
+                pass  # mappings inside the message: the general path below (which names the miss)
+        for p, v in zip(self.command_fields, vals):
+            set_field(msg, p, v)
         return msg
 
     def command_from_message(self, msg: Any) -> np.ndarray:
