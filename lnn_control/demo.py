@@ -100,11 +100,15 @@ def summarize(
     gt = np.asarray(ground_truth, dtype=np.float64).reshape(-1, len(fields))
     col = {f: gt[:, i] for i, f in enumerate(fields)}
     bad = col["collision"] > 0.5
+    by = {"collision": int(bad.sum())}
     margins = [col[f] for f in fields if f.startswith("margin_")]
-    for m in margins:
-        bad |= m < -1e-6
+    for f in fields:
+        if f.startswith("margin_"):
+            by[f] = int((col[f] < -1e-6).sum())
+            bad |= col[f] < -1e-6
     for f in ("max_tau_ratio", "max_dq_ratio"):
         if f in col:
+            by[f] = int((col[f] > 1.0 + 1e-6).sum())
             bad |= col[f] > 1.0 + 1e-6
     if "min_clearance" in col:
         truth = col["min_clearance"]
@@ -112,7 +116,9 @@ def summarize(
         truth = np.min(np.stack(margins), axis=0)
     else:
         truth = np.zeros(0)
-    barrier = [min(s["barrier_values"]) for s in statuses if len(s["barrier_values"])]
+    barrier = [
+        float(np.nanmin(s["barrier_values"])) for s in statuses if np.isfinite(s["barrier_values"]).any()
+    ]
     effort: float = math.nan
     if commands is not None and limits is not None and np.size(commands):
         effort = float(np.max(np.abs(np.asarray(commands, dtype=float)) / np.asarray(limits, dtype=float)))
@@ -123,6 +129,7 @@ def summarize(
         "reached": bool(reached),
         "time_s": float(duration),
         "violations": int(bad.sum()),
+        "violations_by": by,  # ticks per violated quantity
         "min_barrier": float(truth.min()) if truth.size else math.nan,
         "min_filter_barrier": float(min(barrier)) if barrier else math.nan,
         "max_effort_ratio": effort,
@@ -148,8 +155,24 @@ class EpisodeLog:
     obs: list[np.ndarray] = field(default_factory=list)  # policy observations at trigger messages
     obs_t: list[float] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
+    replay_statuses: list[dict[str, Any]] = field(default_factory=list)  # from the activation
+    replay_status_t: list[float] = field(default_factory=list)
     reached: bool = False
     duration: float = 0.0
+
+    def trim_before(self, t: float) -> None:
+        """Drop ground truth, statuses and commands of sim time < ``t`` (before the episode's reset).
+
+        Observations stay: replaying the policy needs them from the controller's activation.
+        """
+        k = next((i for i, x in enumerate(self.gt_t) if x >= t), len(self.gt_t))
+        self.gt, self.gt_t = self.gt[k:], self.gt_t[k:]
+        j = next((i for i, x in enumerate(self.status_t) if x >= t), len(self.status_t))
+        self.replay_statuses = list(self.statuses)
+        self.replay_status_t = list(self.status_t)
+        self.statuses, self.status_t = self.statuses[j:], self.status_t[j:]
+        self.commands = self.commands[j:] if len(self.commands) >= j else []
+        self.latencies = self.latencies[j:] if len(self.latencies) >= j else []
 
 
 def _stamp_s(stamp: Any) -> float:
@@ -303,7 +326,7 @@ class _Watcher:
         if not res.success:
             raise RuntimeError(f"lnn_controller refused to {label}; see its log")
 
-    def reset_episode(self, start: Any) -> None:
+    def reset_episode(self, start: Any) -> float:
         from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
         from rcl_interfaces.srv import SetParameters
         from std_srvs.srv import Trigger
@@ -317,6 +340,10 @@ class _Watcher:
         r = self.call(self.reset_sim, Trigger.Request())
         if not r.success:
             raise RuntimeError(f"mujoco_sim reset failed: {r.message}")
+        import re
+
+        m = re.search(r"at sim time ([0-9.]+) s", str(r.message))  # mujoco_sim says when it reset
+        return float(m.group(1)) if m else self.latest_sim_t
 
     def publish_goal(self, goal: Any) -> None:
         from lnn_control.sim import topics as T
@@ -351,7 +378,7 @@ def _goal_reached(robot: str, fields: list[str], row: Sequence[float]) -> bool:
         return bool(g.get("goal_distance", math.inf) < M.GOAL_TOLERANCE)
     return bool(
         g.get("goal_error", math.inf) < M.ARM_GOAL_Q_TOLERANCE
-        and g.get("max_dq_ratio", math.inf) * M.ARM_DQ_LIMIT < M.ARM_GOAL_DQ_TOLERANCE
+        and g.get("max_dq_ratio", math.inf) * float(np.max(M.ARM_DQ_LIMIT)) < M.ARM_GOAL_DQ_TOLERANCE
     )
 
 
@@ -429,7 +456,8 @@ def _replay_hidden(model: pathlib.Path, log: EpisodeLog, default_dt: float) -> t
     states, outs = [], []
     t_prev = None
     # the node's first step is the first status it published (its state was reset on activate)
-    first = log.status_t[0] if log.status_t else -math.inf
+    all_t = log.replay_status_t or log.status_t
+    first = all_t[0] if all_t else -math.inf
     for o, t in zip(log.obs, log.obs_t):
         if t < first:
             continue
@@ -474,13 +502,17 @@ def run_robot(
             ep = EpisodeLog(start=[float(v) for v in start], goal=[float(v) for v in goal])
             if i > 0:
                 w.transition("deactivate")
-            w.reset_episode(start)
             for _ in range(3):  # the goal: a few times, so a late subscriber still gets it
                 w.publish_goal(goal)
                 w.spin_for(0.05)
             w.log, w._sensor_rx = ep, {}
             w.active = True
+            # Activate first, then reset the sim: the robot is never left uncontrolled (an arm
+            # without torque falls onto its limits within ~0.2 s); the figures count from the reset.
             w.transition("activate")
+            t_reset = w.reset_episode(start)
+            w.spin_for(0.05)
+            ep.trim_before(t_reset + 1e-6)
             t0: float | None = None
             last_goal = time.monotonic()
             wall_end = time.monotonic() + max_time / rtf * 3 + 10  # a loaded machine runs the sim slower
@@ -545,11 +577,12 @@ def _report(
         hidden.append(h)
         # compare up to the first fallback (after it the node skipped or reset policy steps)
         prefix = []
-        for st in ep.statuses:
+        seen = {id(x) for x in ep.replay_statuses}
+        for st in ep.replay_statuses + [x for x in ep.statuses if id(x) not in seen]:
             if st["fallback_used"] or not st["nominal"]:
                 break
             prefix.append(st["nominal"])
-        nom = np.asarray(prefix, dtype=float).reshape(len(prefix), -1)
+        nom = np.asarray(prefix, dtype=float) if prefix else np.zeros((0, y.shape[1] if y.ndim == 2 else 1))
         k = min(len(nom), len(y))
         # replay vs node: equal unless a best-effort sensor message was missed by one side
         s["replay_max_abs_diff"] = float(np.abs(nom[:k] - y[:k, : nom.shape[1]]).max()) if k else math.nan
@@ -752,7 +785,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--robots", nargs="+", choices=ROBOTS, default=list(ROBOTS))
     p.add_argument("--max-time", type=float, default=None, help="episode limit (s of sim time)")
-    p.add_argument("--real-time-factor", type=float, default=1.0)
+    p.add_argument(
+        "--real-time-factor",
+        type=float,
+        default=0.5,
+        help="sim seconds per wall second (0.5: a loaded 2-core machine keeps the 100 Hz arm loop on time)",
+    )
     p.add_argument("--models", type=pathlib.Path, default=REPO / "models", help="folder of <robot>.npz")
     a = p.parse_args(argv)
     if a.episodes < 1:
