@@ -2,7 +2,7 @@
 
 The real run starts ``mujoco_sim`` and ``lnn_controller`` as processes (both robots, one short
 episode each, the committed models, filter on) and checks ``summary.json``: every figure present
-and finite where it must be, zero safety violations, the plots written.
+and finite where it must be, no collision or limit crossing, the plots written.
 """
 
 from __future__ import annotations
