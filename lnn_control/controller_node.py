@@ -574,6 +574,10 @@ class LnnController(LifecycleNode):
 
     def _stale_reason(self, now: float, timeout: float) -> str | None:
         assert self._obs is not None
+        rx = self._last_rx
+        # every step: all topics seen and even the oldest fresh -> nothing to name (exempt or not)
+        if len(rx) == len(self._obs.topic_types) and now - min(rx.values()) <= timeout:
+            return None
         exempt = self._param("timeout_exempt_topics") or ()
         for topic in self._obs.topics:
             seen = self._last_rx.get(topic)
