@@ -175,18 +175,34 @@ def _quat_yaw(q: Any) -> float:
     return _yaw(x, y, z, w)
 
 
+# (message, pose) of the last odometry read: several extractors read the same message per step.
+# One tuple, rebound whole, so a reader in another thread never pairs a message with another's pose.
+_POSE_MEMO: tuple[Any, tuple[float, float, float]] = (None, (0.0, 0.0, 0.0))
+
+
 def _odom_pose(odom: Any) -> tuple[float, float, float]:
+    global _POSE_MEMO
+    memo = _POSE_MEMO
+    if memo[0] is odom:
+        return memo[1]
     if not _is_mapping(odom):
         try:
             x, y, qx, qy, qz, qw = map(float, _POSE(odom))
         except AttributeError:
             pass  # mappings inside an object: the general path below
         else:
-            return x, y, _yaw(qx, qy, qz, qw)
+            pose = (x, y, _yaw(qx, qy, qz, qw))
+            _POSE_MEMO = (odom, pose)
+            return pose
     p = get_field(odom, "pose.pose.position")
     x = float(p["x"] if _is_mapping(p) else p.x)
     y = float(p["y"] if _is_mapping(p) else p.y)
     return x, y, _quat_yaw(get_field(odom, "pose.pose.orientation"))
+
+
+def _forget_pose() -> None:
+    global _POSE_MEMO
+    _POSE_MEMO = (None, (0.0, 0.0, 0.0))
 
 
 def _clean_ranges(scan: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -243,12 +259,16 @@ def _ex_scan_points_world(f: Feature, msg: Any, latest: Mapping[str, Any]) -> np
         a0, da = float(get_field(msg, "angle_min")), float(get_field(msg, "angle_increment"))
         ang = (a0 + da * np.arange(r.size))[valid]
         rv = r[valid]
-        f._aux = (msg, np.stack([rv * np.cos(ang), rv * np.sin(ang)], axis=1))
-    local = f._aux[1]
+        local = np.empty(rv.size, dtype=np.complex128)  # points as x + iy: a rotation is one product
+        local.real = rv * np.cos(ang)
+        local.imag = rv * np.sin(ang)
+        f._aux = (msg, local)
     x, y, th = _odom_pose(odom)
-    c, s = math.cos(th), math.sin(th)
-    # world = p + R(theta) local, per odometry message: one (N, 2) x (2, 2) product
-    return local @ np.array([[c, s], [-s, c]]) + np.array([x, y])
+    # world = p + R(theta) local, per odometry message: (x + iy) + e^(i theta) (lx + i ly), the
+    # same products and sums as the 2x2 rotation; the complex array read as (N, 2) floats
+    w = f._aux[1] * complex(math.cos(th), math.sin(th))
+    w += complex(x, y)
+    return w.view(np.float64).reshape(-1, 2)
 
 
 def _ex_joints(f: Feature, msg: Any, latest: Mapping[str, Any]) -> np.ndarray:
@@ -377,7 +397,7 @@ class Feature:
                 "wrong_size",
                 f"feature {self.name!r} on {self.topic!r}: {v.size} values, expected {self.size}",
             )
-        if not (all(map(math.isfinite, v.ravel().tolist())) if v.size <= 8 else np.all(np.isfinite(v))):
+        if not (all(map(math.isfinite, v.ravel().tolist())) if v.size <= 8 else np.isfinite(v).all()):
             raise ObservationError("non_finite", f"feature {self.name!r} on {self.topic!r}: NaN/Inf in {v}")
         return v
 
@@ -560,6 +580,7 @@ class ObservationMap:
         if topic not in self.topic_types:
             return
         if self.latest.get(topic) is msg:  # same object re-sent (maybe mutated): recompute
+            _forget_pose()
             for f in [*self.features, *self.state_features, *self.env_features.values()]:
                 if topic in f.dependencies:
                     f._memo = f._aux = None

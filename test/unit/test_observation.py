@@ -383,3 +383,33 @@ def test_compiled_plan_dicts_ints_and_mutation(dd_map: ObservationMap) -> None:
     ints.twist.twist.linear.x = 0.75  # the same object re-sent after a change is read again
     dd_map.update("/odom", ints)
     assert dd_map.observation()[2] == 0.75
+
+
+def test_pose_reads_follow_a_mutated_odometry_object(dd_map: ObservationMap) -> None:
+    """Extractors share one pose read per odometry message: re-sending the same object after a
+    change must give the new pose everywhere (goal in body frame, scan points, yaw)."""
+    ranges = np.full(72, np.inf)
+    ranges[0] = 1.0
+    odom = odom_msg(0.0, 0.0, 0.0)
+    feed_dd(dd_map, odom, ranges, goal_msg(1.0, 0.0))
+    np.testing.assert_allclose(dd_map.observation()[:2], [1.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(dd_map.env()["scan_points"], [[1.0, 0.0]], atol=1e-12)
+    odom.pose.pose.position.x = 0.5
+    odom.pose.pose.orientation.z, odom.pose.pose.orientation.w = math.sin(math.pi / 4), math.cos(math.pi / 4)
+    dd_map.update("/odom", odom)
+    np.testing.assert_allclose(dd_map.observation()[:2], [0.0, -0.5], atol=1e-12)
+    np.testing.assert_allclose(dd_map.env()["scan_points"], [[0.5, 1.0]], atol=1e-12)
+    np.testing.assert_allclose(dd_map.state(), [0.5, 0.0, math.pi / 2], atol=1e-12)
+
+
+def test_scan_points_non_finite_geometry_is_reported(dd_map: ObservationMap) -> None:
+    scan = scan_msg(np.full(72, 2.0))
+    scan.angle_increment = float("nan")
+    dd_map.update("/odom", odom_msg(0.0, 0.0, 0.0))
+    dd_map.update("/scan", scan)
+    with pytest.raises(ObservationError, match="'scan_points'") as e:
+        dd_map.env()
+    assert e.value.kind == "non_finite"
+    dd_map.update("/scan", scan_msg(np.full(72, 2.0)))
+    dd_map.update("/odom", odom_msg(1e308, 1e308, 0.3))  # huge but finite: kept
+    assert np.isfinite(dd_map.env()["scan_points"]).all()
