@@ -150,3 +150,20 @@ def test_pip_wheel_holds_pure_parts_without_ros(tmp_path: pathlib.Path) -> None:
     assert not any(n.startswith("lnn_control/msg/") for n in names)
     entry = [n for n in names if n.endswith("entry_points.txt")]
     assert entry and "lnn-control = lnn_control.cli:main" in zipfile.ZipFile(wheel).read(entry[0]).decode()
+
+
+def test_cmake_install_holds_every_module_and_subpackage() -> None:
+    """The CMake-installed package (what `ros2 run` uses, outside the source tree) is complete."""
+    import sysconfig
+
+    site = pathlib.Path(sysconfig.get_paths()["purelib"]) / "lnn_control"
+    if not (site / "msg").is_dir():
+        pytest.skip("package not CMake-installed into this environment (make build)")
+    for src in (ROOT / "lnn_control").rglob("*.py"):
+        rel = src.relative_to(ROOT / "lnn_control")
+        if rel == pathlib.Path("__init__.py"):
+            continue  # the rosidl-generated __init__.py is kept
+        assert (site / rel).is_file(), f"lnn_control/{rel} is not installed by CMakeLists.txt"
+    code = "import lnn_control.sim, lnn_control.msg, lnn_control.controller_node; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]
