@@ -214,13 +214,14 @@ def _clean_ranges(scan: Any) -> tuple[np.ndarray, np.ndarray]:
     return np.where(valid, r, rmax), valid
 
 
-# Extractor signature: (spec, msg on the feature topic, latest messages by topic) -> values (size,)
-ExtractorFn = Callable[["Feature", Any, Mapping[str, Any]], np.ndarray]
+# Extractor signature: (spec, msg on the feature topic, latest messages by topic) -> values (size,),
+# an array or, for a few values, a tuple of floats (no numpy call on the node's hot path)
+ExtractorFn = Callable[["Feature", Any, Mapping[str, Any]], "np.ndarray | tuple[float, ...]"]
 
 
-def _ex_yaw(f: Feature, msg: Any, latest: Mapping[str, Any]) -> np.ndarray:
+def _ex_yaw(f: Feature, msg: Any, latest: Mapping[str, Any]) -> tuple[float, ...]:
     path = str(f.args.get("quaternion", "pose.pose.orientation"))
-    return np.array([_quat_yaw(get_field(msg, path))])
+    return (_quat_yaw(get_field(msg, path)),)
 
 
 def _need(latest: Mapping[str, Any], topic: str, f: Feature) -> Any:
@@ -229,7 +230,7 @@ def _need(latest: Mapping[str, Any], topic: str, f: Feature) -> Any:
     return latest[topic]
 
 
-def _ex_goal_in_body(f: Feature, msg: Any, latest: Mapping[str, Any]) -> np.ndarray:
+def _ex_goal_in_body(f: Feature, msg: Any, latest: Mapping[str, Any]) -> tuple[float, ...]:
     odom = _need(latest, str(f.args["odom_topic"]), f)
     try:
         p = get_field(msg, "pose.position")
@@ -241,7 +242,7 @@ def _ex_goal_in_body(f: Feature, msg: Any, latest: Mapping[str, Any]) -> np.ndar
     dx, dy = gx - x, gy - y
     c, s = math.cos(th), math.sin(th)
     # R(theta)^T (g - p): goal in the robot body frame
-    return np.array([c * dx + s * dy, -s * dx + c * dy])
+    return (c * dx + s * dy, -s * dx + c * dy)
 
 
 def _ex_scan_sectors(f: Feature, msg: Any, latest: Mapping[str, Any]) -> np.ndarray:
@@ -353,10 +354,12 @@ class Feature:
 
     def extract(self, latest: Mapping[str, Any]) -> np.ndarray:
         """Values from the latest messages; raises :class:`ObservationError` on bad data."""
-        return self._values(latest).copy()
+        v = self._values(latest)
+        return np.array(v) if type(v) is tuple else v.copy()
 
-    def _values(self, latest: Mapping[str, Any]) -> np.ndarray:
-        """:meth:`extract` without the copy (the memo's own array: callers must not keep or write it)."""
+    def _values(self, latest: Mapping[str, Any]) -> tuple[float, ...] | np.ndarray:
+        """:meth:`extract` without the copy: the memo's own value, small fixed-size ones as a tuple
+        of floats (no numpy calls on the hot path), others as the memo's array (never write it)."""
         msg = latest.get(self.topic)
         if msg is None:
             msg = _need(latest, self.topic, self)
@@ -371,7 +374,7 @@ class Feature:
         self._memo = (inputs, v)
         return v
 
-    def _extract(self, msg: Any, latest: Mapping[str, Any]) -> np.ndarray:
+    def _extract(self, msg: Any, latest: Mapping[str, Any]) -> tuple[float, ...] | np.ndarray:
         try:
             if self.field is not None:
                 raw = get_field(msg, self.field)
@@ -382,10 +385,18 @@ class Feature:
                         raise ObservationError(
                             "non_finite", f"feature {self.name!r} on {self.topic!r}: NaN/Inf in [{f}]"
                         )
-                    return np.array([f])
+                    return (f,)
                 v = np.atleast_1d(np.asarray(raw, dtype=np.float64)).reshape(-1)
             else:
                 v = EXTRACTORS[self.extractor or ""][0](self, msg, latest)
+                if type(v) is tuple:  # small results as plain floats (yaw, goal_in_body)
+                    if self.size == len(v) and all(type(a) is float for a in v):
+                        if not all(map(math.isfinite, v)):
+                            raise ObservationError(
+                                "non_finite", f"feature {self.name!r} on {self.topic!r}: NaN/Inf in {list(v)}"
+                            )
+                        return v
+                    v = np.asarray(v, dtype=np.float64)  # other sizes / types: the checks below
         except ObservationError:
             raise
         except (AttributeError, KeyError, IndexError, TypeError, ValueError) as e:
@@ -397,8 +408,11 @@ class Feature:
                 "wrong_size",
                 f"feature {self.name!r} on {self.topic!r}: {v.size} values, expected {self.size}",
             )
-        if not (all(map(math.isfinite, v.ravel().tolist())) if v.size <= 8 else np.isfinite(v).all()):
+        vals = v.ravel().tolist() if v.size <= 8 else None
+        if not (all(map(math.isfinite, vals)) if vals is not None else np.isfinite(v).all()):
             raise ObservationError("non_finite", f"feature {self.name!r} on {self.topic!r}: NaN/Inf in {v}")
+        if vals is not None and self.size is not None and v.ndim == 1 and v.dtype == np.float64:
+            return tuple(vals)
         return v
 
 
@@ -459,7 +473,7 @@ class _Plan:
     def run(self, latest: Mapping[str, Any]) -> np.ndarray:
         if not self.feats:
             return np.zeros(0)
-        out = np.empty(self.n)
+        out: list[Any] = [0.0] * self.n  # plain floats, one array at the end: few numpy calls
         try:
             for topic, get, pos in self.groups:
                 msg = latest[topic]
@@ -476,8 +490,9 @@ class _Plan:
         except (_SlowPath, KeyError, AttributeError, TypeError):
             return np.concatenate([f.extract(latest) for f in self.feats])
         for f, a, b in self.others:
-            out[a:b] = f._values(latest)
-        return out
+            v = f._values(latest)
+            out[a:b] = v if type(v) is tuple else v.ravel().tolist()
+        return np.array(out, dtype=np.float64)
 
 
 class _SlowPath(Exception):
