@@ -310,7 +310,9 @@ class Feature:
     size: int | None = 1
     args: dict[str, Any] = dc_field(default_factory=dict)
     # last (input messages, values): a scan is reused across the many odometry-triggered steps
-    _memo: tuple[tuple[Any, ...], np.ndarray] | None = dc_field(default=None, repr=False, compare=False)
+    _memo: tuple[tuple[Any, ...], tuple[float, ...] | np.ndarray] | None = dc_field(
+        default=None, repr=False, compare=False
+    )
     # extractor-private cache (scan_points_world: the last scan's valid ranges and angles)
     _aux: Any = dc_field(default=None, repr=False, compare=False)
 
@@ -355,7 +357,7 @@ class Feature:
     def extract(self, latest: Mapping[str, Any]) -> np.ndarray:
         """Values from the latest messages; raises :class:`ObservationError` on bad data."""
         v = self._values(latest)
-        return np.array(v) if type(v) is tuple else v.copy()
+        return v.copy() if isinstance(v, np.ndarray) else np.array(v)
 
     def _values(self, latest: Mapping[str, Any]) -> tuple[float, ...] | np.ndarray:
         """:meth:`extract` without the copy: the memo's own value, small fixed-size ones as a tuple
@@ -388,15 +390,15 @@ class Feature:
                     return (f,)
                 v = np.atleast_1d(np.asarray(raw, dtype=np.float64)).reshape(-1)
             else:
-                v = EXTRACTORS[self.extractor or ""][0](self, msg, latest)
-                if type(v) is tuple:  # small results as plain floats (yaw, goal_in_body)
-                    if self.size == len(v) and all(type(a) is float for a in v):
-                        if not all(map(math.isfinite, v)):
+                r = EXTRACTORS[self.extractor or ""][0](self, msg, latest)
+                if type(r) is tuple:  # small results as plain floats (yaw, goal_in_body)
+                    if self.size == len(r) and all(type(a) is float for a in r):
+                        if not all(map(math.isfinite, r)):
                             raise ObservationError(
-                                "non_finite", f"feature {self.name!r} on {self.topic!r}: NaN/Inf in {list(v)}"
+                                "non_finite", f"feature {self.name!r} on {self.topic!r}: NaN/Inf in {list(r)}"
                             )
-                        return v
-                    v = np.asarray(v, dtype=np.float64)  # other sizes / types: the checks below
+                        return r
+                v = np.asarray(r)  # arrays, and tuples of other sizes / types: the checks below
         except ObservationError:
             raise
         except (AttributeError, KeyError, IndexError, TypeError, ValueError) as e:
@@ -491,7 +493,7 @@ class _Plan:
             return np.concatenate([f.extract(latest) for f in self.feats])
         for f, a, b in self.others:
             v = f._values(latest)
-            out[a:b] = v if type(v) is tuple else v.ravel().tolist()
+            out[a:b] = v.ravel().tolist() if isinstance(v, np.ndarray) else v
         return np.array(out, dtype=np.float64)
 
 
