@@ -922,6 +922,44 @@ class SafetyFilter:
             fill(x, kin, ks, kp, env, G, h, hv)
         return self._G.copy(), self._h.copy(), self._hv.copy()
 
+    def row_terms(
+        self, x: Any, env: Mapping[str, Any] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Gain-free pieces of the QP rows at ``x``: G (m, n_controls) and a, b, c (m,) with
+
+            G u <= a + ks b + kp c      (per-row gains ks, kp as :meth:`row_gain_index` maps them)
+
+        Relative degree 1: b = h(x), c = 0 (a holds Lf h); HOCBF rows: b = h'(x), c = h(x)
+        (a holds Lf^2 h). For training a BarrierNet policy through a differentiable QP: these
+        are data, computed once per sample; only the gains are learned. Rows that constrain
+        nothing (scan rows without a point: G = 0 and a, b, c >= 0) come as a = +inf, b = c = 0.
+        Raises ``ValueError`` / :class:`barriernet.barriers.InputError` where :meth:`filter`
+        would fall back (non-finite ``x``, a missing ``env`` entry)."""
+        x = self._reshape(np.asarray(x, dtype=np.float64), self.n_state, "x")
+        if not np.isfinite(x).all():
+            raise ValueError("x: non-finite values")
+        m = self.n_rows
+        kin = self.dynamics.kinematics(x, self._kin)
+        hs = []
+        # every fill is affine in (ks, kp): three evaluations give the three coefficients
+        for ks, kp in ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0)):
+            KS, KP = np.full(m, ks), np.full(m, kp)
+            for fill, _ks, _kp, G, h, hv in self._blocks_default:
+                sl = self._row_slice(hv)
+                fill(x, kin, KS[sl], KP[sl], env, G, h, hv)
+            hs.append(self._h.copy())
+        G = self._G.copy()
+        a, b, c = hs[0], hs[1] - hs[0], hs[2] - hs[0]
+        free = ~G.any(axis=1) & (a >= 0) & (b >= 0) & (c >= 0)
+        a[free], b[free], c[free] = np.inf, 0.0, 0.0
+        return G, a, b, c
+
+    def row_gain_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """How the gain vector g (ordered as :attr:`gain_names`) gives each row's (ks, kp):
+        ``(i1, i2, deg2)`` (m,) each, with ks = g[i1] + deg2 g[i2], kp = deg2 g[i1] g[i2]
+        (degree 1: ks = k; HOCBF: ks = p1 + p2, kp = p1 p2)."""
+        return self._gidx[0].copy(), self._gidx[1].copy(), self._rel2 > 0
+
     def barrier_values(self, x: Any, env: Mapping[str, Any] | None = None) -> np.ndarray:
         """h(x) of every row (m,) at the default gains; nan where it cannot be computed
         (non-finite x, a barrier whose ``env`` entry is missing)."""
