@@ -192,6 +192,9 @@ class LnnController(LifecycleNode):
 
     def __init__(self, node_name: str = "lnn_controller", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
+        # rclpy's TimeSource (Humble through Kilted): says whether sim time drives the clock
+        ts = getattr(self, "_time_source", None)
+        self._time_source: Any = ts if isinstance(getattr(ts, "ros_time_is_active", None), bool) else None
         for name, (default, text, lo, hi) in _NODE_PARAMS.items():
             integer = isinstance(default, int) and not isinstance(default, bool)
             d = _desc(text, lo, hi, name in _READ_ONLY, integer, _CHOICES.get(name, ()))
@@ -203,6 +206,7 @@ class LnnController(LifecycleNode):
         self._p: dict[str, Any] = {n: self._initial(n) for n in _NODE_PARAMS}
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._bounds: tuple[np.ndarray, np.ndarray] | None = None
+        self._bounds_list: tuple[Any, list[float], list[float]] | None = None  # (box, lower, upper floats)
         self._names: list[str] = []
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.received: dict[str, int] = {}  # messages taken per input topic (starvation check)
@@ -507,7 +511,12 @@ class LnnController(LifecycleNode):
 
     # ---------------------------------------------------------------- control
     def _now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9  # ROS time: sim time with use_sim_time
+        """Node (ROS) time in seconds: sim time with ``use_sim_time``, else the system clock, read
+        directly (what the ROS clock reads then) without building an rclpy ``Time`` per message."""
+        ts = self._time_source
+        if ts is not None and ts.ros_time_is_active is False:
+            return time.time_ns() * 1e-9
+        return self.get_clock().now().nanoseconds * 1e-9
 
     def _make_callback(self, topic: str, is_trigger: bool) -> Any:
         def on_message(msg: Any) -> None:
@@ -678,14 +687,17 @@ class LnnController(LifecycleNode):
         if u.size != self._n_controls:
             return f"filter returned {u.size} controls, expected {self._n_controls}"
         vals = u.tolist()
-        if not all(math.isfinite(v) for v in vals):
+        if not all(map(math.isfinite, vals)):
             return "filter returned a non-finite command"
         if not report.fallback_used and str(report.status) not in ("optimal", "relaxed"):
             return f"filter status {report.status} without fallback"
         b = self._bounds
-        if b is not None and any(
-            not (lo - 1e-9 <= v <= hi + 1e-9) for v, lo, hi in zip(vals, b[0].tolist(), b[1].tolist())
-        ):
+        if b is None:
+            return None
+        lists = self._bounds_list
+        if lists is None or lists[0] is not b:  # the box as floats, once per filter
+            lists = self._bounds_list = (b, b[0].tolist(), b[1].tolist())
+        if any(not (lo - 1e-9 <= v <= hi + 1e-9) for v, lo, hi in zip(vals, lists[1], lists[2])):
             return f"command {vals} outside the control box"
         return None
 

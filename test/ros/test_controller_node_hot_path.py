@@ -174,3 +174,17 @@ def test_status_every_n_decimates_filtered_steps_but_never_fallbacks(direct: Dir
     np.testing.assert_array_equal(
         [c.linear.x for c in direct.cmds[-3:]], [s.safe_command[0] for s in direct.status[-3:]]
     )
+
+
+@pytest.mark.parametrize("direct", [{}, {"use_sim_time": "true"}], indirect=True)
+def test_node_time_is_the_ros_clock(direct: Direct) -> None:
+    """The step reads the system clock directly unless sim time drives the ROS clock."""
+    node = direct.node
+    clock_now = node.get_clock().now().nanoseconds * 1e-9
+    if node.get_parameter("use_sim_time").value:
+        assert clock_now == 0.0 and node._now() == 0.0  # no /clock yet: sim time stands at zero
+        node.set_parameters([Parameter("use_sim_time", Parameter.Type.BOOL, False)])
+        clock_now = node.get_clock().now().nanoseconds * 1e-9
+    assert abs(node._now() - clock_now) < 0.05 and clock_now > 1e9
+    node.set_parameters([Parameter("use_sim_time", Parameter.Type.BOOL, True)])  # live switch
+    assert node._now() == node.get_clock().now().nanoseconds * 1e-9 == 0.0
