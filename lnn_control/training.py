@@ -26,7 +26,7 @@ import dataclasses
 import math
 import pathlib
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -34,6 +34,10 @@ from torch import nn
 
 from lnn_control.policy import LiquidPolicy
 from lnn_control.wiring import AutoNCP
+
+if TYPE_CHECKING:
+    from barriernet.filter_layer import FilterQPLayer
+    from barriernet.safety_filter import SafetyFilter
 
 __all__ = [
     "DataError",
@@ -52,6 +56,9 @@ __all__ = [
     "BestCheckpoint",
     "build_policy",
     "normalized_error",
+    "filter_terms",
+    "safe_command_error",
+    "evaluate_safe",
     "train_policy",
     "evaluate",
     "predict",
@@ -64,12 +71,18 @@ class DataError(ValueError):
 
 @dataclasses.dataclass
 class Episode:
-    """One demonstration: ``obs`` (T, n_in) raw observations, ``dt`` (T,) s, ``target`` (T, n_out)."""
+    """One demonstration: ``obs`` (T, n_in) raw observations, ``dt`` (T,) s, ``target`` (T, n_out).
+
+    For BarrierNet training also the safety filter's inputs per step: ``state`` (T, n_state)
+    and ``env`` (T entries, e.g. ``{"scan_points": (N, 2)}``); None when not recorded.
+    """
 
     obs: np.ndarray
     dt: np.ndarray
     target: np.ndarray
     source: str = ""
+    state: np.ndarray | None = None
+    env: list[dict[str, np.ndarray]] | None = None
 
     def __post_init__(self) -> None:
         self.obs = np.asarray(self.obs, dtype=np.float64)
@@ -91,6 +104,14 @@ class Episode:
                 raise DataError(f"{name} has non-finite values{where}")
         if np.any(self.dt <= 0):
             raise DataError(f"dt must be > 0 (stamps must increase){where}; min dt {self.dt.min()}")
+        if self.state is not None:
+            self.state = np.asarray(self.state, dtype=np.float64)
+            if self.state.ndim != 2 or self.state.shape[0] != t or not np.all(np.isfinite(self.state)):
+                raise DataError(
+                    f"state must be finite with shape ({t}, n_state){where}, got {self.state.shape}"
+                )
+        if self.env is not None and len(self.env) != t:
+            raise DataError(f"env must have one entry per step ({t}){where}, got {len(self.env)}")
 
 
 class MessageMapper(Protocol):
@@ -186,6 +207,10 @@ def episode_from_bag(
     obs: list[np.ndarray] = []
     cmd: list[np.ndarray] = []
     times: list[int] = []
+    # the safety filter's state and env too, when the mapper gives them (ObservationMap)
+    with_state = int(getattr(mapper, "n_state", 0) or 0) > 0
+    states: list[np.ndarray] = []
+    envs: list[dict[str, np.ndarray]] = []
     seen_cmd = False
     for m in bags.read_bag(path, topics):
         if m.topic == command_topic:
@@ -196,6 +221,12 @@ def episode_from_bag(
             obs.append(np.array(v, dtype=np.float64))
             cmd.append(np.array([float(_get_path(m.msg, f)) for f in command_fields]))
             times.append(m.log_time_ns)
+            if with_state:
+                try:
+                    states.append(np.array(mapper.state(), dtype=np.float64))  # type: ignore[attr-defined]
+                    envs.append({k: np.array(a) for k, a in mapper.env().items()})  # type: ignore[attr-defined]
+                except ValueError as e:
+                    raise DataError(f"bag {path}: filter state / env at {m.log_time_ns} ns: {e}") from e
         else:
             mapper.update(m.topic, m.msg, m.log_time_ns)
     if not seen_cmd:
@@ -205,7 +236,9 @@ def episode_from_bag(
     t = np.asarray(times, dtype=np.float64) * 1e-9
     dt = np.diff(t)
     dt = np.concatenate([dt[:1], dt])
-    return Episode(np.stack(obs), dt, np.stack(cmd), source=str(path))
+    if not with_state:
+        return Episode(np.stack(obs), dt, np.stack(cmd), source=str(path))
+    return Episode(np.stack(obs), dt, np.stack(cmd), source=str(path), state=np.stack(states), env=envs)
 
 
 def load_csv(path: str | pathlib.Path, obs_columns: Sequence[str], target_columns: Sequence[str]) -> Episode:
@@ -464,34 +497,33 @@ def normalized_error(model: LiquidPolicy, y: torch.Tensor, target: torch.Tensor)
     return (((y[..., :k] - target) / model.output_std) ** 2).mean()
 
 
-def _windows(episodes: Sequence[Episode], window: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Non-overlapping windows of ``window`` steps (the tail window is aligned to the episode end).
+def _window_stack(per_episode: Sequence[np.ndarray], window: int) -> np.ndarray:
+    """Non-overlapping windows of ``window`` steps of per-episode arrays (T, ...) -> (N, window, ...).
 
-    Episodes shorter than ``window`` are left-padded by repeating their first step, so every
-    window has the same length and no episode is cut to the shortest one.
+    The tail window is aligned to the episode end; episodes shorter than ``window`` are
+    left-padded by repeating their first step, so every window has the same length and no
+    episode is cut to the shortest one.
     """
-    xs, ds, ys = [], [], []
-    for e in episodes:
-        obs, dt, tgt = e.obs, e.dt, e.target
-        t = obs.shape[0]
+    out = []
+    for a in per_episode:
+        t = a.shape[0]
         if t < window:
-            pad = window - t
-            obs = np.concatenate([np.repeat(obs[:1], pad, 0), obs])
-            dt = np.concatenate([np.repeat(dt[:1], pad), dt])
-            tgt = np.concatenate([np.repeat(tgt[:1], pad, 0), tgt])
+            a = np.concatenate([np.repeat(a[:1], window - t, 0), a])
             t = window
         starts = list(range(0, t - window + 1, window))
         if starts[-1] != t - window:
             starts.append(t - window)
-        for s in starts:
-            xs.append(obs[s : s + window])
-            ds.append(dt[s : s + window])
-            ys.append(tgt[s : s + window])
+        out += [a[s : s + window] for s in starts]
+    return np.stack(out)
+
+
+def _windows(episodes: Sequence[Episode], window: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(observations, dt, targets) windows (N, window, ...) float32 (see :func:`_window_stack`)."""
     f = torch.float32
     return (
-        torch.as_tensor(np.stack(xs), dtype=f),
-        torch.as_tensor(np.stack(ds), dtype=f),
-        torch.as_tensor(np.stack(ys), dtype=f),
+        torch.as_tensor(_window_stack([e.obs for e in episodes], window), dtype=f),
+        torch.as_tensor(_window_stack([e.dt for e in episodes], window), dtype=f),
+        torch.as_tensor(_window_stack([e.target for e in episodes], window), dtype=f),
     )
 
 
@@ -508,6 +540,78 @@ def evaluate(model: LiquidPolicy, episodes: Sequence[Episode]) -> float:
         total += err * e.obs.shape[0]
         count += e.obs.shape[0]
     return total / count
+
+
+def filter_terms(layer: FilterQPLayer, episode: Episode) -> tuple[torch.Tensor, ...]:
+    """The filter's gain-free row pieces at every step of ``episode``: G (T, m, n), a, b, c (T, m)
+    float64 (:meth:`barriernet.SafetyFilter.row_terms`); needs ``episode.state`` (and ``env``)."""
+    if episode.state is None:
+        raise DataError(
+            f"{episode.source or 'episode'} has no safety-filter state per step: BarrierNet training "
+            "needs recordings read with an observation mapping that has a 'state:' section (bags)"
+        )
+    if episode.state.shape[1] != layer.filter.n_state:
+        raise DataError(
+            f"{episode.source or 'episode'}: state has {episode.state.shape[1]} values per step, the "
+            f"safety filter's dynamics {layer.filter.n_state}"
+        )
+    try:
+        rt = layer.terms(episode.state, episode.env)
+    except ValueError as e:  # e.g. a missing env entry (InputError is a ValueError)
+        raise DataError(f"{episode.source or 'episode'}: safety-filter rows: {e}") from e
+    return tuple(torch.as_tensor(v) for v in (rt.G, rt.a, rt.b, rt.c))
+
+
+def safe_command_error(
+    model: LiquidPolicy,
+    layer: FilterQPLayer,
+    y: torch.Tensor,
+    target: torch.Tensor,
+    terms: Sequence[torch.Tensor],
+) -> tuple[torch.Tensor | None, int, torch.Tensor]:
+    """BarrierNet loss: normalised MSE of the *safe* command against ``target``.
+
+    ``y`` (B, T, n_commands + n_gains) policy outputs [u_nom, gains]; ``terms`` (G, a, b, c) with
+    leading (B, T); the QP runs in float64. Returns (loss over the feasible samples, or None when
+    there is none; the number of infeasible samples, dropped; safe commands (B*T, n) float64).
+    """
+    k, ng = model.n_commands, model.n_gains
+    u_nom = y[..., :k].reshape(-1, k).double()
+    gains = y[..., k : k + ng].reshape(-1, ng).double().clamp_min(1e-12)  # sigmoid underflow in float32
+    flat = [t.reshape(-1, *t.shape[2:]) for t in terms]
+    u = layer((flat[0], flat[1], flat[2], flat[3]), u_nom, gains)
+    assert layer.status is not None
+    ok = layer.status == 0
+    n_bad = int((~ok).sum())
+    if n_bad == ok.numel():
+        return None, n_bad, u
+    std = model.output_std.double()
+    err = (((u - target.reshape(-1, k).double()) / std) ** 2).mean(-1)
+    return err[ok].mean(), n_bad, u
+
+
+@torch.no_grad()
+def evaluate_safe(
+    model: LiquidPolicy,
+    layer: FilterQPLayer,
+    episodes: Sequence[Episode],
+    terms: Sequence[Sequence[torch.Tensor]],
+) -> tuple[float, int]:
+    """Open-loop normalised MSE of the safe command over whole episodes (zero initial state),
+    over the feasible samples; and the number of infeasible samples."""
+    total, count, bad = 0.0, 0, 0
+    dtype = model.input_mean.dtype
+    for e, tm in zip(episodes, terms):
+        y, _ = model(torch.as_tensor(e.obs, dtype=dtype)[None], torch.as_tensor(e.dt, dtype=dtype)[None])
+        loss, n_bad, _u = safe_command_error(
+            model, layer, y, torch.as_tensor(e.target)[None], [t[None] for t in tm]
+        )
+        bad += n_bad
+        n_ok = e.obs.shape[0] - n_bad
+        if loss is not None:
+            total += float(loss) * n_ok
+            count += n_ok
+    return (total / count if count else math.inf), bad
 
 
 @torch.no_grad()
@@ -530,6 +634,9 @@ class TrainResult:
     best_epoch: int
     train_episodes: list[Episode]
     val_episodes: list[Episode]
+    #: BarrierNet training: samples per epoch whose QP was infeasible (dropped from the loss)
+    infeasible: list[int] = dataclasses.field(default_factory=list)
+    val_infeasible: list[int] = dataclasses.field(default_factory=list)
 
 
 def train_policy(
@@ -540,6 +647,7 @@ def train_policy(
     gain_names: Sequence[str] | None = None,
     init: LiquidPolicy | None = None,
     split: tuple[Sequence[Episode], Sequence[Episode]] | None = None,
+    safety_filter: SafetyFilter | None = None,
 ) -> TrainResult:
     """Behaviour cloning with truncated BPTT; returns the best-validation checkpoint.
 
@@ -549,6 +657,12 @@ def train_policy(
         input_names / output_names / gain_names: stored in the policy (and its model file).
         init: start from this policy's weights (DAgger rounds); its normalisation is kept.
         split: explicit (train, validation) episodes instead of a seeded split.
+        safety_filter: BarrierNet training end to end: the policy gets one gain output per
+            ``safety_filter.gain_names`` (the names stored with it), and its nominal command and
+            gains pass through the filter's QP (:class:`barriernet.filter_layer.FilterQPLayer`)
+            at every step; the loss is :func:`safe_command_error` on the safe command, so it
+            trains both. Episodes need ``state`` (and ``env``) per step. Samples whose QP is
+            infeasible are left out of the loss and counted (``TrainResult.infeasible``).
     Without validation episodes the training loss picks the checkpoint.
     """
     from tqdm import tqdm
@@ -563,6 +677,29 @@ def train_policy(
     if not train_eps:
         raise DataError("no training episodes")
     n_in, n_out = train_eps[0].obs.shape[1], train_eps[0].target.shape[1]
+    layer: FilterQPLayer | None = None
+    if safety_filter is not None:
+        from barriernet.filter_layer import FilterQPLayer
+
+        layer = FilterQPLayer(safety_filter)
+        if layer.n_gains == 0:
+            raise ValueError("safety_filter: has no class-K gains to learn (no barrier rows)")
+        if layer.n_controls != n_out:
+            raise ValueError(f"safety_filter: {layer.n_controls} controls, the data's commands {n_out}")
+        if cfg.n_gains not in (0, layer.n_gains):
+            raise ValueError(
+                f"cfg.n_gains={cfg.n_gains}, the safety filter has {layer.n_gains} gains {layer.gain_names}"
+            )
+        cfg = dataclasses.replace(cfg, n_gains=layer.n_gains)
+        if gain_names is not None and list(gain_names) != layer.gain_names:
+            raise ValueError(
+                f"gain_names {list(gain_names)} differ from the safety filter's {layer.gain_names}"
+            )
+        gain_names = layer.gain_names
+        if init is not None and (init.n_gains != layer.n_gains or list(init.gain_names) != layer.gain_names):
+            raise ValueError(
+                f"init policy gains {list(init.gain_names)} differ from the filter's {layer.gain_names}"
+            )
     if init is not None:
         if init.n_inputs != n_in or init.n_commands != n_out:
             raise ValueError(
@@ -573,6 +710,14 @@ def train_policy(
         model = build_policy(cfg, n_in, n_out, norm_stats(train_eps), input_names, output_names, gain_names)
     model.train()
     x, d, y = _windows(train_eps, cfg.window)
+    tw: list[torch.Tensor] = []
+    val_terms: list[tuple[torch.Tensor, ...]] = []
+    if layer is not None:
+        per_ep = [filter_terms(layer, e) for e in train_eps]
+        tw = [torch.as_tensor(_window_stack([p[j].numpy() for p in per_ep], cfg.window)) for j in range(4)]
+        val_terms = [filter_terms(layer, e) for e in val_eps]
+    bad_hist: list[int] = []
+    val_bad_hist: list[int] = []
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.lr * 0.05)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -584,14 +729,21 @@ def train_policy(
     for epoch in bar:
         model.train()
         perm = torch.randperm(x.shape[0], generator=gen)
-        run, nb = 0.0, 0
+        run, nb, n_bad = 0.0, 0, 0
         for i in range(0, x.shape[0], cfg.batch):
             idx = perm[i : i + cfg.batch]
             xb = x[idx]
             if cfg.input_noise > 0:
                 xb = xb + torch.randn(xb.shape, generator=gen) * noise_scale
             out, _ = model(xb, d[idx])
-            loss = normalized_error(model, out, y[idx])
+            if layer is None:
+                loss = normalized_error(model, out, y[idx])
+            else:
+                safe_loss, bad, _u = safe_command_error(model, layer, out, y[idx], [t[idx] for t in tw])
+                n_bad += bad
+                if safe_loss is None:
+                    continue  # every sample infeasible: nothing to learn from this batch
+                loss = safe_loss
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # liquid cells can spike early on
@@ -600,8 +752,13 @@ def train_policy(
             nb += 1
         sched.step()
         model.eval()
-        tr_hist.append(run / nb)
-        va = evaluate(model, val_eps) if val_eps else tr_hist[-1]
+        tr_hist.append(run / nb if nb else math.inf)
+        bad_hist.append(n_bad)
+        if layer is not None and val_eps:
+            va, vbad = evaluate_safe(model, layer, val_eps, val_terms)
+            val_bad_hist.append(vbad)
+        else:
+            va = evaluate(model, val_eps) if val_eps else tr_hist[-1]
         va_hist.append(va)
         bar.set_postfix(train=f"{tr_hist[-1]:.4f}", val=f"{va:.4f}")
         if best.update(epoch, va, model):
@@ -609,4 +766,7 @@ def train_policy(
     assert best.state is not None
     model.load_state_dict(best.state)
     model.eval()
-    return TrainResult(model, tr_hist, va_hist, best.best_epoch, train_eps, val_eps)
+    res = TrainResult(model, tr_hist, va_hist, best.best_epoch, train_eps, val_eps)
+    if layer is not None:
+        res.infeasible, res.val_infeasible = bad_hist, val_bad_hist
+    return res
