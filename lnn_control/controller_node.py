@@ -177,6 +177,18 @@ _FILTER_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+def _gain_mismatch(stepper: Any, filt: Any) -> str | None:
+    """Why a BarrierNet policy's gain outputs cannot go to ``filt`` (None when they can, or when
+    the policy has none): they are passed as a vector, so the names must be the filter's, in order."""
+    n_gains = int(getattr(stepper, "n_gains", 0) or 0)
+    if n_gains == 0:
+        return None
+    have, want = list(getattr(stepper, "gain_names", [])), list(filt.gain_names)
+    if have != want:
+        return f"policy gain outputs {have} are not the safety filter's class-K gains {want} (in order)"
+    return None
+
+
 class LnnController(LifecycleNode):
     """Lifecycle node running a liquid policy through a BarrierNet safety filter.
 
@@ -323,6 +335,9 @@ class LnnController(LifecycleNode):
             except Exception as e:  # any failure to build means the set is rejected, with the reason
                 return self._reject(f"safety_filter rejected: {e}")
             box, names = new_filter[1], new_filter[2]
+            problem = _gain_mismatch(self._stepper, new_filter[0])
+            if problem is not None:
+                return self._reject(f"safety_filter rejected: {problem}")
             n_new = len(box[0]) if box is not None else len(names)
             if self._obs is not None and n_new != self._n_controls:
                 return self._reject(
@@ -398,6 +413,9 @@ class LnnController(LifecycleNode):
                 f"model {model_file} gives {y.size} outputs, fewer than the {n_ctl} command fields"
             )
         filt, box, names = self._build_filter()
+        problem = _gain_mismatch(stepper, filt)
+        if problem is not None:
+            raise ValueError(f"model {model_file}: {problem}")
         n_box = len(box[0]) if box is not None else n_ctl
         if n_box != n_ctl:
             raise ValueError(
