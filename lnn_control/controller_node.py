@@ -206,7 +206,7 @@ class LnnController(LifecycleNode):
         super().__init__(node_name, **kwargs)
         # rclpy's TimeSource (Humble through Kilted): says whether sim time drives the clock
         ts = getattr(self, "_time_source", None)
-        self._time_source: Any = ts if isinstance(getattr(ts, "ros_time_is_active", None), bool) else None
+        self._clock_source: Any = ts if isinstance(getattr(ts, "ros_time_is_active", None), bool) else None
         for name, (default, text, lo, hi) in _NODE_PARAMS.items():
             integer = isinstance(default, int) and not isinstance(default, bool)
             d = _desc(text, lo, hi, name in _READ_ONLY, integer, _CHOICES.get(name, ()))
@@ -531,7 +531,7 @@ class LnnController(LifecycleNode):
     def _now(self) -> float:
         """Node (ROS) time in seconds: sim time with ``use_sim_time``, else the system clock, read
         directly (what the ROS clock reads then) without building an rclpy ``Time`` per message."""
-        ts = self._time_source
+        ts = self._clock_source
         if ts is not None and ts.ros_time_is_active is False:
             return time.time_ns() * 1e-9
         return self.get_clock().now().nanoseconds * 1e-9
