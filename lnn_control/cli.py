@@ -133,20 +133,27 @@ def train_main(argv: list[str]) -> int:
         output_names = []
     if len(output_names) != len(probe.command_fields):
         output_names = list(probe.command_fields)
-    if a.barriernet and importlib.util.find_spec("barriernet.qp_layer") is None:
-        print(
-            "error: --barriernet trains through barriernet.QPLayer (barriernet/qp_layer.py), which is "
-            "not in this checkout yet; train without --barriernet",
-            file=sys.stderr,
-        )
-        return 2
+    safety_filter = None
     if a.barriernet:
-        print(
-            "error: --barriernet: end-to-end training through barriernet.QPLayer is not wired into "
-            "lnn-control train yet; train without --barriernet",
-            file=sys.stderr,
-        )
-        return 2
+        if importlib.util.find_spec("barriernet.filter_layer") is None:
+            print("error: --barriernet needs barriernet.filter_layer, not in this install", file=sys.stderr)
+            return 2
+        sim_args = ("noise_episodes", "goal_relabel", "dagger_rounds")
+        extra = [f"--{k.replace('_', '-')}" for k in sim_args if getattr(a, k)]
+        if extra:
+            print(
+                f"error: --barriernet: {', '.join(extra)} add in-process simulator episodes, which do not "
+                "record the safety filter's state per step; train --barriernet on recordings only",
+                file=sys.stderr,
+            )
+            return 2
+        from barriernet.safety_filter import SafetyFilter
+
+        try:
+            safety_filter = SafetyFilter.from_config(load_filter_config(a.config))
+        except ValueError as e:
+            print(f"error: --barriernet: --config {a.config} safety_filter: {e}", file=sys.stderr)
+            return 2
     if a.dagger_rounds < 0:
         print(f"error: --dagger-rounds must be >= 0, got {a.dagger_rounds}", file=sys.stderr)
         return 2
@@ -184,7 +191,12 @@ def train_main(argv: list[str]) -> int:
             if a.goal_relabel > 0:
                 train_eps += relabel_goals(loop, train_eps, a.goal_relabel, a.seed)
         res = training.train_policy(
-            [], tc, input_names=probe.names, output_names=output_names, split=(train_eps, val_eps)
+            [],
+            tc,
+            input_names=probe.names,
+            output_names=output_names,
+            split=(train_eps, val_eps),
+            safety_filter=safety_filter,
         )
     except (training.DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -217,6 +229,18 @@ def train_main(argv: list[str]) -> int:
             "data": [pathlib.Path(d).name for d in a.data],  # names only: files do not depend on where
             "seed": a.seed,
             "dagger": history,
+            **(
+                {
+                    "barriernet": {
+                        "gain_names": list(model.gain_names),
+                        "gain_scale": model.gain_scale,
+                        "infeasible_per_epoch": res.infeasible,
+                        "val_infeasible_per_epoch": res.val_infeasible,
+                    }
+                }
+                if safety_filter is not None
+                else {}
+            ),
         },
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -232,6 +256,11 @@ def train_main(argv: list[str]) -> int:
         output_names,
     )
     last = f", closed loop {history[-1]}" if history else ""
+    if safety_filter is not None:
+        last += (
+            f", BarrierNet gains {model.gain_names}, infeasible QP samples dropped (last epoch) "
+            f"{res.infeasible[-1] if res.infeasible else 0}"
+        )
     print(
         f"{robot}: {len(episodes)} episodes, best epoch {res.best_epoch + 1}/{len(res.train_loss)}, "
         f"val loss {res.val_loss[res.best_epoch]:.4f}{last} -> {out}"
