@@ -6,12 +6,17 @@
 # Usage: scripts/train_demo_policies.sh [PYTHON]   (default .venv/bin/python; run from the repo root)
 # CONFIG_DIR (default config/) holds <robot>.yaml; DATA_DIR (default out/demos) receives the bags;
 # MODELS_DIR (default models/) receives <robot>.npz plus plots; ROBOTS (default "diff_drive arm").
+# BARRIERNET=1 (optional, default off): train end to end through the safety filter's QP instead
+# (lnn-control train --barriernet: class-K gain head named as the filter's gain_names) on the
+# recorded bags only (noise / relabelled / DAgger episodes do not record the filter state) into
+# <robot>_barriernet.npz; the committed models/ are the default (BARRIERNET unset) recipe.
 set -euo pipefail
 PY=${1:-.venv/bin/python}
 CONFIG_DIR=${CONFIG_DIR:-config}
 DATA_DIR=${DATA_DIR:-out/demos}
 MODELS_DIR=${MODELS_DIR:-models}
 ROBOTS=${ROBOTS:-"diff_drive arm"}
+BARRIERNET=${BARRIERNET:-0}
 export OMP_NUM_THREADS=1  # bit-reproducible CPU training
 common=(--cell cfc --wiring ncp --units 32 --motor 10 --window 32 --batch 16 --lr 5e-3 --seed 0
         --dagger-beta 0.5 --eval-episodes 10 --no-progress)
@@ -20,8 +25,19 @@ train() {
   rm -rf "${DATA_DIR:?}/$robot"
   "$PY" -m lnn_control.record --robot "$robot" --episodes "$episodes" --out "$DATA_DIR/$robot" --seed 100 \
     > "$DATA_DIR/$robot.record.log"
+  local out="$MODELS_DIR/$robot.npz"
+  if [ "$BARRIERNET" = 1 ]; then
+    local args=() skip=0 a
+    for a in "$@"; do  # drop the in-process episode options and their values
+      if [ $skip = 1 ]; then skip=0; continue; fi
+      case $a in --noise-episodes|--action-noise|--goal-relabel|--dagger-*) skip=1; continue ;; esac
+      args+=("$a")
+    done
+    set -- "${args[@]}" --barriernet
+    out="$MODELS_DIR/${robot}_barriernet.npz"
+  fi
   "$PY" -m lnn_control.cli train --config "$CONFIG_DIR/$robot.yaml" --data "$DATA_DIR/$robot" \
-    "${common[@]}" "$@" --out "$MODELS_DIR/$robot.npz"
+    "${common[@]}" "$@" --out "$out"
 }
 mkdir -p "$DATA_DIR" "$MODELS_DIR"
 pids=()
