@@ -140,7 +140,17 @@ def _in_process(quick: bool, model_path: pathlib.Path, ncps_model: Any) -> list[
     ctx = Context()
     rclpy.init(
         context=ctx,
-        args=["--ros-args", "--params-file", str(CONFIG), "-p", f"model_file:={model_path}"],
+        # the watchdog is not what this row times: a load stall of the shared machine between two
+        # calls must not turn a step into a fallback (the watchdog has its own tests)
+        args=[
+            "--ros-args",
+            "--params-file",
+            str(CONFIG),
+            "-p",
+            f"model_file:={model_path}",
+            "-p",
+            "sensor_timeout:=30.0",
+        ],  # fmt: skip
     )
     node = LnnController(context=ctx)
     # matched readers of the three outputs (never spun: messages wait in their queues), so each
