@@ -10,12 +10,17 @@ Per robot, on its own ``ROS_DOMAIN_ID``:
    ``--filter off`` every barrier of the safety filter is disabled through its
    ``safety_filter.<name>.enabled`` parameter, so only the actuator box (what the drives clip
    anyway) is left: the policy's own commands reach the robot.
-2. Each episode: the controller is deactivated, the simulator gets a seeded start
-   (``initial_state`` parameter + ``~/reset``), the goal is published, the controller is
-   activated (its liquid state starts from zero) and this process watches ``/sim/ground_truth``,
-   the sensor topics, ``~/safety_status``, ``~/nominal_command`` and the command topic until the
-   goal is reached or time runs out. Starts and goals are drawn as
-   :class:`lnn_control.dagger.ClosedLoop` (and the recorder) draw them, from ``--seed + i``.
+2. Each episode: the controller is deactivated and activated again (its liquid state starts
+   from zero), the goal is published until the controller runs its policy rather than its
+   fallback (its fallback holds the state it last saw, and the node counts only a goal received
+   after activation), then the simulator gets a seeded start (``initial_state`` parameter +
+   ``~/reset``; the arm is never left without a command) and this process watches
+   ``/sim/ground_truth``, the sensor topics, ``~/safety_status``, ``~/nominal_command`` and the
+   command topic until the goal is reached or time runs out; the figures count from the reset.
+   The simulator runs in real time (``--real-time-factor``), not in lock-step with the
+   controller: a late control step means the last command is held longer, as on a robot.
+   Starts and goals are drawn as :class:`lnn_control.dagger.ClosedLoop` (and the recorder)
+   draw them, from ``--seed + i``.
 3. Afterwards the policy's hidden state is reconstructed by replaying the watched observations
    through a :class:`~lnn_control.runtime.PolicyStepper` (its outputs are checked against the
    node's ``~/nominal_command``).
@@ -133,6 +138,8 @@ def summarize(
         "min_barrier": float(truth.min()) if truth.size else math.nan,
         "min_filter_barrier": float(min(barrier)) if barrier else math.nan,
         "max_effort_ratio": effort,
+        # arm: the largest max_i |dq_i| / limit_i of any tick (ground truth; > 1 is a violation)
+        "max_dq_ratio": float(col["max_dq_ratio"].max()) if "max_dq_ratio" in col and len(gt) else math.nan,
         "interventions": int(sum(bool(s["intervened"]) for s in statuses)),
         "fallbacks": int(sum(bool(s["fallback_used"]) for s in statuses)),
         "latency_p50_ms": float(np.percentile(lat, 50) * 1e3) if lat.size else math.nan,
@@ -159,6 +166,7 @@ class EpisodeLog:
     replay_status_t: list[float] = field(default_factory=list)
     reached: bool = False
     duration: float = 0.0
+    controller_ready: bool = True  # the controller ran its policy (not its fallback) at the reset
 
     def trim_before(self, t: float) -> None:
         """Drop ground truth, statuses and commands of sim time < ``t`` (before the episode's reset).
@@ -245,6 +253,8 @@ class _Watcher:
         self.set_params: Any = n.create_client(SetParameters, "/mujoco_sim/set_parameters")
         self.reset_sim: Any = n.create_client(Trigger, "/mujoco_sim/reset")
         self.gt_fields: list[str] = []
+        self.last_gt: list[float] = []
+        self.ok_streak = 0  # consecutive ~/safety_status messages without a fallback
 
     # ---- callbacks ----------------------------------------------------------------------
     def _sensor_cb(self, topic: str) -> Any:
@@ -270,11 +280,13 @@ class _Watcher:
     def _on_gt(self, msg: Any) -> None:
         if not self.gt_fields and msg.layout.dim:
             self.gt_fields = msg.layout.dim[0].label.split(",")
+        self.last_gt = list(msg.data)
         if self.active and self.log is not None:
             self.log.gt.append(list(msg.data))
             self.log.gt_t.append(self.latest_sim_t)
 
     def _on_status(self, msg: Any) -> None:
+        self.ok_streak = 0 if msg.fallback_used else self.ok_streak + 1
         if not (self.active and self.log is not None):
             return
         t = _stamp_s(msg.header.stamp)
@@ -344,6 +356,28 @@ class _Watcher:
 
         m = re.search(r"at sim time ([0-9.]+) s", str(r.message))  # mujoco_sim says when it reset
         return float(m.group(1)) if m else self.latest_sim_t
+
+    def wait_controlling(self, goal: Any, timeout: float, streak: int = 10) -> bool:
+        """Publish ``goal`` every 0.05 s until the controller runs its policy (not its fallback).
+
+        True once ``streak`` consecutive ``~/safety_status`` messages report no fallback and (arm)
+        the simulator applies a command (ground-truth ``max_tau_ratio`` > 0: it hears the
+        controller); False after ``timeout`` s of wall time. The node counts a goal only when it
+        arrives after its activation, and right after start-up the processes may not have found
+        each other yet: until then it sends its fallback, computed for a state it last saw
+        (the previous episode's) or none, which is no command for the robot's new start.
+        """
+        self.ok_streak = 0
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self.publish_goal(goal)
+            self.spin_for(0.05)
+            heard = True
+            if self.robot == "arm" and "max_tau_ratio" in self.gt_fields and self.last_gt:
+                heard = self.last_gt[self.gt_fields.index("max_tau_ratio")] > 0.0
+            if self.ok_streak >= streak and heard:
+                return True
+        return False
 
     def publish_goal(self, goal: Any) -> None:
         from lnn_control.sim import topics as T
@@ -502,14 +536,16 @@ def run_robot(
             ep = EpisodeLog(start=[float(v) for v in start], goal=[float(v) for v in goal])
             if i > 0:
                 w.transition("deactivate")
-            for _ in range(3):  # the goal: a few times, so a late subscriber still gets it
-                w.publish_goal(goal)
-                w.spin_for(0.05)
             w.log, w._sensor_rx = ep, {}
             w.active = True
             # Activate first, then reset the sim: the robot is never left uncontrolled (an arm
             # without torque falls onto its limits within ~0.2 s); the figures count from the reset.
+            # The reset waits until the controller runs its policy on the new goal: its fallback,
+            # sent until then, holds the state it last saw, not the new start.
             w.transition("activate")
+            ep.controller_ready = w.wait_controlling(goal, timeout=30.0)
+            if not ep.controller_ready:
+                log(f"  {robot} episode {i}: controller still on its fallback after 30 s; starting anyway")
             t_reset = w.reset_episode(start)
             w.spin_for(0.05)
             ep.trim_before(t_reset + 1e-6)
@@ -587,6 +623,7 @@ def _report(
         # replay vs node: equal unless a best-effort sensor message was missed by one side
         s["replay_max_abs_diff"] = float(np.abs(nom[:k] - y[:k, : nom.shape[1]]).max()) if k else math.nan
         s["start"], s["goal"] = ep.start, ep.goal
+        s["controller_ready"] = ep.controller_ready
         per_ep.append(s)
     lat = np.concatenate([np.asarray(ep.latencies) for ep in logs]) if logs else np.zeros(0)
     reached_t = [s["time_s"] for s in per_ep if s["reached"]]
@@ -600,6 +637,7 @@ def _report(
         "min_barrier": min((s["min_barrier"] for s in per_ep), default=math.nan),
         "min_filter_barrier": min((s["min_filter_barrier"] for s in per_ep), default=math.nan),
         "max_effort_ratio": max((s["max_effort_ratio"] for s in per_ep), default=math.nan),
+        "max_dq_ratio": max((s["max_dq_ratio"] for s in per_ep), default=math.nan),
         "interventions": sum(s["interventions"] for s in per_ep),
         "fallbacks": sum(s["fallbacks"] for s in per_ep),
         "steps": sum(len(ep.statuses) for ep in logs),
