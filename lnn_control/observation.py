@@ -200,18 +200,40 @@ def _odom_pose(odom: Any) -> tuple[float, float, float]:
     return x, y, _quat_yaw(get_field(odom, "pose.pose.orientation"))
 
 
-def _forget_pose() -> None:
-    global _POSE_MEMO
+def _forget_reads() -> None:
+    """Drop the shared per-message reads (a message object re-sent after a change)."""
+    global _POSE_MEMO, _RANGES_MEMO
     _POSE_MEMO = (None, (0.0, 0.0, 0.0))
+    _RANGES_MEMO = (None, (np.zeros(0), np.zeros(0, dtype=bool)))
+
+
+# (scan message, its cleaned ranges): the sector and point extractors read the same scan
+_RANGES_MEMO: tuple[Any, tuple[np.ndarray, np.ndarray]] = (None, (np.zeros(0), np.zeros(0, dtype=bool)))
 
 
 def _clean_ranges(scan: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Ranges (n,) with invalid beams set to range_max, and the mask of valid beams."""
+    """Ranges (n,) with invalid beams set to range_max, and the mask of valid beams (shared by the
+    extractors of one scan message: read-only)."""
+    global _RANGES_MEMO
+    memo = _RANGES_MEMO
+    if memo[0] is scan:
+        return memo[1]
     r = np.asarray(get_field(scan, "ranges"), dtype=np.float64).reshape(-1)
     rmin, rmax = float(get_field(scan, "range_min")), float(get_field(scan, "range_max"))
     # inf / NaN / outside [range_min, range_max] mean "no valid return": treat as free up to range_max
     valid = np.isfinite(r) & (r >= rmin) & (r <= rmax)
-    return np.where(valid, r, rmax), valid
+    out = (np.where(valid, r, rmax), valid)
+    _RANGES_MEMO = (scan, out)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _sector_starts(n_beams: int, sectors: int) -> np.ndarray:
+    """First beam of each sector, split as ``numpy.array_split`` does (the first n_beams % sectors
+    sectors one beam longer)."""
+    q, rem = divmod(n_beams, sectors)
+    sizes = [q + 1] * rem + [q] * (sectors - rem)
+    return np.cumsum([0, *sizes[:-1]]).astype(np.intp)
 
 
 # Extractor signature: (spec, msg on the feature topic, latest messages by topic) -> values (size,),
@@ -250,7 +272,7 @@ def _ex_scan_sectors(f: Feature, msg: Any, latest: Mapping[str, Any]) -> np.ndar
     n = int(f.args["sectors"])
     if r.size < n:
         raise ObservationError("wrong_size", f"feature {f.name!r}: scan has {r.size} beams < {n} sectors")
-    return np.array([s.min() for s in np.array_split(r, n)])
+    return np.minimum.reduceat(r, _sector_starts(r.size, n))  # type: ignore[no-any-return]
 
 
 def _ex_scan_points_world(f: Feature, msg: Any, latest: Mapping[str, Any]) -> np.ndarray:
@@ -597,7 +619,7 @@ class ObservationMap:
         if topic not in self.topic_types:
             return
         if self.latest.get(topic) is msg:  # same object re-sent (maybe mutated): recompute
-            _forget_pose()
+            _forget_reads()
             for f in [*self.features, *self.state_features, *self.env_features.values()]:
                 if topic in f.dependencies:
                     f._memo = f._aux = None

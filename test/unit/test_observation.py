@@ -413,3 +413,29 @@ def test_scan_points_non_finite_geometry_is_reported(dd_map: ObservationMap) -> 
     dd_map.update("/scan", scan_msg(np.full(72, 2.0)))
     dd_map.update("/odom", odom_msg(1e308, 1e308, 0.3))  # huge but finite: kept
     assert np.isfinite(dd_map.env()["scan_points"]).all()
+
+
+@pytest.mark.parametrize("beams", [8, 9, 13, 50, 72, 361])
+def test_scan_sectors_match_array_split_reference(dd_map: ObservationMap, beams: int) -> None:
+    rng = np.random.default_rng(beams)
+    ranges = rng.uniform(0.1, 3.9, beams)
+    ranges[rng.integers(0, beams, 3)] = np.inf  # no return: free up to range_max
+    ranges[rng.integers(0, beams, 2)] = 0.01  # below range_min: invalid too
+    feed_dd(dd_map, odom_msg(0.0, 0.0, 0.0), ranges, goal_msg(1, 1))
+    scan = dd_map.latest["/scan"]  # float32 fields: the reference reads the message's own values
+    r = np.asarray(scan.ranges, dtype=np.float64)
+    lo, hi = float(scan.range_min), float(scan.range_max)
+    clean = np.where(np.isfinite(r) & (r >= lo) & (r <= hi), r, hi)
+    want = [s.min() for s in np.array_split(clean, 8)]
+    np.testing.assert_array_equal(dd_map.observation()[4:], want)
+
+
+def test_scan_reads_follow_a_mutated_scan_object(dd_map: ObservationMap) -> None:
+    scan = scan_msg(np.full(72, 3.0))
+    feed_dd(dd_map, odom_msg(0.0, 0.0, 0.0), np.full(72, 3.0), goal_msg(1, 1))
+    dd_map.update("/scan", scan)
+    assert dd_map.observation()[4:].tolist() == [3.0] * 8 and len(dd_map.env()["scan_points"]) == 72
+    scan.ranges = [1.0] + [float("inf")] * 71
+    dd_map.update("/scan", scan)  # the same object again, changed: every scan feature re-read
+    assert dd_map.observation()[4:].tolist() == [1.0] + [4.0] * 7
+    np.testing.assert_allclose(dd_map.env()["scan_points"], [[1.0, 0.0]], atol=1e-12)
