@@ -46,7 +46,7 @@ from scipy.sparse.csgraph import dijkstra
 from lnn_control.sim import models as M
 from lnn_control.sim.diff_drive import clearance
 
-__all__ = ["DiffDriveExpert", "ArmExpert", "ArmPDExpert"]
+__all__ = ["DiffDriveExpert", "DiffDriveLocalExpert", "ArmExpert", "ArmPDExpert"]
 
 
 def _wrap(a: float) -> float:
@@ -177,6 +177,85 @@ class DiffDriveExpert:
             ahead = xy + 0.01 * np.array([math.cos(th), math.sin(th)])
             if clearance(ahead) < c:
                 v *= max(c, 0.0) / self.guard
+        return np.array([v, omega])
+
+
+class DiffDriveLocalExpert:
+    """Go-to-goal from what the policy observes: the goal in the body frame and the scan's sector minima.
+
+    ``DiffDriveExpert`` plans on the global map, so its choice (which side of an obstacle) depends on
+    things the policy never sees; this one decides from the policy's own inputs only. Sector j
+    (``sectors`` of them, the ``scan_sectors`` extractor's split of a 360 deg scan whose first beam
+    points along the robot's x axis) covers body angles [2 pi j / n, 2 pi (j + 1) / n). The
+    clearance of a direction a is the smallest minimum among the sectors that overlap
+    [a - half_width, a + half_width]; a direction is free when that clearance is at least
+    min(goal distance, ``look``) + ``body``. The expert heads for the free direction closest to the
+    goal's (none free: the direction of largest clearance):
+
+        omega = clip(k_omega e),  v = v_max cos(e)_+^2 min(1, d_goal / 0.5) clip((c_front - 0.3) / 0.4, 0, 1)
+
+    with e the chosen direction and c_front the clearance straight ahead. Memoryless, so it can stall
+    where two directions tie; on 12 seeded episodes (seeds 500-511, 30 s) it reached 8 goals without
+    a collision (the map planner all of them).
+
+    Args:
+        sectors: number of scan sectors in the observation.
+        look: m, how far ahead a direction must be free (less when the goal is nearer).
+        half_width: rad, half the angular width checked around a direction.
+        v_max: m/s; k_omega: 1/s heading gain; body: m, the robot radius added to the clearance.
+    """
+
+    def __init__(
+        self,
+        sectors: int = 8,
+        look: float = 0.9,
+        half_width: float = math.radians(30.0),
+        v_max: float = 0.5,
+        k_omega: float = 3.0,
+        body: float = M.DIFF_DRIVE_RADIUS,
+    ):
+        if sectors < 1:
+            raise ValueError(f"sectors must be >= 1, got {sectors}")
+        if not 0 < v_max <= M.DIFF_DRIVE_V_LIMIT:
+            raise ValueError(f"v_max must be in (0, {M.DIFF_DRIVE_V_LIMIT}] m/s, got {v_max}")
+        if look <= 0 or half_width < 0 or k_omega <= 0 or body < 0:
+            raise ValueError("look and k_omega must be > 0, half_width and body >= 0")
+        self.sectors, self.look, self.half_width = int(sectors), float(look), float(half_width)
+        self.v_max, self.k_omega, self.body = float(v_max), float(k_omega), float(body)
+        width = 2.0 * math.pi / self.sectors
+        self._centres = (np.arange(self.sectors) + 0.5) * width
+        self._reach = width / 2.0 + self.half_width
+        self._candidates = np.linspace(-math.pi, math.pi, 73)[:-1]  # every 5 deg
+
+    def clearances(self, sectors: np.ndarray, angles: np.ndarray) -> np.ndarray:
+        """Clearance (m) along each body-frame direction in ``angles`` (K,) from sector minima (n,)."""
+        d = np.abs(np.angle(np.exp(1j * (self._centres[None, :] - np.asarray(angles, float)[:, None]))))
+        masked = np.where(d < self._reach, np.asarray(sectors, float)[None, :], np.inf)
+        return masked.min(axis=1)
+
+    def __call__(self, goal_body: np.ndarray, sectors: np.ndarray) -> np.ndarray:
+        """Command (2,) = (v m/s, omega rad/s) from ``goal_body`` (2,) m and scan sector minima (n,) m."""
+        g = np.asarray(goal_body, dtype=float).reshape(-1)
+        s = np.asarray(sectors, dtype=float).reshape(-1)
+        if g.shape != (2,) or not np.all(np.isfinite(g)):
+            raise ValueError(f"goal_body must be 2 finite numbers (m), got {goal_body!r}")
+        if s.shape != (self.sectors,) or np.any(np.isnan(s)):
+            raise ValueError(f"sectors must be {self.sectors} ranges (m), got {sectors!r}")
+        d_goal = float(np.hypot(g[0], g[1]))
+        if d_goal < M.GOAL_TOLERANCE * 0.5:
+            return np.zeros(2)
+        goal_angle = math.atan2(g[1], g[0])
+        clear = self.clearances(s, self._candidates)
+        free = clear >= min(d_goal, self.look) + self.body
+        if free.any():
+            off = np.abs(np.angle(np.exp(1j * (self._candidates - goal_angle))))
+            e = float(self._candidates[np.flatnonzero(free)[np.argmin(off[free])]])
+        else:
+            e = float(self._candidates[np.argmax(clear)])
+        omega = float(np.clip(self.k_omega * e, -M.DIFF_DRIVE_OMEGA_LIMIT, M.DIFF_DRIVE_OMEGA_LIMIT))
+        front = float(self.clearances(s, np.zeros(1))[0])
+        v = self.v_max * max(math.cos(e), 0.0) ** 2 * min(1.0, d_goal / 0.5)
+        v *= float(np.clip((front - 0.3) / 0.4, 0.0, 1.0))
         return np.array([v, omega])
 
 
