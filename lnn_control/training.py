@@ -16,6 +16,13 @@ without improvement. Observations come from a *message mapper* (``topics``, ``up
 t_ns)``, ``vector() -> ndarray | None``, ``names``): the node's :class:`ObservationMap` (what the
 CLI uses, from the robot's config YAML), or :class:`FieldMap` (message field paths per topic).
 Closed-loop data aggregation (DAgger) lives in :mod:`lnn_control.dagger`.
+
+BarrierNet mode (``train_policy(..., safety_filter=f)``, ``lnn-control train --barriernet``): the
+policy gets one class-K gain output per ``f.gain_names``, and at every step its nominal command
+and gains pass through the filter's own QP (:class:`barriernet.filter_layer.FilterQPLayer`, float64,
+rows from :meth:`~barriernet.SafetyFilter.row_terms` of the recorded filter state and env); the loss
+is the normalised MSE of the *safe* command (:func:`safe_command_error`), so the gradient trains
+both heads (Xiao et al., BarrierNet, T-RO 2023). Samples whose QP is infeasible are dropped and counted.
 """
 
 from __future__ import annotations
