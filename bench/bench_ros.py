@@ -149,7 +149,7 @@ def _in_process(quick: bool, model_path: pathlib.Path, ncps_model: Any) -> list[
             "-p",
             f"model_file:={model_path}",
             "-p",
-            "sensor_timeout:=30.0",
+            "sensor_timeout:=10.0",  # the parameter's maximum
         ],  # fmt: skip
     )
     node = LnnController(context=ctx)
