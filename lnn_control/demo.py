@@ -167,20 +167,29 @@ class EpisodeLog:
     reached: bool = False
     duration: float = 0.0
     controller_ready: bool = True  # the controller ran its policy (not its fallback) at the reset
+    warmup_steps: int = 0  # controller steps between its activation and the reset (old pose, new goal)
 
-    def trim_before(self, t: float) -> None:
-        """Drop ground truth, statuses and commands of sim time < ``t`` (before the episode's reset).
+    def trim_before(self, t: float, n_statuses: int = 0, n_commands: int = 0, n_latencies: int = 0) -> None:
+        """Drop ground truth, statuses and commands from before the episode's reset at sim time ``t``.
 
+        ``n_statuses`` / ``n_commands`` / ``n_latencies``: how many there were when the reset was
+        requested; those go, and so do later statuses stamped before ``t`` (in flight, with one
+        command each). Statuses are not dropped by stamp alone: one that the node's watchdog sends
+        carries node (wall) time, not sim time.
         Observations stay: replaying the policy needs them from the controller's activation.
         """
         k = next((i for i, x in enumerate(self.gt_t) if x >= t), len(self.gt_t))
         self.gt, self.gt_t = self.gt[k:], self.gt_t[k:]
-        j = next((i for i, x in enumerate(self.status_t) if x >= t), len(self.status_t))
+        j = min(n_statuses, len(self.status_t))
+        while j < len(self.status_t) and self.status_t[j] < t:
+            j += 1
         self.replay_statuses = list(self.statuses)
+        self.warmup_steps = j
         self.replay_status_t = list(self.status_t)
         self.statuses, self.status_t = self.statuses[j:], self.status_t[j:]
-        self.commands = self.commands[j:] if len(self.commands) >= j else []
-        self.latencies = self.latencies[j:] if len(self.latencies) >= j else []
+        in_flight = j - min(n_statuses, j)
+        self.commands = self.commands[min(n_commands + in_flight, len(self.commands)) :]
+        self.latencies = self.latencies[min(n_latencies, len(self.latencies)) :]
 
 
 def _stamp_s(stamp: Any) -> float:
@@ -491,7 +500,7 @@ def _replay_hidden(model: pathlib.Path, log: EpisodeLog, default_dt: float) -> t
     t_prev = None
     # the node's first step is the first status it published (its state was reset on activate)
     all_t = log.replay_status_t or log.status_t
-    first = all_t[0] if all_t else -math.inf
+    first = min(all_t) if all_t else -math.inf  # min: a watchdog status carries wall time
     for o, t in zip(log.obs, log.obs_t):
         if t < first:
             continue
@@ -546,9 +555,10 @@ def run_robot(
             ep.controller_ready = w.wait_controlling(goal, timeout=30.0)
             if not ep.controller_ready:
                 log(f"  {robot} episode {i}: controller still on its fallback after 30 s; starting anyway")
+            before = len(ep.statuses), len(ep.commands), len(ep.latencies)
             t_reset = w.reset_episode(start)
             w.spin_for(0.05)
-            ep.trim_before(t_reset + 1e-6)
+            ep.trim_before(t_reset + 1e-6, *before)
             t0: float | None = None
             last_goal = time.monotonic()
             wall_end = time.monotonic() + max_time / rtf * 3 + 10  # a loaded machine runs the sim slower
@@ -624,6 +634,7 @@ def _report(
         s["replay_max_abs_diff"] = float(np.abs(nom[:k] - y[:k, : nom.shape[1]]).max()) if k else math.nan
         s["start"], s["goal"] = ep.start, ep.goal
         s["controller_ready"] = ep.controller_ready
+        s["warmup_steps"] = ep.warmup_steps
         per_ep.append(s)
     lat = np.concatenate([np.asarray(ep.latencies) for ep in logs]) if logs else np.zeros(0)
     reached_t = [s["time_s"] for s in per_ep if s["reached"]]

@@ -68,6 +68,20 @@ def test_summarize_diff_drive_collision_and_empty_status() -> None:
     assert s["violations"] == 1 and s["violations_by"]["max_dq_ratio"] == 1 and s["max_dq_ratio"] == 1.02
 
 
+def test_trim_before_drops_the_warm_up_by_arrival_and_stamp() -> None:
+    st = [_status([1.0]) for _ in range(6)]
+    ep = demo.EpisodeLog(start=[0.0] * 3, goal=[0.0] * 3)
+    ep.gt, ep.gt_t = [[0.0]] * 4, [0.98, 0.99, 1.0, 1.01]
+    # two statuses before the reset request (one a watchdog fallback stamped with wall time), one in
+    # flight stamped before the reset at t = 1.0, then the episode's (one of them wall-stamped too)
+    ep.statuses, ep.status_t = st, [0.97, 1.7e9, 0.99, 1.0, 1.7e9, 1.01]
+    ep.commands, ep.latencies = [[float(i)] for i in range(6)], [0.1, 0.2, 0.3, 0.4]
+    ep.trim_before(1.0, n_statuses=2, n_commands=2, n_latencies=1)
+    assert ep.warmup_steps == 3 and ep.statuses == st[3:] and ep.status_t == [1.0, 1.7e9, 1.01]
+    assert ep.commands == [[3.0], [4.0], [5.0]] and ep.latencies == [0.2, 0.3, 0.4]
+    assert ep.gt_t == [1.0, 1.01] and len(ep.replay_statuses) == 6
+
+
 def test_preflight_names_missing_pieces(tmp_path, capsys) -> None:
     missing = demo.missing_pieces("arm", repo=tmp_path)
     assert "config/arm.yaml" in missing and any("models/arm.npz" in m for m in missing)
