@@ -724,7 +724,15 @@ class LnnController(LifecycleNode):
         self._last_reason = reason
         if self._filter is None or self._obs is None:
             return False
-        x = self._x_good if self._x_good is not None else np.zeros(self._obs.n_state)
+        # The fallback is computed at the freshest valid state: the state topics may be fine when
+        # another input (goal, scan) is the bad one, and a stale pose would give e.g. gravity
+        # compensation for another configuration. Else the last good state, else (never seen) zeros.
+        try:
+            x = self._obs.state()
+        except Exception:
+            x = self._x_good if self._x_good is not None else np.zeros(self._obs.n_state)
+            reason = f"{reason} (fallback at the {'last good' if self._x_good is not None else 'zero'} state)"
+            self._last_reason = reason
         try:
             u, report = self._filter.fallback(x, reason)
             u = np.asarray(u, dtype=np.float64).reshape(-1)
