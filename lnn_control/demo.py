@@ -332,6 +332,27 @@ class _Watcher:
             self.executor.spin_once(timeout_sec=0.01)
         return fut.result()
 
+    def wait_ready(self, timeout: float = 90.0) -> str:
+        """Ask the controller for its lifecycle state until it answers; returns the state's label.
+
+        A service can be discovered before the reply path is matched, and a request sent then may
+        never be answered (seen on a loaded machine); get_state is idempotent, so it is asked again
+        every 2 s, and the first (non-idempotent) transition is only sent once it answers.
+        """
+        from lifecycle_msgs.srv import GetState
+
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if not self.get_state.wait_for_service(timeout_sec=min(2.0, max(0.0, end - time.monotonic()))):
+                continue
+            fut = self.get_state.call_async(GetState.Request())
+            t_try = time.monotonic() + 2.0
+            while not fut.done() and time.monotonic() < min(t_try, end):
+                self.executor.spin_once(timeout_sec=0.01)
+            if fut.done():
+                return str(fut.result().current_state.label)
+        raise RuntimeError(f"lnn_controller did not answer {self.get_state.srv_name} within {timeout} s")
+
     def transition(self, label: str) -> None:
         from lifecycle_msgs.msg import Transition
         from lifecycle_msgs.srv import ChangeState
@@ -539,6 +560,7 @@ def run_robot(
     logs: list[EpisodeLog] = []
     try:
         w = _Watcher(robot, domain_id, config)
+        w.wait_ready()
         w.transition("configure")
         for i in range(episodes):
             start, goal = loop.draw(seed + i)
