@@ -590,6 +590,25 @@ class SafetyFilter:
             raise ValueError("safety_filter.fallback.damping: only for type gravity_compensation")
 
     # ---- the filter -------------------------------------------------------------------------
+    def _solve_nominal(self, u_nom: np.ndarray, ul: list[float]) -> tuple[np.ndarray, str]:
+        """Solve the assembled QP for the nominal command ``u_nom`` (``ul`` = its list form)."""
+        u_q = u_nom
+        if max(map(abs, ul)) > self._big:  # keep the QP data finite for absurd nominal commands
+            u_q = np.clip(u_nom, self._lbig, self._ubig)
+        f = self._f
+        if self._negw is None:
+            np.negative(u_q, out=f)
+        else:
+            np.multiply(self._negw, u_q, out=f)
+        if self._fast:
+            sol, _fv, flag, _info = self._daqp_solve(
+                self._H, f, self._G, self._bu, self._bl, self._sense, primal_tol=1e-10
+            )
+            status = "optimal" if flag == 1 or flag == 2 else ("infeasible" if flag == -1 else "error")
+            return sol, status
+        r = solve_qp(self._H, f, self._G, self._h, self.lower, self.upper, solver=self.solver_name)
+        return (r.x if r.x is not None else np.full(self.n_controls, np.nan)), r.status
+
     def filter(
         self,
         x: Any,
@@ -665,22 +684,7 @@ class SafetyFilter:
         elif not _isfinite(float(self._A.sum()) + float(self._b.sum())):
             reason = "constraint rows are not finite (dynamics or barrier at this state)"
             return self._fallback(x, reason, "solver_error", u_nom, self._hv.copy(), t0)
-        u_q = u_nom
-        if max(map(abs, ul)) > self._big:  # keep the QP data finite for absurd nominal commands
-            u_q = np.clip(u_nom, self._lbig, self._ubig)
-        f = self._f
-        if self._negw is None:
-            np.negative(u_q, out=f)
-        else:
-            np.multiply(self._negw, u_q, out=f)
-        if self._fast:
-            sol, _fv, flag, _info = self._daqp_solve(
-                self._H, f, self._G, self._bu, self._bl, self._sense, primal_tol=1e-10
-            )
-            status = "optimal" if flag == 1 or flag == 2 else ("infeasible" if flag == -1 else "error")
-        else:
-            r = solve_qp(self._H, f, self._G, self._h, self.lower, self.upper, solver=self.solver_name)
-            sol, status = r.x, r.status
+        sol, status = self._solve_nominal(u_nom, ul)
         if status == "optimal":
             # independent check: clip into the box (exact bounds), then every row at the clipped u
             u = _minimum(sol, self.upper)
@@ -747,22 +751,7 @@ class SafetyFilter:
             return self._fallback(x, reason, "solver_error", u_nom, self._hv.copy(), t0)
         self._Gflat[:] = gf
         self._h[:] = hh
-        u_q = u_nom
-        if max(map(abs, ul)) > self._big:
-            u_q = np.clip(u_nom, self._lbig, self._ubig)
-        f = self._f
-        if self._negw is None:
-            np.negative(u_q, out=f)
-        else:
-            np.multiply(self._negw, u_q, out=f)
-        if self._fast:
-            sol, _fv, flag, _info = self._daqp_solve(
-                self._H, f, self._G, self._bu, self._bl, self._sense, primal_tol=1e-10
-            )
-            status = "optimal" if flag == 1 or flag == 2 else ("infeasible" if flag == -1 else "error")
-        else:
-            r = solve_qp(self._H, f, self._G, self._h, self.lower, self.upper, solver=self.solver_name)
-            sol, status = r.x, r.status
+        sol, status = self._solve_nominal(u_nom, ul)
         if status == "optimal":
             # independent check: clip into the box (exact bounds), then every row at the clipped u
             ulist = [a if v < a else (b if v > b else v) for a, v, b in zip(lo, sol.tolist(), hi)]
