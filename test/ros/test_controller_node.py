@@ -303,7 +303,10 @@ def test_deactivate_publishes_fallback(setup) -> None:
     h.status.clear()
     h.cmds.clear()
     assert h.transition(Transition.TRANSITION_DEACTIVATE)
-    assert h.spin_until(lambda: any(s.fallback_reason == "deactivated" for _, s in h.status), 2.0)
+    # command and status are two topics: wait for both (their arrival order is not guaranteed)
+    assert h.spin_until(
+        lambda: bool(h.cmds) and any(s.fallback_reason == "deactivated" for _, s in h.status), 5.0
+    )
     assert h.cmds[-1][1].linear.x == 0.0 and h.cmds[-1][1].angular.z == 0.0
     n = len(h.cmds)
     h.drive(lambda: False, timeout=0.5)
@@ -322,6 +325,8 @@ def test_sigterm_sends_the_fallback_then_exits(setup) -> None:
     h.cmds.clear()
     proc.send_signal(signal.SIGTERM)
     # the active node leaves through the lifecycle: one fallback (zero) command, then exit 0
-    assert h.spin_until(lambda: any(s.fallback_reason == "shutdown" for _, s in h.status), 10.0)
+    assert h.spin_until(
+        lambda: bool(h.cmds) and any(s.fallback_reason == "shutdown" for _, s in h.status), 10.0
+    )
     assert h.cmds[-1][1].linear.x == 0.0 and h.cmds[-1][1].angular.z == 0.0
     assert proc.wait(timeout=10) == 0
