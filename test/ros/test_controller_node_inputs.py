@@ -426,13 +426,14 @@ def test_arm_effort_commands_and_gravity_compensation_fallback(tmp_path: pathlib
         assert node.counters["wrong_size"] == 1 and node.counters["non_finite"] == 1
         # a NaN goal with fresh, valid joint states: the fallback is computed at the fresh state,
         # not at a stale one (gravity compensation for another pose is not a safe command)
+        n_cmds = len(cmds)
         pub_goal.publish(JointState(position=[0.5, float("nan"), -0.3]))
         spin_until(lambda: False, 0.003)
         q_new = [-0.3, -0.9, 0.7]
         js = JointState(name=["joint1", "joint2", "joint3"], position=q_new, velocity=[0.0, 0.3, -0.1])
         stamp(js, 7.03)
         pub_js.publish(js)
-        assert spin_until(lambda: len(status) >= 6, 3.0), "no SafetyStatus"
+        assert spin_until(lambda: len(status) >= 6 and len(cmds) > n_cmds, 3.0), "no command / status"
         assert status[-1].fallback_used and status[-1].fallback_reason.startswith("non_finite")
         expected_new, _ = node._filter.fallback(np.array([*q_new, 0.0, 0.3, -0.1]), "check")
         np.testing.assert_allclose(cmds[-1], expected_new, rtol=1e-12, atol=1e-12)
