@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -13,17 +12,7 @@ from lnn_control.cfc_cell import CfC, CfCCell, lecun_tanh
 from lnn_control.ltc_cell import LTC, ODE_SOLVERS, LTCCell
 from lnn_control.wiring import AutoNCP, NCPWiring, Wiring
 
-
-@pytest.fixture(autouse=True)
-def _float64_seeded() -> Iterator[None]:
-    """float64 where correctness is checked; restored afterwards so other test modules are unaffected."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("torch_float64_seeded")  # float64, seed 0 (conftest.py)
 
 
 def _zero_weights_cfc(mode: str, bias: list[float], H: int = 1) -> CfCCell:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -21,15 +21,7 @@ NCP, AutoNCP, FullyConnected, Random = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _float64_seeded() -> Iterator[None]:
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("torch_float64_seeded")  # float64, seed 0 (conftest.py)
 
 
 def ncps_reference(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -12,16 +11,7 @@ import torch
 from lnn_control.policy import LiquidPolicy
 from lnn_control.wiring import AutoNCP, FullyConnected, Wiring
 
-
-@pytest.fixture(autouse=True)
-def _float64_seeded() -> Iterator[None]:
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("torch_float64_seeded")  # float64, seed 0 (conftest.py)
 
 
 def _policies() -> list[LiquidPolicy]:
