@@ -27,7 +27,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,7 +42,15 @@ from rcl_interfaces.msg import (
 )
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import (
+    ConditionReachedException,
+    Executor,
+    ExternalShutdownException,
+    MultiThreadedExecutor,
+    ShutdownException,
+    SingleThreadedExecutor,
+    TimeoutException,
+)
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -53,7 +61,7 @@ from lnn_control import ros_conversions as rc
 from lnn_control.msg import SafetyStatus
 from lnn_control.observation import ObservationError, ObservationMap, expand_filter_config, stamp_seconds
 
-__all__ = ["LnnController", "main", "COUNTERS"]
+__all__ = ["LnnController", "InputFirstSpinner", "main", "COUNTERS"]
 
 #: Counters kept by the node and published in /diagnostics.
 COUNTERS = (
@@ -155,16 +163,21 @@ _NODE_PARAMS: dict[str, tuple[Any, str, float | None, float | None]] = {
         1000,
     ),
     "executor": (
-        "single",
-        "'single' or 'multi' (MultiThreadedExecutor; with rclpy's Python executor it starved sensor "
-        "callbacks in tests here, so 'single' is the default); read-only, read at start-up",
+        "inputs",
+        "'inputs' (default: InputFirstSpinner, the node takes its input messages itself from one wait "
+        "set and leaves services, timers and the rest to a single-threaded executor), 'single' "
+        "(SingleThreadedExecutor alone) or 'multi' (MultiThreadedExecutor; with rclpy's Python executor "
+        "it starved sensor callbacks in tests here); read-only, read at start-up",
         None,
         None,
     ),
 }
 
 #: String parameters with a closed set of values (checked on every set, reason given).
-_CHOICES: dict[str, tuple[str, ...]] = {"control_mode": ("message", "timer"), "executor": ("single", "multi")}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "control_mode": ("message", "timer"),
+    "executor": ("inputs", "single", "multi"),
+}
 _READ_ONLY = {"executor"}
 
 # Live-tunable safety_filter leaf names with a range (others are validated by building the filter).
@@ -260,6 +273,11 @@ class LnnController(LifecycleNode):
         self._status = rc.SafetyStatusWriter()
         self._skip_status = 0  # filtered commands to send without telemetry (status_every_n)
         self._publish_lock = threading.Lock()
+
+    @property
+    def input_subscriptions(self) -> list[Any]:
+        """The input subscriptions, sensors first and the trigger last (empty while unconfigured)."""
+        return list(self._subs)
 
     # ---------------------------------------------------------------- parameters
     def _declare_tree_parameters(self) -> None:
@@ -450,7 +468,8 @@ class LnnController(LifecycleNode):
             reliability=qos_profile_sensor_data.reliability,
             durability=qos_profile_sensor_data.durability,
         )
-        for topic, type_name in obs.topic_types.items():
+        # the trigger subscribed last: InputFirstSpinner takes ready sensors before it
+        for topic, type_name in sorted(obs.topic_types.items(), key=lambda kv: kv[0] == trigger):
             is_trigger = mode == "message" and topic == trigger
             cb = self._make_callback(topic, is_trigger)
             self.callbacks[topic] = cb
@@ -848,6 +867,129 @@ class LnnController(LifecycleNode):
             self.get_logger().error(f"shutdown transition failed: {e}")
 
 
+class InputFirstSpinner:
+    """Spins one node, taking its input messages itself; the executor serves everything else.
+
+    rclpy's executors rebuild a wait set of every entity of the node (a lifecycle node has about
+    twenty: parameter and lifecycle services, timers, subscriptions) and dispatch each callback
+    through a task, for every message: 0.6 ms per message on the 2-core CI machine, more than a
+    1 kHz input leaves, so a keep-last-1 input dropped a third of the messages. Here one rcl wait
+    set holds the node's subscriptions, timers, services and clients; a ready subscription from
+    ``inputs()`` is taken and its callback called directly (the same callback, in the same thread,
+    so callback groups keep their meaning); when anything else is ready (a request, a due timer,
+    another subscription such as ``/clock``) the executor is drained without blocking right after.
+    It is also drained every ``service_period`` seconds regardless (guard conditions, waitables and
+    QoS events are not in the wait set), and the entity lists are re-read after each drain (only
+    executor callbacks, e.g. a lifecycle transition, create or destroy entities).
+
+    Uses the rcl wait set and ``take_message`` that rclpy's own ``wait_for_message`` uses (Humble
+    through Kilted); without them :meth:`spin_once` is ``executor.spin_once``.
+
+    Args:
+        node: the node (its entities are read from ``node.subscriptions`` etc.).
+        executor: a single-threaded executor the node has been added to.
+        inputs: the input subscriptions taken directly (message-only callbacks), in the order to
+            take them when several are ready (sensors before the trigger: a step sees the newest).
+        service_period: seconds between unconditional executor drains.
+    """
+
+    def __init__(
+        self,
+        node: Any,
+        executor: Executor,
+        inputs: Callable[[], Sequence[Any]],
+        service_period: float = 0.05,
+    ) -> None:
+        if not service_period > 0.0:
+            raise ValueError(f"service_period must be > 0 s, got {service_period}")
+        self._node, self._executor, self._inputs = node, executor, inputs
+        self.service_period = float(service_period)
+        try:
+            from rclpy.impl.implementation_singleton import rclpy_implementation
+
+            self._ws_cls: Any = rclpy_implementation.WaitSet
+        except (ImportError, AttributeError):
+            self._ws_cls = None
+        self._ws: Any = None
+        self._entities: tuple[list[Any], list[Any], list[Any], list[Any]] = ([], [], [], [])
+        self._direct: dict[int, Any] = {}  # subscription handle pointer -> subscription
+        self._order: list[int] = []
+        self._next_drain = 0.0
+        self.taken = 0  # messages taken directly (tests, benchmarks)
+        self.drains = 0
+
+    def _rebuild(self) -> None:
+        n = self._node
+        subs, timers = list(n.subscriptions), list(n.timers)
+        services, clients = list(n.services), list(n.clients)
+        self._entities = (subs, timers, services, clients)
+        inputs = [s for s in self._inputs() if s in subs]
+        self._direct = {s.handle.pointer: s for s in inputs}
+        self._order = [s.handle.pointer for s in inputs]
+        self._ws = self._ws_cls(len(subs), 0, len(timers), len(clients), len(services), 0, n.context.handle)
+
+    def drain(self, limit: int = 1000) -> int:
+        """Run every executor callback ready now (at most ``limit``), without blocking; returns how many."""
+        ex = self._executor
+        done = 0
+        while done < limit:
+            try:
+                handler, _, _ = ex.wait_for_ready_callbacks(timeout_sec=0.0)
+            except (TimeoutException, ShutdownException, ConditionReachedException):
+                break
+            handler()
+            exc = handler.exception()
+            if exc is not None:
+                raise exc
+            done += 1
+        self.drains += 1
+        self._next_drain = time.monotonic() + self.service_period
+        if self._ws_cls is not None:
+            self._rebuild()
+        return done
+
+    def spin_once(self, timeout_sec: float = 0.1) -> None:
+        """Wait up to ``timeout_sec`` (and at most until the next drain) and handle what is ready."""
+        if self._ws_cls is None:
+            self._executor.spin_once(timeout_sec=timeout_sec)
+            return
+        now = time.monotonic()
+        if self._ws is None or now >= self._next_drain:
+            if self.drain():
+                return  # callbacks ran: let the caller check for shutdown before waiting
+            now = time.monotonic()
+        ws = self._ws
+        subs, timers, services, clients = self._entities
+        ws.clear_entities()
+        for s in subs:
+            ws.add_subscription(s.handle)
+        for t in timers:
+            ws.add_timer(t.handle)
+        for c in clients:
+            ws.add_client(c.handle)
+        for v in services:
+            ws.add_service(v.handle)
+        wait = max(0.0, min(timeout_sec, self._next_drain - now))
+        ws.wait(int(wait * 1e9))
+        ready = ws.get_ready_entities("subscription")
+        others = len(ready) > 0 and any(p not in self._direct for p in ready)
+        if ready:
+            for ptr in self._order:
+                if ptr in ready:
+                    sub = self._direct[ptr]
+                    got = sub.handle.take_message(sub.msg_type, sub.raw)
+                    if got is not None:
+                        self.taken += 1
+                        sub.callback(got[0])
+        if (
+            others
+            or ws.get_ready_entities("timer")
+            or ws.get_ready_entities("service")
+            or ws.get_ready_entities("client")
+        ):
+            self.drain()
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -865,8 +1007,11 @@ def main(args: list[str] | None = None) -> None:
         kind = str(node.get_parameter("executor").value)
         executor = MultiThreadedExecutor(num_threads=3) if kind == "multi" else SingleThreadedExecutor()
         executor.add_node(node)
+        spin: Callable[..., None] = executor.spin_once
+        if kind == "inputs":
+            spin = InputFirstSpinner(node, executor, lambda: node.input_subscriptions).spin_once
         while rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)  # bounded wait: signals are seen within 0.1 s
+            spin(timeout_sec=0.1)  # bounded wait: signals are seen within 0.1 s
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
