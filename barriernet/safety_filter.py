@@ -51,7 +51,7 @@ from __future__ import annotations
 import math
 import operator
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -62,6 +62,8 @@ from barriernet.barriers import (
     CircleObstacle,
     HalfSpace,
     InputError,
+    JointPositionLimits,
+    JointVelocityLimits,
     PointGroup,
     SpeedLimit,
     _PointBarrier,
@@ -81,7 +83,7 @@ _clock = time.perf_counter
 _cos, _sin, _sqrt = math.cos, math.sin, math.sqrt
 _mul = operator.mul
 _isfinite = math.isfinite
-_matmul, _minimum, _maximum = np.matmul, np.minimum, np.maximum
+_dot, _minimum, _maximum, _asarray = np.dot, np.minimum, np.maximum, np.asarray
 _VERIFY_TOL = 1e-9  # relative to 1 + |bound|
 _ACTIVE_TOL = 1e-7
 _SLACK_REG = 1e-6  # quadratic weight on slack (keeps the relaxed QP strictly convex)
@@ -341,6 +343,89 @@ class _ScalarRows:
         return hv, gf, hh, res
 
 
+class _LinearRows:
+    """Rows affine in the state with a constant G: half-space and joint-limit barriers on a
+    double integrator (p'' = u, no drift). Per row
+
+        G u <= a(x) + ks b(x) + kp c(x),   G constant, a, b, c and h(x) affine in x,
+
+    so ``[h; h(x)] = M x + c`` is one matvec per call instead of a block evaluation per
+    barrier group. M and c come from the generic barrier blocks themselves (evaluated when the
+    filter is built at x = 0 and at the unit states, exact for affine maps up to rounding), and
+    are checked against them at seeded random states; :meth:`build` returns None when the
+    blocks are not affine (then the filter keeps the generic path).
+    """
+
+    KINDS = (HalfSpace, JointPositionLimits, JointVelocityLimits)
+
+    @staticmethod
+    def eligible(dyn: ControlAffine, rows: list[Barrier]) -> bool:
+        kinds = _LinearRows.KINDS
+        return type(dyn) is DoubleIntegrator and bool(rows) and all(type(b) in kinds for b in rows)
+
+    @staticmethod
+    def build(
+        evaluate: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]],
+        n_state: int,
+        K: np.ndarray,
+    ) -> _LinearRows | None:
+        """From ``evaluate(x, ks, kp) -> (G, h, h(x))`` (copies; the generic rows) and the
+        default per-row gains ``K`` (2, m)."""
+        m = K.shape[1]
+        zero, one = np.zeros(m), np.ones(m)
+        pieces = []  # per state (0, e_1, ..., e_ns): a, b, c, h(x) stacked (4m,)
+        G0 = None
+        for j in range(n_state + 1):
+            xj = np.zeros(n_state)
+            if j:
+                xj[j - 1] = 1.0
+            G, ha, hv = evaluate(xj, zero, zero)
+            _, hb, _ = evaluate(xj, one, zero)
+            _, hc, _ = evaluate(xj, zero, one)
+            if G0 is None:
+                G0 = G
+            elif not np.array_equal(G, G0):
+                return None
+            pieces.append(np.concatenate([ha, hb - ha, hc - ha, hv]))
+        assert G0 is not None
+        c4 = pieces[0]
+        M4 = np.column_stack([p - c4 for p in pieces[1:]]) if n_state else np.zeros((4 * m, 0))
+        lin = _LinearRows(G0, M4, c4, K)
+        rng = np.random.default_rng(0)  # the affine maps must reproduce the generic rows
+        for scale in (0.1, 1.0, 10.0):
+            x = rng.standard_normal(n_state) * scale
+            _, h, hv = evaluate(x, K[0], K[1])
+            want = np.concatenate([h, hv])
+            got = lin.M @ x + lin.c
+            if not (np.abs(got - want) <= 1e-9 * (1.0 + np.abs(want))).all():
+                return None
+        return lin
+
+    def __init__(self, G: np.ndarray, M4: np.ndarray, c4: np.ndarray, K: np.ndarray) -> None:
+        m = G.shape[0]
+        self.m = m
+        self.G = G
+        self.M4, self.c4 = M4, c4  # rows a, b, c, h(x): (4m, n_state), (4m,)
+        Ma, Mb, Mc, Mv = M4[:m], M4[m : 2 * m], M4[2 * m : 3 * m], M4[3 * m :]
+        ca, cb, cc, cv = c4[:m], c4[m : 2 * m], c4[2 * m : 3 * m], c4[3 * m :]
+        # default gains folded in: [h; h(x)] = M x + c
+        self.M = np.ascontiguousarray(np.vstack([Ma + K[0][:, None] * Mb + K[1][:, None] * Mc, Mv]))
+        self.c = np.concatenate([ca + K[0] * cb + K[1] * cc, cv])
+        self._y = np.zeros(4 * m)
+        self._t = np.zeros(m)
+
+    def rows_with_gains(self, x: np.ndarray, K: np.ndarray, h: np.ndarray, hv: np.ndarray) -> None:
+        """h = a + ks b + kp c and h(x) at ``x`` for per-row gains ``K`` (2, m), written in place."""
+        m, y, t = self.m, self._y, self._t
+        _dot(self.M4, x, out=y)
+        y += self.c4
+        np.multiply(K[0], y[m : 2 * m], out=h)
+        h += y[:m]
+        np.multiply(K[1], y[2 * m : 3 * m], out=t)
+        h += t
+        hv[:] = y[3 * m :]
+
+
 class SafetyFilter:
     """CBF-QP safety filter (see the module docstring for the problem and the failure handling).
 
@@ -435,25 +520,28 @@ class SafetyFilter:
             r, g = r + b.n_rows, g + len(b.gain_names)
         self._gidx, self._rel2 = gidx, rel2
         self.priorities = prio
-        # A = [I; G; -I], b = [upper; h; -lower]: DAQP gets G = A[n:n+m] and bu = b[:n+m]
-        # (its first n entries are the simple bounds); one matvec checks everything.
+        # A = [-I; I; G], b = [-lower; upper; h]: one matvec checks the box and every row;
+        # DAQP gets G = A[2n:] and bu = b[n:] (its first n entries are the simple bounds).
+        # h(x) (``_hv``) follows h in one buffer, so an affine kernel writes both in one matvec.
         self._A = np.zeros((2 * n + m, n))
-        self._A[:n] = np.eye(n)
-        self._A[n + m :] = -np.eye(n)
-        self._b = np.zeros(2 * n + m)
-        self._b[:n] = hi
-        self._b[n + m :] = -lo
-        self._G = self._A[n : n + m]
-        self._h = self._b[n : n + m]
-        self._bu = self._b[: n + m]
+        self._A[:n] = -np.eye(n)
+        self._A[n : 2 * n] = np.eye(n)
+        self._bh = np.zeros(2 * n + 2 * m)
+        self._bh[:n] = -lo
+        self._bh[n : 2 * n] = hi
+        self._b = self._bh[: 2 * n + m]
+        self._G = self._A[2 * n :]
+        self._h = self._bh[2 * n : 2 * n + m]
+        self._hv = self._bh[2 * n + m :]
+        self._hhv = self._bh[2 * n :]
+        self._bu = self._bh[n : 2 * n + m]
         self._bl = np.concatenate([lo, np.full(m, -_INF)])
         self._sense = np.zeros(n + m, dtype=np.int32)
         self._H = np.diag(w)
         self._negw = None if (w == 1.0).all() else -w
-        self._hv = np.zeros(m)
         self._f = np.zeros(n)
         self._res = np.zeros(2 * n + m)
-        self._res_rows = self._res[n : n + m]
+        self._res_rows = self._res[2 * n :]
         self._tol = np.zeros(2 * n + m)
         self._ubig = hi + 1e6 * (1.0 + hi - lo)
         self._lbig = lo - 1e6 * (1.0 + hi - lo)
@@ -493,6 +581,11 @@ class SafetyFilter:
         self._lo_l, self._hi_l = lo.tolist(), hi.tolist()
         self._Gflat = self._G.reshape(-1)
         self._u_buf = np.zeros(n)
+        self._linear = None
+        if _LinearRows.eligible(dyn, rows):
+            self._linear = _LinearRows.build(self._evaluate_rows, self.n_state, self._K_default)
+            if self._linear is not None:
+                self._G[:] = self._linear.G  # constant: written once, never refilled per call
 
     def _set_row_gains(self, gv: np.ndarray, K: np.ndarray) -> None:
         """Per-row (ks, kp) in ``K`` (2, m) from the gain vector ``gv`` (n_gains,)."""
@@ -502,6 +595,16 @@ class SafetyFilter:
         np.multiply(kb, self._rel2, out=K[0])
         K[0] += ka
         np.multiply(ka, kb, out=K[1])
+
+    def _evaluate_rows(
+        self, x: np.ndarray, ks: np.ndarray, kp: np.ndarray, env: Mapping[str, Any] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Copies of (G, h, h(x)) from the generic barrier blocks at ``x`` with per-row gains."""
+        kin = self.dynamics.kinematics(x, self._kin)
+        for fill, _ks, _kp, G, h, hv in self._blocks_default:
+            sl = self._row_slice(hv)
+            fill(x, kin, ks[sl], kp[sl], env, G, h, hv)
+        return self._G.copy(), self._h.copy(), self._hv.copy()
 
     def _block_call(self, b: Any, r0: int, r1: int, K: np.ndarray) -> tuple[Any, ...]:
         return (b.fill, K[0, r0:r1], K[1, r0:r1], self._G[r0:r1], self._h[r0:r1], self._hv[r0:r1])
@@ -628,10 +731,10 @@ class SafetyFilter:
             ValueError: naming the argument whose shape is wrong.
         """
         t0 = _clock()
-        x = np.asarray(x, dtype=np.float64)
+        x = _asarray(x, dtype=np.float64)
         if x.shape != self._xshape:
             x = self._reshape(x, self.n_state, "x")
-        u_nom = np.asarray(u_nom, dtype=np.float64)
+        u_nom = _asarray(u_nom, dtype=np.float64)
         if u_nom.shape != self._ushape:
             u_nom = self._reshape(u_nom, self.n_controls, "u_nom")
         ul = u_nom.tolist()
@@ -641,28 +744,44 @@ class SafetyFilter:
             if not np.isfinite(u_nom).all():
                 return self._fallback(x, "u_nom has non-finite values", "invalid_input", u_nom, None, t0)
         if gains is None:
-            blocks = self._blocks_default
+            lin = self._linear
+            if lin is not None:  # affine rows: [h; h(x)] = M x + c, one matvec
+                hhv = self._hhv
+                _dot(lin.M, x, out=hhv)
+                hhv += lin.c
+                return self._solve_checked(x, u_nom, ul, t0)
             if self._scalar is not None:
                 return self._filter_scalar(x, u_nom, ul, self._ks_default, self._kp_default, t0)
+            blocks = self._blocks_default
         else:
             gv = self._gain_vector(gains)
             if not (np.isfinite(gv).all() and (gv > 0).all()):
                 reason = f"gains must be finite and > 0, got {gv.tolist()}"
                 return self._fallback(x, reason, "invalid_input", u_nom, None, t0)
             self._set_row_gains(gv, self._K_call)
-            blocks = self._blocks_call
+            if self._linear is not None:
+                self._linear.rows_with_gains(x, self._K_call, self._h, self._hv)
+                return self._solve_checked(x, u_nom, ul, t0)
             if self._scalar is not None:
                 ks, kp = self._K_call.tolist()
                 return self._filter_scalar(x, u_nom, ul, ks, kp, t0)
+            blocks = self._blocks_call
         kin = self._kinematics(x, self._kin)
         try:
             for fill, ks, kp, G, h, hv in blocks:
                 fill(x, kin, ks, kp, env, G, h, hv)
         except InputError as e:
             return self._fallback(x, str(e), "invalid_input", u_nom, None, t0)
+        return self._solve_checked(x, u_nom, ul, t0)
+
+    def _solve_checked(
+        self, x: np.ndarray, u_nom: np.ndarray, ul: list[float], t0: float
+    ) -> tuple[np.ndarray, FilterReport]:
+        """Steps 2-4 of :meth:`filter` once the rows are in ``_G``, ``_h``, ``_hv``: the fast
+        path, the QP, the independent check, the report."""
         # fast path: the nominal command satisfies the box and every row exactly
         res = self._res
-        _matmul(self._A, u_nom, out=res)
+        _dot(self._A, u_nom, out=res)
         res -= self._b
         rl = res.tolist()
         if _isfinite(sum(rl)):
@@ -689,7 +808,7 @@ class SafetyFilter:
             # independent check: clip into the box (exact bounds), then every row at the clipped u
             u = _minimum(sol, self.upper)
             _maximum(u, self.lower, out=u)
-            _matmul(self._A, u, out=res)
+            _dot(self._A, u, out=res)
             res -= self._b
             rl = res.tolist()
             if not (_isfinite(sum(rl)) and max(rl) <= _VERIFY_TOL) and not self._rows_hold(res):
@@ -823,7 +942,7 @@ class SafetyFilter:
         tol *= _VERIFY_TOL
         ok = res <= tol
         if hard is not None:
-            ok[self.n_controls : self.n_controls + self.n_rows] |= ~hard
+            ok[2 * self.n_controls :] |= ~hard
         return bool(ok.all())
 
     def _verified(self, sol: Any, hard: np.ndarray) -> np.ndarray | None:
@@ -832,7 +951,7 @@ class SafetyFilter:
         if u.shape != (self.n_controls,):
             return None
         u = np.clip(u, self.lower, self.upper)
-        np.matmul(self._A, u, out=self._res)
+        _dot(self._A, u, out=self._res)
         self._res -= self._b
         if not (np.isfinite(u).all() and self._rows_hold(self._res, hard)):
             return None
@@ -871,7 +990,7 @@ class SafetyFilter:
                     t0,
                 )
             viol = G @ u - h
-            viol[~relax | (viol <= self._tol[n : n + m])] = 0.0  # below the check's tolerance: none
+            viol[~relax | (viol <= self._tol[2 * n :])] = 0.0  # below the check's tolerance: none
             t1 = time.perf_counter()
             rep = FilterReport(
                 self.constraint_names,

@@ -1,0 +1,129 @@
+"""The safety filter's fast kernels against its generic barrier blocks.
+
+``_LinearRows`` (white-box: half-space and joint-limit rows on a double integrator, affine in
+the state with a constant G, precomputed when the filter is built) must give the rows of the
+generic blocks at any state and gains (float64, 1e-12), and the filter must return the same
+commands and reports with and without it. The QP matrix it writes once must survive every
+call (DAQP, the relaxation, fallbacks)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from barriernet import SafetyFilter
+
+
+def linear_cfg(dim: int, n_walls: int, seed: int, joints: bool = False, slack: bool = True) -> dict[str, Any]:
+    """Double integrator, ``n_walls`` HOCBF half-spaces with random normals (+ joint limits)."""
+    rng = np.random.default_rng(seed)
+    barriers: list[dict[str, Any]] = [
+        {"type": "half_space", "name": f"w{i}", "normal": rng.standard_normal(dim).tolist(),
+         "offset": float(rng.uniform(0.5, 1.5)), "margin": 0.01, "priority": i % 2,
+         "gains": rng.uniform(0.5, 3.0, 2).tolist()}
+        for i in range(n_walls)
+    ]  # fmt: skip
+    if joints:
+        barriers += [
+            {"type": "joint_position_limits", "name": "q", "lower": [-1.2] * dim, "upper": [1.1] * dim,
+             "margin": 0.02, "gains": [2.0, 1.5]},
+            {"type": "joint_velocity_limits", "name": "dq", "lower": [-0.9] * dim, "upper": [1.0] * dim,
+             "gains": [3.0]},
+        ]  # fmt: skip
+    return {
+        "dynamics": {"type": "double_integrator", "dim": dim},
+        "controls": {"lower": [-2.0] * dim, "upper": [1.5] * dim},
+        "barriers": barriers,
+        "slack": {"enabled": slack, "penalty": 1e4},
+        "fallback": {"type": "brake"},
+    }
+
+
+CASES = [(2, 1, False), (3, 8, False), (7, 8, False), (2, 2, True), (4, 3, True)]
+
+
+@pytest.mark.parametrize(("dim", "walls", "joints"), CASES)
+def test_linear_rows_equal_generic_rows(dim: int, walls: int, joints: bool) -> None:
+    filt = SafetyFilter.from_config(linear_cfg(dim, walls, seed=dim * 10 + walls, joints=joints))
+    lin = filt._linear
+    assert lin is not None  # white-box: the kernel under test is in use
+    m = filt.n_rows
+    rng = np.random.default_rng(5)
+    for i in range(200):
+        x = rng.standard_normal(filt.n_state) * (10.0 if i % 4 == 0 else 1.0)
+        G, h, hv = filt.constraints(x)  # the generic blocks
+        got = lin.M @ x + lin.c
+        np.testing.assert_array_equal(lin.G, G)
+        np.testing.assert_allclose(got[:m], h, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got[m:], hv, rtol=1e-12, atol=1e-12)
+        gains = rng.uniform(0.1, 4.0, filt.n_gains)
+        G, h, hv = filt.constraints(x, gains=gains)
+        h2, hv2 = np.zeros(m), np.zeros(m)
+        K = np.zeros((2, m))
+        filt._set_row_gains(gains, K)
+        lin.rows_with_gains(x, K, h2, hv2)
+        np.testing.assert_allclose(h2, h, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(hv2, hv, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("dim", "walls", "joints"), CASES)
+@pytest.mark.parametrize("slack", [True, False])
+def test_filter_same_with_and_without_the_linear_kernel(
+    dim: int, walls: int, joints: bool, slack: bool
+) -> None:
+    cfg = linear_cfg(dim, walls, seed=dim * 10 + walls, joints=joints, slack=slack)
+    fast, slow = SafetyFilter.from_config(cfg), SafetyFilter.from_config(cfg)
+    slow._linear = None
+    slow._scalar = None
+    G0 = fast._G.copy()
+    rng = np.random.default_rng(17)
+    kinds: set[str] = set()
+    for i in range(300):
+        x = rng.standard_normal(fast.n_state) * (2.0 if i % 5 == 0 else 0.5)
+        u_nom = rng.uniform(fast.lower * 1.5, fast.upper * 1.5)
+        gains = rng.uniform(0.5, 3.0, fast.n_gains) if i % 3 == 0 else None
+        a, ra = fast.filter(x, u_nom, gains=gains)
+        b, rb = slow.filter(x, u_nom, gains=gains)
+        np.testing.assert_allclose(a, b, atol=1e-9, rtol=0)
+        assert (ra.status, ra.fallback_used, ra.intervened) == (rb.status, rb.fallback_used, rb.intervened)
+        np.testing.assert_allclose(ra.barrier_values, rb.barrier_values, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(ra.slack, rb.slack, atol=1e-9)
+        assert ((a >= fast.lower) & (a <= fast.upper)).all()
+        if ra.status == "optimal":
+            assert ra.active.tolist() == rb.active.tolist()
+            G, h, _ = slow.constraints(x, gains=gains)
+            assert (G @ a <= h + 1e-9 * (1 + np.abs(h))).all()
+        kinds.add(ra.status + ("+cut" if ra.intervened else ""))
+        np.testing.assert_array_equal(fast._G, G0)  # the constant rows are never overwritten
+    assert {"optimal", "optimal+cut"} <= kinds, kinds
+    assert kinds & {"relaxed+cut", "infeasible+cut"}, kinds
+
+
+def test_linear_kernel_only_for_affine_rows() -> None:
+    cfg = linear_cfg(2, 2, seed=1)
+    assert SafetyFilter.from_config(cfg)._linear is not None
+    speed = {"type": "speed_limit", "name": "speed", "max": 1.0, "gains": [1.0]}  # |v|^2: not affine
+    assert SafetyFilter.from_config({**cfg, "barriers": cfg["barriers"] + [speed]})._linear is None
+    disc = {"type": "circle_obstacle", "name": "o", "center": [2.0, 0.0], "radius": 0.3, "gains": [1.0, 1.0]}
+    assert SafetyFilter.from_config({**cfg, "barriers": cfg["barriers"] + [disc]})._linear is None
+    wall = {"type": "half_space", "name": "w", "normal": [1, 0], "offset": 1.0, "gains": [1, 1]}
+    uni = {"dynamics": {"type": "unicycle"}, "controls": {"lower": [-1, -1], "upper": [1, 1]}, "barriers": [wall]}
+    assert SafetyFilter.from_config(uni)._linear is None  # rows depend on cos/sin(theta)
+
+
+def test_linear_kernel_non_finite_and_huge_inputs_fall_back_or_stay_in_the_box() -> None:
+    filt = SafetyFilter.from_config(linear_cfg(3, 4, seed=2, joints=True))
+    x = np.zeros(6)
+    u, rep = filt.filter([np.nan, 0, 0, 0, 0, 0], np.zeros(3))
+    assert rep.fallback_used and rep.status == "invalid_input" and "x" in rep.fallback_reason
+    u, rep = filt.filter(x, [0.0, np.inf, 0.0])
+    assert rep.fallback_used and "u_nom" in rep.fallback_reason
+    u, rep = filt.filter(np.full(6, 1e300), np.zeros(3))  # rows overflow: no unverified command
+    assert rep.fallback_used and rep.status == "solver_error"
+    assert ((u >= filt.lower) & (u <= filt.upper)).all()
+    u, rep = filt.filter(x, [1e300, -1e300, 3.0])
+    assert ((u >= filt.lower) & (u <= filt.upper)).all() and np.isfinite(u).all()
+    G, h, _ = filt.constraints(x)
+    assert (G @ u <= h + 1e-9 * (1 + np.abs(h))).all()
