@@ -109,7 +109,8 @@ def test_linear_kernel_only_for_affine_rows() -> None:
     disc = {"type": "circle_obstacle", "name": "o", "center": [2.0, 0.0], "radius": 0.3, "gains": [1.0, 1.0]}
     assert SafetyFilter.from_config({**cfg, "barriers": cfg["barriers"] + [disc]})._linear is None
     wall = {"type": "half_space", "name": "w", "normal": [1, 0], "offset": 1.0, "gains": [1, 1]}
-    uni = {"dynamics": {"type": "unicycle"}, "controls": {"lower": [-1, -1], "upper": [1, 1]}, "barriers": [wall]}
+    box = {"lower": [-1, -1], "upper": [1, 1]}
+    uni = {"dynamics": {"type": "unicycle"}, "controls": box, "barriers": [wall]}
     assert SafetyFilter.from_config(uni)._linear is None  # rows depend on cos/sin(theta)
 
 
