@@ -96,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--action-noise", type=float, default=0.1, help="disturbance std / command limit")
     p.add_argument(
+        "--filter-in-loop",
+        action="store_true",
+        help="DAgger rollouts, noise episodes and closed-loop evaluation apply the config's safety_filter "
+        "to every command, as the node does (the expert labels the states the filtered policy visits)",
+    )
+    p.add_argument(
         "--goal-relabel",
         type=int,
         default=0,
@@ -138,12 +144,10 @@ def train_main(argv: list[str]) -> int:
         if importlib.util.find_spec("barriernet.filter_layer") is None:
             print("error: --barriernet needs barriernet.filter_layer, not in this install", file=sys.stderr)
             return 2
-        sim_args = ("noise_episodes", "goal_relabel", "dagger_rounds")
-        extra = [f"--{k.replace('_', '-')}" for k in sim_args if getattr(a, k)]
-        if extra:
+        if a.goal_relabel:
             print(
-                f"error: --barriernet: {', '.join(extra)} add in-process simulator episodes, which do not "
-                "record the safety filter's state per step; train --barriernet on recordings only",
+                "error: --barriernet: --goal-relabel makes episodes with new goals but the recorded filter "
+                "state of the old ones; use recordings, --noise-episodes or --dagger-rounds",
                 file=sys.stderr,
             )
             return 2
@@ -183,7 +187,7 @@ def train_main(argv: list[str]) -> int:
         if a.noise_episodes > 0 or a.goal_relabel > 0:  # training split only: validation stays clean
             from lnn_control.dagger import ClosedLoop, relabel_goals
 
-            loop = ClosedLoop(robot, a.config)
+            loop = ClosedLoop(robot, a.config, safety_filter=a.filter_in_loop)
             train_eps += [
                 loop.run(None, 30_000 + a.seed + i, action_noise=a.action_noise).episode
                 for i in range(a.noise_episodes)
@@ -204,7 +208,7 @@ def train_main(argv: list[str]) -> int:
     model = res.model
     history: list[dict[str, Any]] = []
     if a.dagger_rounds > 0 or a.eval_episodes > 0:
-        model, history = _dagger(a, robot, tc, res, train_eps, val_eps, probe.names, output_names)
+        model, history = _dagger(a, robot, tc, res, train_eps, probe.names, output_names, safety_filter)
     meta: dict[str, Any] = {
         "robot": robot,
         "config": str(a.config),
@@ -224,6 +228,7 @@ def train_main(argv: list[str]) -> int:
             "n_train": len(res.train_episodes),
             "n_val": len(res.val_episodes),
             "noise_episodes": a.noise_episodes,
+            "filter_in_loop": a.filter_in_loop,
             **({"goal_relabel": a.goal_relabel} if a.goal_relabel else {}),
             "action_noise": a.action_noise,
             "data": [pathlib.Path(d).name for d in a.data],  # names only: files do not depend on where
@@ -274,23 +279,29 @@ def _dagger(
     tc: Any,
     res: Any,
     train_eps: list[Any],
-    val_eps: list[Any],
     input_names: list[str],
     output_names: list[str],
+    safety_filter: Any = None,
 ) -> tuple[Any, list[dict[str, Any]]]:
     """DAgger rounds after behaviour cloning (lnn_control.dagger); best round by closed-loop success."""
     import dataclasses
 
     from lnn_control import dagger, training
 
-    loop = dagger.ClosedLoop(robot, a.config)
+    loop = dagger.ClosedLoop(robot, a.config, safety_filter=a.filter_in_loop)
     fine = dataclasses.replace(tc, epochs=a.dagger_epochs, lr=tc.lr * 0.3, patience=a.dagger_epochs)
 
     def train(data: Any, prev: Any) -> Any:
         if prev is None:
             return res.model
         return training.train_policy(
-            [], fine, input_names=input_names, output_names=output_names, init=prev, split=(data, [])
+            [],
+            fine,
+            input_names=input_names,
+            output_names=output_names,
+            init=prev,
+            split=(data, []),
+            safety_filter=safety_filter,
         ).model
 
     eval_seeds = [10_000 + a.seed + i for i in range(a.eval_episodes)]

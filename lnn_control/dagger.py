@@ -15,6 +15,12 @@ would receive (``lnn_control.sim.topics`` dicts), maps them with the robot's
 :class:`~lnn_control.observation.ObservationMap` (the node's mapping, from the same YAML) and steps
 a :class:`~lnn_control.runtime.PolicyStepper`, so the observations match the node's exactly.
 Starts and goals are drawn as :mod:`lnn_control.record` draws them, from a seed per episode.
+
+With ``safety_filter=True`` every applied command first goes through the config's
+:class:`barriernet.SafetyFilter` (its state and ``env`` from the same mapping, as the node feeds
+it), so rollouts visit the states the deployed, filtered policy visits and DAgger's expert labels
+those. Episodes record the filter state and ``env`` per step whenever the config maps them, so
+they also serve end-to-end BarrierNet training (``lnn-control train --barriernet``).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from lnn_control.observation import ObservationMap, load_observation_config
+from lnn_control.observation import ObservationMap, load_filter_config, load_observation_config
 from lnn_control.sim import models as M
 from lnn_control.sim import topics as T
 from lnn_control.sim.arm import ArmEnv
@@ -48,7 +54,9 @@ class RolloutResult:
     reached: goal reached; collided: a tick had the collision flag set; time_s: sim time until
     the goal was reached (or the episode ended); min_margin: smallest clearance (m, diff_drive)
     or joint-limit margin (rad, arm); episode: observations the policy saw with the expert's
-    command at each step as target (for DAgger); start, goal: the episode's draw.
+    command at each step as target (for DAgger), with the filter state and env per step when the
+    config maps them; start, goal: the episode's draw; interventions, fallbacks: steps where the
+    safety filter (``ClosedLoop(safety_filter=True)``) changed the command / used its fallback.
     """
 
     seed: int
@@ -59,6 +67,8 @@ class RolloutResult:
     episode: Episode
     start: np.ndarray
     goal: np.ndarray
+    interventions: int = 0
+    fallbacks: int = 0
 
 
 class ClosedLoop:
@@ -70,10 +80,18 @@ class ClosedLoop:
             maps messages to the policy input.
         rate: control rate (Hz), default the simulator node's publish rate.
         noise_std: sensor noise std (m, rad, rad/s).
+        safety_filter: pass every applied command through the config's ``safety_filter``
+            (:class:`barriernet.SafetyFilter`), as the node does; ValueError if the config has none
+            or it is invalid.
     """
 
     def __init__(
-        self, robot: str, config: str | pathlib.Path, rate: float | None = None, noise_std: float = 0.0
+        self,
+        robot: str,
+        config: str | pathlib.Path,
+        rate: float | None = None,
+        noise_std: float = 0.0,
+        safety_filter: bool = False,
     ) -> None:
         if robot not in ROBOTS:
             raise ValueError(f"robot must be one of {ROBOTS}, got {robot!r}")
@@ -87,6 +105,22 @@ class ClosedLoop:
         self.input_names = probe.names
         self.n_inputs = probe.n_inputs
         self.n_commands = len(probe.command_fields)
+        self.records_state = probe.n_state > 0
+        self.safety_filter: Any = None
+        if safety_filter:
+            from barriernet.safety_filter import SafetyFilter
+
+            self.safety_filter = SafetyFilter.from_config(load_filter_config(self.config))
+            if self.safety_filter.n_controls != self.n_commands:
+                raise ValueError(
+                    f"safety_filter: {self.safety_filter.n_controls} controls, the command has "
+                    f"{self.n_commands} fields"
+                )
+            if self.safety_filter.n_state != probe.n_state:
+                raise ValueError(
+                    f"safety_filter: state of {self.safety_filter.n_state} values, the observation maps "
+                    f"{probe.n_state} (observation.state)"
+                )
         if robot == "diff_drive":
             self.dd_env = DiffDriveEnv(noise_std, noise_std)
             self.dd_expert = DiffDriveExpert()
@@ -134,7 +168,8 @@ class ClosedLoop:
 
         Args:
             policy: object with ``step(obs, dt) -> outputs`` and ``reset()``; the first
-                ``n_commands`` outputs are applied (learned gains, if any, are ignored here).
+                ``n_commands`` outputs are applied; learned class-K gains after them (a BarrierNet
+                policy) go to the safety filter when one is in the loop.
             seed: episode seed (start and goal as in :mod:`lnn_control.record`, sensor noise).
             max_time: time limit (s), default :meth:`default_max_time`.
             hold: time (s) run on after the goal is reached (the policy must stay there).
@@ -169,6 +204,11 @@ class ClosedLoop:
             policy.reset()
         obs_rows: list[np.ndarray] = []
         targets: list[np.ndarray] = []
+        states: list[np.ndarray] = []
+        envs: list[dict[str, np.ndarray]] = []
+        filt = self.safety_filter
+        gains: np.ndarray | None = None
+        interventions = fallbacks = 0
         worst, collided = math.inf, False
         t_reached: float | None = None
         t_collided: float | None = None
@@ -225,6 +265,9 @@ class ClosedLoop:
             o = om.observation()
             obs_rows.append(o)
             targets.append(np.asarray(u_exp, dtype=float))
+            if self.records_state:
+                states.append(np.array(om.state(), dtype=np.float64))  # plans may reuse buffers
+                envs.append({k: np.array(a) for k, a in om.env().items()})
             m, bad = margin()
             worst = min(worst, m)
             if bad and t_collided is None:
@@ -242,14 +285,25 @@ class ClosedLoop:
             else:
                 y = np.asarray(policy.step(o, dt), dtype=float)  # stepped every tick: its state stays true
                 u = u_exp if beta > 0 and mix.random() < beta else y[: self.n_commands]
+                if filt is not None and y.size == self.n_commands + filt.n_gains > self.n_commands:
+                    gains = y[self.n_commands :]  # a BarrierNet policy's class-K gains, as the node uses them
             if action_noise > 0:
                 disturbance = a * disturbance + math.sqrt(1 - a * a) * mix.normal(size=len(limits))
                 u = np.asarray(u, dtype=float) + action_noise * limits * disturbance
+            if filt is not None:  # as deployed: the filter sees whatever command would be sent
+                u, rep = filt.filter(states[-1], u, gains=gains, env=envs[-1])
+                interventions += bool(rep.intervened)
+                fallbacks += bool(rep.fallback_used)
             step_env(u)
             k += 1
         n = len(obs_rows)
         ep = Episode(
-            np.stack(obs_rows), np.full(n, dt), np.stack(targets), source=f"{self.robot} seed {seed}"
+            np.stack(obs_rows),
+            np.full(n, dt),
+            np.stack(targets),
+            source=f"{self.robot} seed {seed}",
+            state=np.stack(states) if states else None,
+            env=envs if states else None,
         )
         return RolloutResult(
             seed=seed,
@@ -260,6 +314,8 @@ class ClosedLoop:
             episode=ep,
             start=np.asarray(start, dtype=float),
             goal=np.asarray(goal, dtype=float),
+            interventions=interventions,
+            fallbacks=fallbacks,
         )
 
 

@@ -56,6 +56,7 @@ def record_episode(
     hold: float = 0.5,
     noise_std: float = 0.0,
     rate: float | None = None,
+    expert: DiffDriveExpert | None = None,
 ) -> EpisodeResult:
     """Run one expert episode of ``robot`` from a seeded random start to a seeded random goal into a bag.
 
@@ -67,12 +68,15 @@ def record_episode(
         hold: time (s) recorded after the goal is reached.
         noise_std: sensor noise std (m, rad, rad/s), 0 for none.
         rate: publish / control rate (Hz), default ``topics.PUBLISH_RATE[robot]``.
+        expert: diff_drive only: the :class:`DiffDriveExpert` to record (default: its defaults).
     """
     if robot not in ROBOTS:
         raise ValueError(f"robot must be one of {ROBOTS}, got {robot!r}")
     rate = T.PUBLISH_RATE[robot] if rate is None else float(rate)
     if not 1.0 <= rate <= 1000.0:
         raise ValueError(f"rate must be in [1, 1000] Hz, got {rate}")
+    if expert is not None and (robot != "diff_drive" or not isinstance(expert, DiffDriveExpert)):
+        raise ValueError("expert: a DiffDriveExpert, for the diff_drive robot only")
     max_time = (40.0 if robot == "diff_drive" else 6.0) if max_time is None else float(max_time)
     dt = 1.0 / rate
     rng = np.random.default_rng([seed, 1])
@@ -90,7 +94,7 @@ def record_episode(
             while np.linalg.norm(goal - dd_env.pose[:2]) < 1.0:
                 goal = sample_free_position(rng, 0.15)
             env.set_goal(goal)
-            expert_dd = DiffDriveExpert()
+            expert_dd = DiffDriveExpert() if expert is None else expert
         else:
             env = ArmEnv(noise_std, seed=seed)
             env.reset(seed=seed)

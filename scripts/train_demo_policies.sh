@@ -3,6 +3,7 @@
 # CfC/NCP behaviour cloning -> DAgger rounds on the built-in simulator (the policy drives, the
 # expert relabels every state it visits) -> models/<robot>.npz (lnn_control.model_file format,
 # what lnn_controller loads) + loss / rollout plots. The two robots train in parallel, one core each.
+# diff_drive rolls out DAgger and evaluation episodes through its safety filter (--filter-in-loop), as deployed.
 # Usage: scripts/train_demo_policies.sh [PYTHON]   (default .venv/bin/python; run from the repo root)
 # CONFIG_DIR (default config/) holds <robot>.yaml; DATA_DIR (default out/demos) receives the bags;
 # MODELS_DIR (default models/) receives <robot>.npz plus plots; ROBOTS (default "diff_drive arm").
@@ -44,7 +45,7 @@ pids=()
 for robot in $ROBOTS; do
   case $robot in
     diff_drive) train diff_drive 48 --epochs 20 --patience 20 --noise-episodes 16 --action-noise 0.15 \
-      --dagger-rounds 2 --dagger-episodes 16 --dagger-epochs 8 & ;;
+      --dagger-rounds 2 --dagger-episodes 16 --dagger-epochs 8 --filter-in-loop & ;;
     arm) train arm 40 --epochs 15 --patience 15 --batch 8 --goal-relabel 3 & ;;
     *) echo "unknown robot $robot" >&2; exit 2 ;;
   esac

@@ -12,6 +12,10 @@ descending the field ``lookahead`` m from its cell (pure pursuit):
 and a clearance guard scales v down linearly when the clearance (m) to the map falls below
 ``guard`` while the heading points towards the nearest surface. Since the field has no local
 minima, the robot reaches any goal connected to its start through free space.
+The default clearance (0.20 m) keeps the expert's paths outside the band where
+``config/diff_drive.yaml``'s safety filter acts (disc clearance 0.05 m plus the rate limit its
+class-K gain puts on approaching a surface): with 0.12 m the expert itself, filtered as deployed,
+stalled against obstacles in half of the episodes, and policies cloned from it learned those paths.
 
 arm (``ArmExpert``): computed-torque reaching in joint space with a velocity-limited reference,
 
@@ -68,11 +72,11 @@ class DiffDriveExpert:
     def __init__(
         self,
         resolution: float = 0.05,
-        inflation: float = 0.12,
+        inflation: float = 0.20,
         lookahead: float = 0.35,
         v_max: float = 0.5,
         k_omega: float = 3.0,
-        guard: float = 0.08,
+        guard: float = 0.10,
     ):
         if not 0.01 <= resolution <= 0.2:
             raise ValueError(f"resolution must be in [0.01, 0.2] m, got {resolution}")

@@ -16,6 +16,7 @@ from lnn_control import cli, record
 from lnn_control import training as tr
 from lnn_control.model_file import load_stepper
 from lnn_control.observation import load_filter_config, load_observation_config
+from lnn_control.sim.experts import DiffDriveExpert
 
 torch.set_num_threads(1)
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -29,10 +30,13 @@ def _filter(path: pathlib.Path = DD) -> SafetyFilter:
 
 @pytest.fixture(scope="module")
 def bags(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    """Four 3 s expert episodes of the diff_drive robot (seeded starts near obstacles and walls)."""
+    """Four 3 s expert episodes of the diff_drive robot (seeded starts near obstacles and walls), by
+    an expert that cuts closer to obstacles (0.12 m) than the filter's default gains allow, so the
+    BarrierNet gains have something to learn."""
     out = tmp_path_factory.mktemp("bn") / "bags"
+    close = DiffDriveExpert(inflation=0.12, guard=0.08)
     for i in range(4):
-        record.record_episode("diff_drive", out / f"ep{i}", seed=100 + i, max_time=3.0)
+        record.record_episode("diff_drive", out / f"ep{i}", seed=100 + i, max_time=3.0, expert=close)
     return out
 
 
@@ -310,5 +314,22 @@ def test_cli_train_barriernet_writes_a_named_gain_policy(bags: pathlib.Path, tmp
     # the node hands these outputs to the filter as its gains vector
     u, rep = f.filter(np.array([0.0, 0.0, 0.0]), y[:2], gains=y[2:], env={"scan_points": np.zeros((0, 2))})
     assert rep.status == "optimal" and not rep.fallback_used
-    rc = cli.main([*argv, "--barriernet", "--noise-episodes", "2", "--out", str(out)])
-    assert rc == 2 and "--barriernet: --noise-episodes" in capsys.readouterr().err
+    rc = cli.main([*argv, "--barriernet", "--goal-relabel", "2", "--out", str(out)])
+    assert rc == 2 and "--barriernet: --goal-relabel" in capsys.readouterr().err
+
+
+def test_cli_train_barriernet_with_dagger_through_the_filter(bags: pathlib.Path, tmp_path, capsys) -> None:
+    """Simulator episodes record the filter state, so --barriernet trains on DAgger rollouts that run,
+    like the node, through the safety filter with the policy's learned gains."""
+    out = tmp_path / "dd_bn_dagger.npz"
+    argv = ["train", "--config", str(DD), "--data", str(bags), "--units", "12", "--window", "32"]
+    rc = cli.main(
+        [*argv, "--barriernet", "--epochs", "2", "--dagger-rounds", "1", "--dagger-episodes", "1",
+         "--dagger-epochs", "1", "--eval-episodes", "1", "--filter-in-loop", "--out", str(out),
+         "--no-progress", "--seed", "1"]
+    )  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    meta = load_stepper(out).metadata["training"]
+    assert meta["filter_in_loop"] is True and "barriernet" in meta
+    assert [h["round"] for h in meta["dagger"]] == [0, 1]
+    assert meta["dagger"][1]["data_episodes"] == meta["n_train"] + 1  # the rollout was trained on
