@@ -23,6 +23,7 @@ Run: ``ros2 run lnn_control lnn_controller --ros-args --params-file config/diff_
 from __future__ import annotations
 
 import math
+import operator
 import signal
 import threading
 import time
@@ -278,6 +279,11 @@ class LnnController(LifecycleNode):
     def input_subscriptions(self) -> list[Any]:
         """The input subscriptions, sensors first and the trigger last (empty while unconfigured)."""
         return list(self._subs)
+
+    @property
+    def control_timers(self) -> list[Any]:
+        """The node's own timers while active (control tick in timer mode, watchdog, diagnostics)."""
+        return list(self._timers)
 
     # ---------------------------------------------------------------- parameters
     def _declare_tree_parameters(self) -> None:
@@ -868,28 +874,32 @@ class LnnController(LifecycleNode):
 
 
 class InputFirstSpinner:
-    """Spins one node, taking its input messages itself; the executor serves everything else.
+    """Spins one node, taking its input messages and running its timers itself; the executor
+    serves everything else (services, other subscriptions, guard conditions).
 
     rclpy's executors rebuild a wait set of every entity of the node (a lifecycle node has about
     twenty: parameter and lifecycle services, timers, subscriptions) and dispatch each callback
     through a task, for every message: 0.6 ms per message on the 2-core CI machine, more than a
     1 kHz input leaves, so a keep-last-1 input dropped a third of the messages. Here one rcl wait
     set holds the node's subscriptions, timers, services and clients; a ready subscription from
-    ``inputs()`` is taken and its callback called directly (the same callback, in the same thread,
-    so callback groups keep their meaning); when anything else is ready (a request, a due timer,
-    another subscription such as ``/clock``) the executor is drained without blocking right after.
-    It is also drained every ``service_period`` seconds regardless (guard conditions, waitables and
-    QoS events are not in the wait set), and the entity lists are re-read after each drain (only
-    executor callbacks, e.g. a lifecycle transition, create or destroy entities).
+    ``inputs()`` is taken and its callback called directly, a ready timer from ``timers()`` is
+    called directly (same callbacks, same thread, so callback groups keep their meaning); when
+    anything else is ready (a request, another subscription such as ``/clock``) the executor is
+    drained without blocking right after. It is also drained every ``service_period`` seconds
+    regardless (guard conditions, waitables and QoS events are not in the wait set). The entity
+    lists are re-read after each drain (only executor callbacks, e.g. a lifecycle transition,
+    create or destroy entities) and before a direct timer call's successor wait.
 
-    Uses the rcl wait set and ``take_message`` that rclpy's own ``wait_for_message`` uses (Humble
-    through Kilted); without them :meth:`spin_once` is ``executor.spin_once``.
+    Uses the rcl wait set, ``take_message`` and ``call_timer`` that rclpy's own
+    ``wait_for_message`` and executors use (Humble through Kilted); without them
+    :meth:`spin_once` is ``executor.spin_once``.
 
     Args:
         node: the node (its entities are read from ``node.subscriptions`` etc.).
         executor: a single-threaded executor the node has been added to.
         inputs: the input subscriptions taken directly (message-only callbacks), in the order to
             take them when several are ready (sensors before the trigger: a step sees the newest).
+        timers: the timers called directly (callbacks without arguments); default none.
         service_period: seconds between unconditional executor drains.
     """
 
@@ -898,11 +908,13 @@ class InputFirstSpinner:
         node: Any,
         executor: Executor,
         inputs: Callable[[], Sequence[Any]],
+        timers: Callable[[], Sequence[Any]] | None = None,
         service_period: float = 0.05,
     ) -> None:
         if not service_period > 0.0:
             raise ValueError(f"service_period must be > 0 s, got {service_period}")
         self._node, self._executor, self._inputs = node, executor, inputs
+        self._timers: Callable[[], Sequence[Any]] = timers if timers is not None else list
         self.service_period = float(service_period)
         try:
             from rclpy.impl.implementation_singleton import rclpy_implementation
@@ -911,22 +923,29 @@ class InputFirstSpinner:
         except (ImportError, AttributeError):
             self._ws_cls = None
         self._ws: Any = None
-        self._entities: tuple[list[Any], list[Any], list[Any], list[Any]] = ([], [], [], [])
+        self._entities: tuple[list[Any], ...] = ([], [], [], [])
         self._direct: dict[int, Any] = {}  # subscription handle pointer -> subscription
         self._order: list[int] = []
+        self._direct_timers: dict[int, Any] = {}
         self._next_drain = 0.0
-        self.taken = 0  # messages taken directly (tests, benchmarks)
+        self.taken = 0  # messages taken and timers called directly (tests, benchmarks)
+        self.timer_calls = 0
         self.drains = 0
 
     def _rebuild(self) -> None:
         n = self._node
-        subs, timers = list(n.subscriptions), list(n.timers)
-        services, clients = list(n.services), list(n.clients)
-        self._entities = (subs, timers, services, clients)
-        inputs = [s for s in self._inputs() if s in subs]
+        ents = (list(n.subscriptions), list(n.timers), list(n.services), list(n.clients))
+        inputs = [s for s in self._inputs() if s in ents[0]]
+        timers = [t for t in self._timers() if t in ents[1]]
+        same = self._ws is not None and all(
+            len(a) == len(b) and all(map(operator.is_, a, b)) for a, b in zip(ents, self._entities)
+        )
+        if not same:
+            subs, tmrs, services, clients = self._entities = ents
+            self._ws = self._ws_cls(len(subs), 0, len(tmrs), len(clients), len(services), 0, n.context.handle)
         self._direct = {s.handle.pointer: s for s in inputs}
         self._order = [s.handle.pointer for s in inputs]
-        self._ws = self._ws_cls(len(subs), 0, len(timers), len(clients), len(services), 0, n.context.handle)
+        self._direct_timers = {t.handle.pointer: t for t in timers}
 
     def drain(self, limit: int = 1000) -> int:
         """Run every executor callback ready now (at most ``limit``), without blocking; returns how many."""
@@ -972,7 +991,10 @@ class InputFirstSpinner:
         wait = max(0.0, min(timeout_sec, self._next_drain - now))
         ws.wait(int(wait * 1e9))
         ready = ws.get_ready_entities("subscription")
-        others = len(ready) > 0 and any(p not in self._direct for p in ready)
+        ready_t = ws.get_ready_entities("timer")
+        others = any(p not in self._direct for p in ready) or any(
+            p not in self._direct_timers for p in ready_t
+        )
         if ready:
             for ptr in self._order:
                 if ptr in ready:
@@ -981,12 +1003,13 @@ class InputFirstSpinner:
                     if got is not None:
                         self.taken += 1
                         sub.callback(got[0])
-        if (
-            others
-            or ws.get_ready_entities("timer")
-            or ws.get_ready_entities("service")
-            or ws.get_ready_entities("client")
-        ):
+        for ptr in ready_t:
+            tmr = self._direct_timers.get(ptr)
+            if tmr is not None and not tmr.is_canceled():
+                tmr.handle.call_timer()  # marks the period as served (the executor does the same)
+                self.timer_calls += 1
+                tmr.callback()
+        if others or ws.get_ready_entities("service") or ws.get_ready_entities("client"):
             self.drain()
 
 
@@ -1009,7 +1032,9 @@ def main(args: list[str] | None = None) -> None:
         executor.add_node(node)
         spin: Callable[..., None] = executor.spin_once
         if kind == "inputs":
-            spin = InputFirstSpinner(node, executor, lambda: node.input_subscriptions).spin_once
+            spin = InputFirstSpinner(
+                node, executor, lambda: node.input_subscriptions, lambda: node.control_timers
+            ).spin_once
         while rclpy.ok():
             spin(timeout_sec=0.1)  # bounded wait: signals are seen within 0.1 s
     except (KeyboardInterrupt, ExternalShutdownException):
