@@ -175,7 +175,10 @@ def _floats(v: Any, where: str, size: int | None = None) -> np.ndarray:
 
 def _differs(u: list[float], u_nom: list[float]) -> bool:
     """Not ``numpy.allclose(u, u_nom)``: some |u - u_nom| > 1e-8 + 1e-5 |u_nom| (nan counts as differing)."""
-    return not all(abs(a - b) <= 1e-8 + 1e-5 * abs(b) for a, b in zip(u, u_nom))
+    for a, b in zip(u, u_nom):
+        if not abs(a - b) <= 1e-8 + 1e-5 * abs(b):
+            return True
+    return False
 
 
 def _merged(bs: list[Barrier]) -> list[Any]:
@@ -546,6 +549,8 @@ class SafetyFilter:
         self._ubig = hi + 1e6 * (1.0 + hi - lo)
         self._lbig = lo - 1e6 * (1.0 + hi - lo)
         self._big = float(np.abs(np.concatenate([self._ubig, self._lbig])).min())
+        # |u_i| > _big implies u_i - upper_i or lower_i - u_i > _big_gap
+        self._big_gap = self._big - float(np.abs(np.concatenate([lo, hi])).max())
         # per-row gains: ks = k (degree 1) or p1 + p2 (degree 2), kp = p1 p2
         self._K_default = np.zeros((2, m))
         self._K_call = np.zeros((2, m))
@@ -586,6 +591,16 @@ class SafetyFilter:
             self._linear = _LinearRows.build(self._evaluate_rows, self.n_state, self._K_default)
             if self._linear is not None:
                 self._G[:] = self._linear.G  # constant: written once, never refilled per call
+        # constant H and G: a DAQP workspace set up once, per call only f and the bounds change
+        # (cold start each call: the same answer as daqp.solve, independent of earlier calls)
+        self._model: Any = None
+        if self._fast and self._linear is not None:
+            import daqp
+
+            md = daqp.Model()
+            if md.setup(self._H, self._f, self._G, self._bu, self._bl, self._sense)[0] >= 0:
+                md.settings = {"primal_tol": 1e-10}
+                self._model = md
 
     def _set_row_gains(self, gv: np.ndarray, K: np.ndarray) -> None:
         """Per-row (ks, kp) in ``K`` (2, m) from the gain vector ``gv`` (n_gains,)."""
@@ -693,16 +708,27 @@ class SafetyFilter:
             raise ValueError("safety_filter.fallback.damping: only for type gravity_compensation")
 
     # ---- the filter -------------------------------------------------------------------------
-    def _solve_nominal(self, u_nom: np.ndarray, ul: list[float]) -> tuple[np.ndarray, str]:
-        """Solve the assembled QP for the nominal command ``u_nom`` (``ul`` = its list form)."""
+    def _solve_nominal(
+        self, u_nom: np.ndarray, ul: list[float], box_excess: float = math.inf
+    ) -> tuple[np.ndarray, str]:
+        """Solve the assembled QP for the nominal command ``u_nom`` (``ul`` = its list form).
+
+        ``box_excess``: an upper bound on max(u_nom - upper, lower - u_nom) when known (the
+        fast path's residual); below ``_big_gap`` no |u_nom| can exceed ``_big``."""
         u_q = u_nom
-        if max(map(abs, ul)) > self._big:  # keep the QP data finite for absurd nominal commands
+        # keep the QP data finite for absurd nominal commands
+        if not box_excess <= self._big_gap and max(map(abs, ul)) > self._big:
             u_q = np.clip(u_nom, self._lbig, self._ubig)
         f = self._f
         if self._negw is None:
             np.negative(u_q, out=f)
         else:
             np.multiply(self._negw, u_q, out=f)
+        md = self._model
+        if md is not None and md.update(f=f, bupper=self._bu, sense=self._sense) == 0:
+            sol, _fv, flag, _info = md.solve()
+            status = "optimal" if flag == 1 or flag == 2 else ("infeasible" if flag == -1 else "error")
+            return sol, status
         if self._fast:
             sol, _fv, flag, _info = self._daqp_solve(
                 self._H, f, self._G, self._bu, self._bl, self._sense, primal_tol=1e-10
@@ -784,8 +810,10 @@ class SafetyFilter:
         _dot(self._A, u_nom, out=res)
         res -= self._b
         rl = res.tolist()
+        excess = math.inf
         if _isfinite(sum(rl)):
-            if max(rl) <= 0.0:
+            excess = max(rl)
+            if excess <= 0.0:
                 return u_nom.copy(), FilterReport(
                     self.constraint_names,
                     self._hv.copy(),
@@ -803,7 +831,7 @@ class SafetyFilter:
         elif not _isfinite(float(self._A.sum()) + float(self._b.sum())):
             reason = "constraint rows are not finite (dynamics or barrier at this state)"
             return self._fallback(x, reason, "solver_error", u_nom, self._hv.copy(), t0)
-        sol, status = self._solve_nominal(u_nom, ul)
+        sol, status = self._solve_nominal(u_nom, ul, excess)
         if status == "optimal":
             # independent check: clip into the box (exact bounds), then every row at the clipped u
             u = _minimum(sol, self.upper)

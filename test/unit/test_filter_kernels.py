@@ -1,9 +1,10 @@
-"""The safety filter's fast kernels against its generic barrier blocks.
+"""The safety filter's fast kernels against its generic barrier blocks and daqp.solve.
 
 ``_LinearRows`` (white-box: half-space and joint-limit rows on a double integrator, affine in
 the state with a constant G, precomputed when the filter is built) must give the rows of the
 generic blocks at any state and gains (float64, 1e-12), and the filter must return the same
-commands and reports with and without it. The QP matrix it writes once must survive every
+commands and reports with and without it (and its DAQP workspace, set up once, the same as
+``daqp.solve`` on freshly filled rows). The QP matrix it writes once must survive every
 call (DAQP, the relaxation, fallbacks)."""
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def test_filter_same_with_and_without_the_linear_kernel(
 ) -> None:
     cfg = linear_cfg(dim, walls, seed=dim * 10 + walls, joints=joints, slack=slack)
     fast, slow = SafetyFilter.from_config(cfg), SafetyFilter.from_config(cfg)
-    slow._linear = None
+    assert fast._model is not None  # white-box: DAQP workspace set up once (constant H, G)
+    slow._linear = slow._model = None  # the generic blocks and daqp.solve on refilled rows
     slow._scalar = None
     G0 = fast._G.copy()
     rng = np.random.default_rng(17)
