@@ -56,6 +56,7 @@ __all__ = [
 ]
 
 _COMMON_KEYS = ("type", "name", "gains", "margin", "priority")
+_isfinite = math.isfinite
 
 
 class InputError(ValueError):
@@ -281,16 +282,16 @@ class PointGroup:
         if self.order == 1:
             for phi in self._phis:
                 phi(kin.p, None, env)
-            np.matmul(ng, kin.J, out=G)
+            np.dot(ng, kin.J, out=G)
             np.multiply(ks, self.hv, out=h)
             if not kin.drift_zero:
                 h -= ng @ kin.c
         else:
             for phi in self._phis:
                 phi(kin.p, kin.v, env)
-            np.matmul(ng, kin.B, out=G)
+            np.dot(ng, kin.B, out=G)
             hd = self._hd
-            np.matmul(ng, kin.v, out=hd)
+            np.dot(ng, kin.v, out=hd)
             hd *= ks
             np.multiply(kp, self.hv, out=h)
             if self._curved:
@@ -332,7 +333,7 @@ class HalfSpace(_PointBarrier):
         self._Np = np.zeros(self.n_rows)
 
     def phi(self, p, v, env) -> None:  # type: ignore[no-untyped-def]
-        np.matmul(self.N, p, out=self._Np)
+        np.dot(self.N, p, out=self._Np)
         np.subtract(self.off, self._Np, out=self.hv)
 
 
@@ -486,9 +487,9 @@ class LaserScan(_PointBarrier):
     def attach(self, hv: np.ndarray, ngrad: np.ndarray, curv: np.ndarray) -> None:
         super().attach(hv, ngrad, curv)
         self._discs = [_Disc(n, 2) for n in range(self.n_rows + 1)]
-        self._dist = np.zeros(self.n_rows)
-        self._dist2 = self._dist[:, None]
         self._gv = np.zeros(self.n_rows)
+        # -dh/dp rows as complex numbers (the same memory): one division writes both columns
+        self._ngrad_c = ngrad.view(np.complex128).reshape(-1) if ngrad.flags.c_contiguous else None
 
     def phi(self, p, v, env) -> None:  # type: ignore[no-untyped-def]
         pts = None if env is None else env.get(self.env_key)
@@ -497,9 +498,28 @@ class LaserScan(_PointBarrier):
         pts = np.asarray(pts, dtype=np.float64)
         if pts.ndim != 2 or pts.shape[1] != 2:
             raise InputError(f"env[{self.env_key!r}]: expected an (N, 2) array, got shape {pts.shape}")
-        if not math.isfinite(float(pts.sum())):
-            pts = pts[np.isfinite(pts).all(axis=1)]
         n, m = pts.shape[0], self.n_rows
+        if n > m and self._ngrad_c is not None:
+            # nearest m of n points, in the complex plane: z = s - p, |z| by hypot; no-return
+            # points (nan / inf) sort after every finite distance, so if the m selected
+            # distances are finite they are the m nearest finite points
+            if not pts.flags.c_contiguous:
+                pts = np.ascontiguousarray(pts)
+            z = pts.view(np.complex128).reshape(-1)
+            z = z - complex(p[0], p[1])
+            dist_all = np.abs(z)
+            idx = dist_all.argpartition(m - 1)[:m]  # the method: no dispatch layer on the hot path
+            dist = dist_all[idx]
+            if _isfinite(float(dist.sum())):
+                np.divide(z[idx], dist, out=self._ngrad_c)  # (s - p) / |s - p| = -dh/dp
+                np.subtract(dist, self.R, out=self.hv)
+                if v is not None:
+                    self._curvature(v, dist)
+                return
+        ok = np.isfinite(pts).all(axis=1)
+        if not ok.all():
+            pts = pts[ok]
+            n = pts.shape[0]
         if n <= m:
             if n < m:
                 self.hv[n:] = NO_POINT
@@ -508,20 +528,22 @@ class LaserScan(_PointBarrier):
             if n:
                 self._discs[n].eval(p, v, pts, self.R[:n], self.hv[:n], self.ngrad[:n], self.curv[:n])
             return
-        # nearest m of n points: distances once, then rows from the selected differences
         d = pts - p
         d2 = np.einsum("ij,ij->i", d, d)
-        idx = d2.argpartition(m - 1)[:m]  # the method: no dispatch layer on the hot path
-        dist = self._dist
-        np.sqrt(d2[idx], out=dist)
-        np.divide(d[idx], self._dist2, out=self.ngrad)  # (s - p) / |s - p| = -dh/dp
+        idx = d2.argpartition(m - 1)[:m]
+        dist = np.sqrt(d2[idx])
+        np.divide(d[idx], dist[:, None], out=self.ngrad)
         np.subtract(dist, self.R, out=self.hv)
-        if v is not None:  # v' Hess v = (|v|^2 - (grad.v)^2) / dist
-            gv = self._gv
-            np.matmul(self.ngrad, v, out=gv)
-            np.multiply(gv, gv, out=gv)
-            np.subtract(float(v @ v), gv, out=self.curv)
-            np.divide(self.curv, dist, out=self.curv)
+        if v is not None:
+            self._curvature(v, dist)
+
+    def _curvature(self, v: np.ndarray, dist: np.ndarray) -> None:
+        """v' Hess(h) v = (|v|^2 - (grad.v)^2) / dist, for point order 2."""
+        gv = self._gv
+        np.dot(self.ngrad, v, out=gv)
+        np.multiply(gv, gv, out=gv)
+        np.subtract(float(v @ v), gv, out=self.curv)
+        np.divide(self.curv, dist, out=self.curv)
 
 
 class SpeedLimit(Barrier):

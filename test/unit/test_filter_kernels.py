@@ -130,3 +130,56 @@ def test_linear_kernel_non_finite_and_huge_inputs_fall_back_or_stay_in_the_box()
     assert ((u >= filt.lower) & (u <= filt.upper)).all() and np.isfinite(u).all()
     G, h, _ = filt.constraints(x)
     assert (G @ u <= h + 1e-9 * (1 + np.abs(h))).all()
+
+
+def scan_reference(
+    pts: np.ndarray, p: np.ndarray, v: np.ndarray | None, m: int, r: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """h, -dh/dp and v'Hess(h)v of the m nearest finite points, sorted by distance (brute force)."""
+    fin = pts[np.isfinite(pts).all(axis=1)]
+    d = fin - p
+    dist = np.sqrt((d * d).sum(axis=1))
+    o = np.argsort(dist)[:m]
+    ng = d[o] / dist[o, None]
+    curv = np.zeros(len(o)) if v is None else (v @ v - (ng @ v) ** 2) / dist[o]
+    return dist[o] - r, ng, curv
+
+
+@pytest.mark.parametrize("dyn_type", ["diff_drive", "unicycle"])
+def test_scan_rows_equal_brute_force_nearest_points(dyn_type: str) -> None:
+    """The scan barrier's selection (complex-plane distances, non-finite points left to sort
+    last) against a brute-force reference, with no-return points, few points, odd layouts."""
+    from barriernet.barriers import LaserScan, PointGroup
+    from barriernet.dynamics import make_dynamics
+
+    dyn = make_dynamics({"type": dyn_type})
+    m, r = 6, 0.25
+    scan = LaserScan({"type": "laser_scan", "name": "s", "radius": 0.2, "margin": 0.05, "max_points": m,
+                      "gains": [1.0] * dyn.point_order}, "scan")  # fmt: skip
+    scan.bind(dyn)
+    grp = PointGroup([scan], np.zeros(m))
+    kin = dyn.new_kinematics()
+    rng = np.random.default_rng(23)
+    infl = dyn.point_inflation
+    for i in range(400):
+        x = rng.uniform(-2, 2, dyn.n_state)
+        kin = dyn.kinematics(x, kin)
+        n = int(rng.choice([0, 3, 6, 7, 72]))
+        pts = rng.uniform(-3, 3, (n, 2))
+        if n and i % 3 == 0:  # no returns
+            bad = rng.random(n) < (0.9 if i % 9 == 0 else 0.2)
+            pts[bad] = rng.choice([np.nan, np.inf, -np.inf], (int(bad.sum()), 2))
+        if i % 4 == 1:
+            pts = np.asfortranarray(pts)
+        elif i % 4 == 2:
+            pts = np.repeat(pts, 2, axis=0)[::2]  # a strided view
+        v = kin.v if dyn.point_order == 2 else None
+        scan.phi(kin.p, v, {"scan_points": pts})
+        hv, ng, curv = scan_reference(np.asarray(pts), kin.p, v, m, r + infl)
+        k = len(hv)
+        o = np.argsort(grp.hv[:k], kind="stable")
+        np.testing.assert_allclose(grp.hv[:k][o], hv, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(grp.ngrad[:k][o], ng, rtol=1e-12, atol=1e-12)
+        if v is not None:
+            np.testing.assert_allclose(grp.curv[:k][o], curv, rtol=1e-9, atol=1e-12)
+        assert (grp.hv[k:] == 1e30).all() and (grp.ngrad[k:] == 0).all()
