@@ -270,6 +270,7 @@ class LnnController(LifecycleNode):
         self._rx_stamp: float | None = None
         self._cmd_cls: Any = None
         self._cmd_msg: Any = None
+        self._cmd_writer: Any = None
         self._nominal = rc.ArrayWriter("nominal")  # reused telemetry messages (publish serialises)
         self._status = rc.SafetyStatusWriter()
         self._skip_status = 0  # filtered commands to send without telemetry (status_every_n)
@@ -454,9 +455,11 @@ class LnnController(LifecycleNode):
         self._names = names if len(names) == n_ctl else [f"u{i}" for i in range(n_ctl)]
         self._obs, self._stepper, self._filter, self._n_controls = obs, stepper, filt, n_ctl
         self._cmd_cls, self._mode, self._pending_filter = cmd_cls, mode, None
-        # one command message, refilled every step: publish() serialises it at once, and building
-        # a nested message costs tens of microseconds in rclpy
-        self._cmd_msg = cmd_cls()
+        # the command as serialised bytes from a verified template (CommandWriter): rclpy's
+        # conversion of a nested message costs more than packing two floats; layout learnt now
+        self._cmd_writer = rc.CommandWriter(cmd_cls, obs)
+        self._cmd_writer.write([0.0] * len(obs.command_fields), Time(), self._frame())
+        self._cmd_msg = self._cmd_writer.msg
         # message mode: the cell's dt is the difference of trigger stamps (trigger = stamp_topic
         # by default, as in training); timer mode: the difference of tick times on the node clock
         self._dt_topic = trigger if mode == "message" else ""
@@ -682,7 +685,7 @@ class LnnController(LifecycleNode):
         try:
             o = obs.observation()
             x = obs.state()
-            env = obs.env() or None
+            env = obs.env(copy=False) or None
         except ObservationError as e:
             self.counters[e.kind if e.kind in self.counters else "bad_message"] += 1
             return self._publish_fallback(f"{e.kind}: {e}", "invalid_input")
@@ -806,7 +809,7 @@ class LnnController(LifecycleNode):
         pubs = self._pubs
         # the reused messages (executor: multi, deactivate), and command before telemetry
         with self._publish_lock:
-            pubs["command"].publish(rc.command_message(self._cmd_msg, self._obs, u, stamp, frame))
+            pubs["command"].publish(self._cmd_writer.write(u.tolist(), stamp, frame))
             self._t_command = time.perf_counter()
             self.counters["commands"] += 1
             fallback = reason is not None or bool(report.fallback_used)

@@ -649,11 +649,18 @@ class ObservationMap:
         """Filter state x (n_state,); raises :class:`ObservationError`."""
         return self._plans["state"].run(self.latest)
 
-    def env(self) -> dict[str, np.ndarray]:
-        """SafetyFilter ``env`` entries, e.g. ``{"scan_points": (N, 2) world-frame points}``."""
+    def env(self, copy: bool = True) -> dict[str, np.ndarray]:
+        """SafetyFilter ``env`` entries, e.g. ``{"scan_points": (N, 2) world-frame points}``.
+
+        ``copy=False`` hands out the extractors' memoised arrays (the node's step: the filter only
+        reads them); never write into those."""
         out: dict[str, np.ndarray] = {}
         for k, f in self.env_features.items():
-            out[k] = f.extract(self.latest)
+            if copy:
+                out[k] = f.extract(self.latest)
+            else:
+                v = f._values(self.latest)
+                out[k] = v if isinstance(v, np.ndarray) else np.array(v)
         return out
 
     def _concat(self, feats: Sequence[Feature]) -> np.ndarray:
