@@ -15,8 +15,14 @@ call sees the data of the previous one. Plus the two robot configs (``config/dif
 Every solver's answer is checked against a tight Clarabel solve before timing.
 
 Targets (issue 4): the whole filter call median <= 20 us and p99 <= 50 us for 2-7 controls and
-up to 8 rows (absolute, so machine-dependent: the ``DAQP direct`` row of the same run shows the
-machine's speed; the anchor's DAQP is 3.5 us), and >= 30x faster than cvxpy parametrized.
+up to 8 rows, and >= 30x faster than cvxpy parametrized (``passed`` on the cvxpy rows). Each
+``DAQP direct`` row gives two verdicts on the first two (fields ``verdict_absolute`` and
+``verdict_scaled``, and in its notes): the absolute one, and the same target scaled by this
+machine's speed measured in the same run: the anchor machine's DAQP direct takes 3.5 us, so
+median <= 20/3.5 = 5.7x and p99 <= 50/3.5 = 14.3x this run's DAQP-direct median. The filter and
+DAQP direct are timed in interleaved blocks (load drift hits both alike); full mode times
+20,000 calls each (p99 from 200 samples beyond it), quick mode 400. The robot configs (20 and
+12 rows) are outside the 8-row target; their verdicts are for information.
 The ``filter_vs_rows`` / ``filter_vs_controls`` sweeps feed the scaling plots.
 """
 
@@ -31,7 +37,7 @@ import numpy as np
 
 from bench.common import row, time_calls
 
-__all__ = ["make_filter_problems", "run"]
+__all__ = ["make_filter_problems", "run", "verdicts"]
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -192,6 +198,48 @@ def _cycled(fn: Callable[[int], Any], k: int) -> Callable[[], Any]:
     return call
 
 
+#: issue 4 targets (s) and the anchor's DAQP-direct median on the same QP (ANCHORS.md)
+TARGET_MEDIAN_S, TARGET_P99_S, ANCHOR_DAQP_S = 20e-6, 50e-6, 3.5e-6
+
+
+def _interleaved(
+    fa: Callable[[], Any], fb: Callable[[], Any], n: int, blocks: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` timed calls each of ``fa`` and ``fb``, alternating in ``blocks`` blocks."""
+    per = max(1, n // blocks)
+    ta, tb = [], []
+    for _ in range(blocks):
+        ta.append(time_calls(fa, per, warmup=10))
+        tb.append(time_calls(fb, per, warmup=10))
+    return np.concatenate(ta), np.concatenate(tb)
+
+
+def verdicts(ours_median: float, ours_p99: float, daqp_median: float) -> dict[str, Any]:
+    """Issue 4's latency target, absolute and scaled by this machine's DAQP-direct median.
+
+    Returns ``verdict_absolute`` / ``verdict_scaled`` ("met" or "missed"), the ratios to the
+    DAQP-direct median, ``machine_vs_anchor`` (this run's DAQP median / the anchor's 3.5 us)
+    and a one-line ``text`` for the notes."""
+    abs_ok = ours_median <= TARGET_MEDIAN_S and ours_p99 <= TARGET_P99_S
+    rm, rp = ours_median / daqp_median, ours_p99 / daqp_median
+    km, kp = TARGET_MEDIAN_S / ANCHOR_DAQP_S, TARGET_P99_S / ANCHOR_DAQP_S
+    sc_ok = rm <= km and rp <= kp
+    text = (
+        f"absolute: median {ours_median * 1e6:.1f} <= 20 us, p99 {ours_p99 * 1e6:.1f} <= 50 us: "
+        f"{'met' if abs_ok else 'MISSED'}; scaled (DAQP direct {daqp_median * 1e6:.2f} us here vs "
+        f"3.5 us anchor = {daqp_median / ANCHOR_DAQP_S:.2f}x): median {rm:.1f}x <= {km:.1f}x, "
+        f"p99 {rp:.1f}x <= {kp:.1f}x DAQP: {'met' if sc_ok else 'MISSED'}"
+    )
+    return {
+        "verdict_absolute": "met" if abs_ok else "missed",
+        "verdict_scaled": "met" if sc_ok else "missed",
+        "median_over_daqp": rm,
+        "p99_over_daqp": rp,
+        "machine_vs_anchor": daqp_median / ANCHOR_DAQP_S,
+        "text": text,
+    }
+
+
 def _compare(
     group: str,
     label: str,
@@ -200,7 +248,13 @@ def _compare(
     n_calls: int,
     refs: tuple[str, ...],
     plot: dict[str, Any] | None = None,
+    n_target: int | None = None,
+    in_scope: bool = True,
 ) -> list[dict[str, Any]]:
+    """Rows for one problem set: ours vs each reference in ``refs``.
+
+    Ours and DAQP direct are timed interleaved, ``n_target`` calls each (default ``n_calls``);
+    the other references ``n_calls`` each."""
     k = len(probs)
     tight = [_tight(filt, p) for p in probs]
     err = max(float(np.max(np.abs(p["u"] - t))) for p, t in zip(probs, tight))
@@ -211,24 +265,29 @@ def _compare(
         p = probs[i]
         return filt.filter(p["x"], p["u_nom"], env=p["env"])
 
-    t_ours = time_calls(_cycled(ours, k), n_calls, warmup=50)
     references = _references(filt, probs)
+    accs = {nm: max(float(np.max(np.abs(references[nm](i) - tight[i]))) for i in range(k)) for nm in refs}
+    t_ours, t_daqp = _interleaved(
+        _cycled(ours, k), _cycled(references["DAQP direct"], k), n_target or n_calls
+    )
     rows = []
     for name in refs:
-        solve = references[name]
-        acc = max(float(np.max(np.abs(solve(i) - tight[i]))) for i in range(k))
-        t_ref = time_calls(_cycled(solve, k), n_calls, warmup=20)
+        t_ref = t_daqp
+        if name != "DAQP direct":
+            t_ref = time_calls(_cycled(references[name], k), n_calls, warmup=20)
         target, min_sp = "", None
         if name.startswith("cvxpy"):
             target, min_sp = ">= 30x", 30.0
-        r = row(group, label, t_ours, t_ref, ref_name=name, target=target, min_speedup=min_sp,
-                notes=f"ours max|u-u*| {err:.0e}; {name} {acc:.0e}; ref solves the QP only")  # fmt: skip
+        notes = f"ours max|u-u*| {err:.0e}; {name} {accs[name]:.0e}; ref solves the QP only"
+        r = row(group, label, t_ours, t_ref, ref_name=name, target=target, min_speedup=min_sp, notes=notes)
         if name == "DAQP direct":
-            r["target"] = "median <= 20 us, p99 <= 50 us (absolute)"
-            r["notes"] += (
-                f"; whole call / DAQP solve = {r['ours_median_s'] / r['ref_median_s']:.1f}x "
-                f"(anchor: 20 us / 3.5 us = 5.7x)"
-            )
+            v = verdicts(r["ours_median_s"], r["ours_p99_s"], r["ref_median_s"])
+            r["target"] = "median <= 20 us, p99 <= 50 us; scaled: <= 5.7x / 14.3x DAQP direct median"
+            if not in_scope:
+                r["target"] += " (outside the 8-row scope: information)"
+            r["notes"] += f"; {v.pop('text')}"
+            r.update(v)
+            r["n_calls"] = len(t_ours)
         if plot is not None:
             r["plot"] = dict(plot, series="ours SafetyFilter.filter (whole call)", ref_series=name)
         rows.append(r)
@@ -241,16 +300,21 @@ def run(quick: bool) -> list[dict[str, Any]]:
     from lnn_control.observation import load_filter_config
 
     k = 8 if quick else 32
-    n_calls = 200 if quick else 3000
+    n_calls = 200 if quick else 3000  # the slow references (cvxpy, cvxopt: ~1 ms a call)
+    n_target = 400 if quick else 20_000  # ours and DAQP direct: p99 from >= 200 samples beyond it
     all_refs = ("cvxpy+OSQP", "cvxpy+Clarabel", "raw OSQP", "cvxopt", "quadprog", "DAQP direct")
     rows: list[dict[str, Any]] = []
     group = "safety filter, whole call (rows + QP + check + report) vs the QP alone"
-    sizes = [(2, 1), (2, 4), (3, 8), (7, 8)] if quick else [(2, 1), (2, 4), (2, 8), (3, 8), (5, 8), (7, 8)]
+    sizes = [(n, m) for n in (2, 3, 5, 7) for m in (1, 4, 8)]
     for n, m in sizes:
         filt = _box_filter(n, m, seed=100 + 10 * n + m)
         probs = make_filter_problems(filt, k, seed=n * 100 + m)
-        refs = all_refs if (n, m) in ((2, 1), (7, 8)) or not quick else ("cvxpy+OSQP", "DAQP direct")
-        rows += _compare(group, f"n={n} controls, m={m} rows", filt, probs, n_calls, refs)
+        refs: tuple[str, ...]
+        if not quick:
+            refs = all_refs if m == 8 or (n, m) == (2, 1) else ("cvxpy+OSQP", "quadprog", "DAQP direct")
+        else:
+            refs = ("cvxpy+OSQP", "DAQP direct") if (n, m) in ((2, 1), (7, 8)) else ("DAQP direct",)
+        rows += _compare(group, f"n={n} controls, m={m} rows", filt, probs, n_calls, refs, n_target=n_target)
     # the two robot configurations
     rng = np.random.default_rng(3)
     pts = rng.uniform(-3.0, 3.0, (72, 2))
@@ -264,6 +328,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
             probs,
             n_calls,
             ("cvxpy+OSQP", "DAQP direct"),
+            n_target=n_target,
+            in_scope=False,
         )
     # scaling sweeps for the plots: whole call vs DAQP direct on the same QP
     sweep_rows = [1, 4, 16] if quick else [1, 2, 4, 8, 16, 32]
@@ -285,6 +351,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 max(100, n_calls // 3),
                 ("DAQP direct",) if quick else ("DAQP direct", "cvxpy+OSQP"),
                 plot,
+                in_scope=m <= 8,
             )
     return rows
 
@@ -294,7 +361,13 @@ if __name__ == "__main__":
     ap.add_argument("--quick", action="store_true")
     for r in run(ap.parse_args().quick):
         sp = "" if r["speedup"] is None else f"{r['speedup']:.1f}x"
+        verdict = ""
+        if "verdict_absolute" in r:
+            verdict = (
+                f"  abs {r['verdict_absolute']}, scaled {r['verdict_scaled']} "
+                f"({r['median_over_daqp']:.1f}x / {r['p99_over_daqp']:.1f}x DAQP)"
+            )
         print(
             f"{r['name'][:38]:38s} {r['ours_median_s'] * 1e6:8.1f} us (p99 {r['ours_p99_s'] * 1e6:7.1f}) "
-            f"vs {r['ref_name'][:14]:14s} {r['ref_median_s'] * 1e6:9.1f} us  {sp:>7s}"
+            f"vs {r['ref_name'][:14]:14s} {r['ref_median_s'] * 1e6:9.1f} us  {sp:>7s}{verdict}"
         )

@@ -1,0 +1,39 @@
+"""bench/bench_filter.py: issue 4's two verdicts (absolute and scaled by the DAQP-direct median
+of the same run) and the rows it hands to bench/run.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.bench_filter import _box_filter, _compare, make_filter_problems, verdicts
+from bench.run import validate_rows
+
+
+@pytest.mark.parametrize(
+    ("median", "p99", "daqp", "absolute", "scaled"),
+    [
+        (15e-6, 40e-6, 3.5e-6, "met", "met"),
+        (15e-6, 40e-6, 2.0e-6, "met", "missed"),  # fast machine: 7.5x DAQP is too slow
+        (25e-6, 60e-6, 5.0e-6, "missed", "met"),  # slow machine: 5x / 12x DAQP is fine
+        (25e-6, 80e-6, 5.0e-6, "missed", "missed"),  # p99 16x DAQP
+        (20e-6, 50e-6, 3.5e-6, "met", "met"),  # the limits themselves
+    ],
+)
+def test_verdicts(median: float, p99: float, daqp: float, absolute: str, scaled: str) -> None:
+    v = verdicts(median, p99, daqp)
+    assert (v["verdict_absolute"], v["verdict_scaled"]) == (absolute, scaled)
+    assert v["median_over_daqp"] == pytest.approx(median / daqp)
+    assert v["machine_vs_anchor"] == pytest.approx(daqp / 3.5e-6)
+    assert ("MISSED" in v["text"]) == (absolute == "missed" or scaled == "missed")
+
+
+def test_compare_rows_carry_both_verdicts_and_pass_the_runner_check() -> None:
+    filt = _box_filter(3, 4, seed=1)
+    probs = make_filter_problems(filt, 4, seed=2)
+    rows = _compare("g", "n=3 m=4", filt, probs, 20, ("quadprog", "DAQP direct"), n_target=40)
+    validate_rows(rows, "bench_filter")
+    daqp = [r for r in rows if r["ref_name"] == "DAQP direct"]
+    assert len(daqp) == 1 and daqp[0]["n_calls"] == 40
+    assert daqp[0]["verdict_absolute"] in ("met", "missed") and daqp[0]["verdict_scaled"] in ("met", "missed")
+    assert "absolute:" in daqp[0]["notes"] and "scaled" in daqp[0]["notes"]
+    assert all(r["passed"] is None for r in rows)  # pass/miss only on the cvxpy ratio rows
