@@ -510,7 +510,7 @@ class LaserScan(_PointBarrier):
             dist_all = np.abs(z)
             idx = dist_all.argpartition(m - 1)[:m]  # the method: no dispatch layer on the hot path
             dist = dist_all[idx]
-            if _isfinite(float(dist.sum())):
+            if _isfinite(dist[m - 1]):  # the m-th smallest, the largest selected (nan sorts last)
                 np.divide(z[idx], dist, out=self._ngrad_c)  # (s - p) / |s - p| = -dh/dp
                 np.subtract(dist, self.R, out=self.hv)
                 if v is not None:
