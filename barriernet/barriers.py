@@ -622,7 +622,12 @@ class _JointBarrier(Barrier):
         self.sign = np.concatenate([np.ones(self.lo.size), -np.ones(self.lo.size)])
         # h = sign (q - bound) - margin = sign q - (sign bound + margin)
         self.shift = self.sign * np.concatenate([self.lo, self.hi]) + self.margin
-        self._sB = np.zeros((self.n_rows, dyn.n_controls))
+        # rows as products with the signed selection S (n_rows, n_joints), entries 0 / +-1:
+        # S q = sign q[idx2] exactly, one matvec instead of an index, a product and a copy
+        S = np.zeros((self.n_rows, dyn.n_joints))
+        S[np.arange(self.n_rows), self.idx2] = self.sign
+        self._S, self._negS = S, -S
+        self._t1, self._t2 = np.zeros(self.n_rows), np.zeros(self.n_rows)
         self.relative_degree = self._degree
         self._check_gains()
 
@@ -636,14 +641,17 @@ class JointPositionLimits(_JointBarrier):
     _degree = 2
 
     def fill(self, x, kin, ks, kp, env, G, h, hv) -> None:  # type: ignore[no-untyped-def]
-        s, i = self.sign, self.idx2
-        hval = s * kin.q[i] - self.shift
-        hdot = s * kin.dq[i]
+        S, t1, t2 = self._S, self._t1, self._t2
+        np.dot(S, kin.q, out=hv)  # h = s q - shift
+        hv -= self.shift
+        np.dot(S, kin.dq, out=t1)  # h' = s dq
+        t1 *= ks
         # h'' = s (qdd0 + B u) >= -(p1 + p2) h' - p1 p2 h
-        np.multiply(s[:, None], kin.qddB[i], out=self._sB)
-        np.negative(self._sB, out=G)
-        h[:] = s * kin.qdd0[i] + ks * hdot + kp * hval
-        hv[:] = hval
+        np.dot(self._negS, kin.qddB, out=G)
+        np.dot(S, kin.qdd0, out=h)
+        h += t1
+        np.multiply(kp, hv, out=t2)
+        h += t2
 
 
 class JointVelocityLimits(_JointBarrier):
@@ -653,12 +661,13 @@ class JointVelocityLimits(_JointBarrier):
     _degree = 1
 
     def fill(self, x, kin, ks, kp, env, G, h, hv) -> None:  # type: ignore[no-untyped-def]
-        s, i = self.sign, self.idx2
-        hval = s * kin.dq[i] - self.shift
-        np.multiply(s[:, None], kin.qddB[i], out=self._sB)
-        np.negative(self._sB, out=G)
-        h[:] = s * kin.qdd0[i] + ks * hval
-        hv[:] = hval
+        S, t1 = self._S, self._t1
+        np.dot(S, kin.dq, out=hv)  # h = s dq - shift
+        hv -= self.shift
+        np.dot(self._negS, kin.qddB, out=G)
+        np.dot(S, kin.qdd0, out=h)
+        np.multiply(ks, hv, out=t1)
+        h += t1
 
 
 class ActuatorBox(Barrier):
