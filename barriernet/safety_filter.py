@@ -781,7 +781,7 @@ class SafetyFilter:
             blocks = self._blocks_default
         else:
             gv = self._gain_vector(gains)
-            if not (np.isfinite(gv).all() and (gv > 0).all()):
+            if not all(0.0 < g < math.inf for g in gv.tolist()):  # nan fails too
                 reason = f"gains must be finite and > 0, got {gv.tolist()}"
                 return self._fallback(x, reason, "invalid_input", u_nom, None, t0)
             self._set_row_gains(gv, self._K_call)

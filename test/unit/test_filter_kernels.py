@@ -183,3 +183,21 @@ def test_scan_rows_equal_brute_force_nearest_points(dyn_type: str) -> None:
         if v is not None:
             np.testing.assert_allclose(grp.curv[:k][o], curv, rtol=1e-9, atol=1e-12)
         assert (grp.hv[k:] == 1e30).all() and (grp.ngrad[k:] == 0).all()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 0.0, -1.0, -0.0])
+@pytest.mark.parametrize("kind", ["linear", "generic"])
+def test_bad_learned_gains_fall_back_with_the_reason(bad: float, kind: str) -> None:
+    cfg = linear_cfg(2, 3, seed=4)
+    if kind == "generic":
+        cfg["barriers"].append({"type": "speed_limit", "name": "speed", "max": 1.0, "gains": [1.0]})
+    filt = SafetyFilter.from_config(cfg)
+    assert (filt._linear is not None) == (kind == "linear")
+    gains = np.full(filt.n_gains, 1.5)
+    u, rep = filt.filter(np.zeros(4), [0.1, 0.2], gains=gains)
+    assert rep.status == "optimal" and not rep.fallback_used
+    gains[-1] = bad
+    u, rep = filt.filter(np.zeros(4), [0.1, 0.2], gains=gains)
+    assert rep.fallback_used and rep.status == "invalid_input"
+    assert "gains must be finite and > 0" in rep.fallback_reason
+    np.testing.assert_array_equal(u, filt.fallback_command(np.zeros(4)))
