@@ -211,9 +211,15 @@ class LnnController(LifecycleNode):
         **kwargs: passed to ``LifecycleNode`` (e.g. ``context``, ``parameter_overrides``).
 
     Threading: sensor callbacks only store the message (microseconds); the control step runs in
-    its own mutually exclusive callback group (the trigger subscription, or the timer), so with
-    the default single-threaded executor every ready sensor message is taken before the next
-    wait, and with ``executor: multi`` a slow step cannot block them either.
+    its own mutually exclusive callback group (the trigger subscription, or the timer). ``main()``
+    spins the node with :class:`InputFirstSpinner` (``executor: inputs``, default): one thread,
+    every ready sensor message taken before the trigger, the node's timers called directly,
+    services through a single-threaded executor. ``executor: single`` uses rclpy's executor
+    alone (every ready sensor message is still taken before the next wait), and with
+    ``executor: multi`` a slow step cannot block them either.
+
+    Outputs: the command goes out first (as bytes from :class:`~lnn_control.ros_conversions.
+    CommandWriter`, built whole per step), then ``~/nominal_command`` and ``~/safety_status``.
     """
 
     def __init__(self, node_name: str = "lnn_controller", **kwargs: Any) -> None:
