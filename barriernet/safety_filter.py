@@ -55,6 +55,7 @@ sets some of them (the others keep their YAML values).
 
 from __future__ import annotations
 
+import copy
 import math
 import operator
 import time
@@ -436,6 +437,11 @@ class _LinearRows:
         hv[:] = y[3 * m :]
 
 
+def _rebuild_filter(recipe: dict[str, Any]) -> SafetyFilter:
+    """A filter from :attr:`SafetyFilter._recipe` (barriers copied again: building binds them)."""
+    return SafetyFilter(**{**recipe, "barriers": copy.deepcopy(recipe["barriers"])})
+
+
 class SafetyFilter:
     """CBF-QP safety filter (see the module docstring for the problem and the failure handling).
 
@@ -469,6 +475,18 @@ class SafetyFilter:
     ) -> None:
         if not isinstance(dynamics, ControlAffine):
             raise ValueError(f"dynamics: expected a ControlAffine, got {type(dynamics).__name__}")
+        # the recipe for copies (pickle / copy.deepcopy rebuild the filter from it: its buffers
+        # are views of one another, which an array-by-array copy would silently separate)
+        try:
+            unbound: list[Barrier] | None = copy.deepcopy(list(barriers))
+        except Exception:  # e.g. a user barrier holding something that does not copy
+            unbound = None
+        self._recipe = {
+            "dynamics": dynamics, "barriers": unbound, "lower": lower, "upper": upper, "names": names,
+            "weights": weights, "slack_enabled": slack_enabled, "slack_penalty": slack_penalty,
+            "fallback": fallback, "fallback_value": fallback_value, "fallback_damping": fallback_damping,
+            "solver": solver,
+        }  # fmt: skip
         self.dynamics = dyn = dynamics
         n = self.n_controls = dyn.n_controls
         self.n_state = dyn.n_state
@@ -598,9 +616,13 @@ class SafetyFilter:
             self._linear = _LinearRows.build(self._evaluate_rows, self.n_state, self._K_default)
             if self._linear is not None:
                 self._G[:] = self._linear.G  # constant: written once, never refilled per call
-        # constant H and G: a DAQP workspace set up once, per call only f and the bounds change
-        # (cold start each call: the same answer as daqp.solve, independent of earlier calls)
         self._model: Any = None
+        self._setup_model()
+
+    def _setup_model(self) -> None:
+        """Constant H and G: a DAQP workspace set up once; per call only f and the bounds change
+        (cold start each call: the same answer as daqp.solve, independent of earlier calls)."""
+        self._model = None
         if self._fast and self._linear is not None:
             import daqp
 
@@ -608,6 +630,14 @@ class SafetyFilter:
             if md.setup(self._H, self._f, self._G, self._bu, self._bl, self._sense)[0] >= 0:
                 md.settings = {"primal_tol": 1e-10}
                 self._model = md
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Copies and pickles are new filters built from the same arguments."""
+        if self._recipe["barriers"] is None:
+            raise TypeError(
+                "this SafetyFilter cannot be copied: a barrier could not be copied when it was built"
+            )
+        return (_rebuild_filter, (self._recipe,))
 
     def _set_row_gains(self, gv: np.ndarray, K: np.ndarray) -> None:
         """Per-row (ks, kp) in ``K`` (2, m) from the gain vector ``gv`` (n_gains,)."""

@@ -201,3 +201,48 @@ def test_bad_learned_gains_fall_back_with_the_reason(bad: float, kind: str) -> N
     assert rep.fallback_used and rep.status == "invalid_input"
     assert "gains must be finite and > 0" in rep.fallback_reason
     np.testing.assert_array_equal(u, filt.fallback_command(np.zeros(4)))
+
+
+@pytest.mark.parametrize("which", ["linear", "diff_drive", "unicycle"])
+def test_copies_and_pickles_are_working_filters(which: str) -> None:
+    """A copy must not share or separate the filter's buffers (they are views of one another):
+    it is rebuilt from the same arguments and gives the same commands as the original."""
+    import copy
+    import pathlib
+    import pickle
+
+    from lnn_control.observation import load_filter_config
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    cfg: dict[str, Any] = linear_cfg(3, 4, seed=8)
+    if which == "diff_drive":
+        cfg = load_filter_config(root / "config" / "diff_drive.yaml")
+    elif which == "unicycle":
+        cfg = {"dynamics": {"type": "unicycle"}, "controls": {"lower": [-2, -2], "upper": [2, 2]},
+               "barriers": [{"type": "circle_obstacle", "name": "o", "center": [0.5, 0.0], "radius": 0.2,
+                             "gains": [2.0, 2.0]}]}  # fmt: skip
+    filt = SafetyFilter.from_config(cfg)
+    rng = np.random.default_rng(9)
+    cases = []
+    for _ in range(60):
+        x = rng.uniform(-1, 1, filt.n_state)
+        env = {"scan_points": rng.uniform(-3, 3, (72, 2))}
+        cases.append((x, rng.uniform(filt.lower * 2, filt.upper * 2), env))
+    copies = [
+        pickle.loads(pickle.dumps(filt)),
+        copy.deepcopy(filt),
+        copy.copy(filt),
+        copy.copy(copy.copy(filt)),
+    ]
+    kinds = set()
+    for other in copies:
+        assert other is not filt and other._G is not filt._G
+        assert other.constraint_names == filt.constraint_names and other.gain_names == filt.gain_names
+        for x, u_nom, env in cases:
+            a, ra = filt.filter(x, u_nom, env=env)
+            b, rb = other.filter(x, u_nom, env=env)
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(ra.barrier_values, rb.barrier_values)
+            assert (ra.status, ra.intervened) == (rb.status, rb.intervened)
+            kinds.add(ra.status + ("+cut" if ra.intervened else ""))
+    assert "optimal+cut" in kinds, kinds
