@@ -827,7 +827,7 @@ class LnnController(LifecycleNode):
                 return  # decimated telemetry (status_every_n): this filtered command goes out alone
             self._skip_status = int(self._param("status_every_n")) - 1
             if u_nom is not None:
-                pubs["nominal"].publish(self._nominal.write(u_nom))
+                pubs["nominal"].publish(self._nominal.write_serialised(u_nom))
             pubs["status"].publish(
                 self._status.write(report, u_nom, u, self._command_names(), stamp, frame, status, reason)
             )

@@ -115,3 +115,22 @@ def test_safety_status_bytes_equal_the_writers_messages() -> None:
         assert rc._same_message(msg, want), f"step {k}"
         kinds.add((plain, int(msg.solver_status), bool(msg.intervened)))
     assert len(kinds) >= 4  # bytes and objects, optimal / relaxed or fallback, with and without intervention
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7])
+def test_array_writer_serialised_equals_its_message(n: int) -> None:
+    std_msgs = pytest.importorskip("std_msgs.msg")
+    w = rc.ArrayWriter("nominal")
+    rng = np.random.default_rng(n)
+    sent = []
+    for _ in range(10):
+        v = rng.uniform(-3, 3, n)
+        data = w.write_serialised(v)
+        assert isinstance(data, bytes)
+        got = serialization.deserialize_message(data, std_msgs.Float64MultiArray)
+        assert rc._same_message(got, rc.ArrayWriter("nominal").write(v))
+        sent.append((data, bytes(data), v))
+    for data, copy, v in sent:  # later writes never change an earlier message
+        assert data == copy
+        got = serialization.deserialize_message(data, std_msgs.Float64MultiArray)
+        np.testing.assert_array_equal(np.asarray(got.data), v)
