@@ -401,11 +401,14 @@ class MujocoManipulator(Manipulator):
         self._rhs[:k] = np.eye(k)
         self._sol = np.zeros((k + 1, k))
         self._bias_buf = np.zeros(k)
+        # views into MjData's buffers (allocated once with it): no attribute lookup per call
+        self._qpos, self._qvel, self._qfrc_passive = self.data.qpos, self.data.qvel, self.data.qfrc_passive
+        self._rhs_bias, self._sol_bias, self._sol_minv = self._rhs[k], self._sol[k], self._sol[:k]
 
     def _compute(self, q: np.ndarray, dq: np.ndarray, need_m: bool) -> None:
         mj, m, d = self._mj, self.model, self.data
-        d.qpos[:] = q
-        d.qvel[:] = dq
+        self._qpos[:] = q
+        self._qvel[:] = dq
         mj.mj_kinematics(m, d)
         mj.mj_comPos(m, d)
         if need_m:
@@ -414,7 +417,7 @@ class MujocoManipulator(Manipulator):
         mj.mj_comVel(m, d)
         mj.mj_passive(m, d)
         mj.mj_rne(m, d, 0, self._bias_buf)
-        self._bias_buf -= d.qfrc_passive
+        self._bias_buf -= self._qfrc_passive
 
     def _mb(self, q: np.ndarray, dq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self._compute(q, dq, True)
@@ -434,10 +437,10 @@ class MujocoManipulator(Manipulator):
         out.q[:] = x[:k]
         out.dq[:] = x[k:]
         self._compute(out.q, out.dq, True)
-        self._rhs[k] = -self._bias_buf
+        np.negative(self._bias_buf, out=self._rhs_bias)
         self._mj.mj_solveM(self.model, self.data, self._sol, self._rhs)
-        out.qdd0[:] = self._sol[k]
-        out.qddB[:] = self._sol[:k]
+        out.qdd0[:] = self._sol_bias
+        out.qddB[:] = self._sol_minv
 
     def bias(self, x: np.ndarray) -> np.ndarray:
         k = self.n_joints
