@@ -886,10 +886,11 @@ class InputFirstSpinner:
     """Spins one node, taking its input messages and running its timers itself; the executor
     serves everything else (services, other subscriptions, guard conditions).
 
-    rclpy's executors rebuild a wait set of every entity of the node (a lifecycle node has about
-    twenty: parameter and lifecycle services, timers, subscriptions) and dispatch each callback
-    through a task, for every message: 0.6 ms per message on the 2-core CI machine, more than a
-    1 kHz input leaves, so a keep-last-1 input dropped a third of the messages. Here one rcl wait
+    rclpy's executors rebuild a wait set of every entity of the node (this lifecycle node has
+    about 35: 12 parameter and lifecycle services, 16 waitables, timers, subscriptions) and
+    dispatch each callback through a task, for every message: 0.6 ms per message on the 2-core
+    CI machine, more than a 1 kHz input leaves, so a keep-last-1 input dropped 20-60 % of the
+    messages in the benchmark. Here one rcl wait
     set holds the node's subscriptions, timers, services and clients; a ready subscription from
     ``inputs()`` is taken and its callback called directly, a ready timer from ``timers()`` is
     called directly (same callbacks, same thread, so callback groups keep their meaning); when
@@ -897,7 +898,7 @@ class InputFirstSpinner:
     drained without blocking right after. It is also drained every ``service_period`` seconds
     regardless (guard conditions, waitables and QoS events are not in the wait set). The entity
     lists are re-read after each drain (only executor callbacks, e.g. a lifecycle transition,
-    create or destroy entities) and before a direct timer call's successor wait.
+    create or destroy entities).
 
     Uses the rcl wait set, ``take_message`` and ``call_timer`` that rclpy's own
     ``wait_for_message`` and executors use (Humble through Kilted); without them
@@ -939,7 +940,7 @@ class InputFirstSpinner:
         self._order: list[int] = []
         self._direct_timers: dict[int, Any] = {}
         self._next_drain = 0.0
-        self.taken = 0  # messages taken and timers called directly (tests, benchmarks)
+        self.taken = 0  # messages taken directly (tests, benchmarks)
         self.timer_calls = 0
         self.drains = 0
 
