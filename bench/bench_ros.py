@@ -6,10 +6,11 @@ walls, box on (v, omega), DAQP):
 
 - ``node step in-process``: the ``/odom`` subscription callback of a live, active
   ``LnnController`` called with real ``nav_msgs/Odometry`` messages (a new 72-beam scan every
-  5th step, as 50 Hz odometry with 10 Hz scans), timed from entry until the command,
-  ``~/nominal_command`` and ``~/safety_status`` are published (a reader in this process is matched
-  to each). Target p99 <= 200 us. The reference column is ncps's CfC-NCP(19) step alone
-  (``no_grad``, what a user would otherwise run for the policy only), timed in the same run.
+  5th step, as 50 Hz odometry with 10 Hz scans), timed from entry until the command is
+  published; the second row until ``~/nominal_command`` and ``~/safety_status`` are too (a reader
+  in this process is matched to each). Target p99 <= 200 us. The reference column is ncps's
+  CfC-NCP(19) step alone (``no_grad``, what a user would otherwise run for the policy only),
+  timed in the same run.
   The notes split our step into policy, filter and the rest.
 - ``sensor publish -> command receipt, 1 kHz``: the node as its own process
   (``python -m lnn_control.controller_node --ros-args --params-file config/diff_drive.yaml``,
@@ -17,7 +18,8 @@ walls, box on (v, omega), DAQP):
   (scans at 20 Hz) and timing each command's return. Reference: the bare DDS round trip of an
   rclpy echo node (same QoS: best effort, keep last 1 in, reliable out; same spin, the node's
   default InputFirstSpinner; same rate) in the same run (ANCHORS.md: median 0.3 ms, p99
-  0.5-0.65 ms). Messages the receiver
+  0.5-0.65 ms). This process takes the replies through InputFirstSpinner too, and its publisher
+  never bursts (messages >= 0.5 ms apart; a late tick moves the schedule). Messages the receiver
   skips (keep last 1 when it falls behind) are counted as lost, not timed. Target p99 <= 1.5 ms
   with no backlog growth (median of the last tenth within 0.2 ms of the first tenth, < 1 % of
   commands lost). The notes give the
