@@ -36,7 +36,8 @@ Verdicts (node step and 1 kHz rows): ``passed_abs`` against the absolute target,
 ``passed_scaled`` against the target scaled by this machine's speed from the same run: node
 step p99 <= (200/194) x ncps's CfC-NCP(19) step median (the anchor's 200 us vs 194 us);
 1 kHz p99 <= (1.5/0.65) x the echo node's p99 (the anchor's 1.5 ms vs 0.65 ms), both with the
-backlog and loss limits. ``passed`` is the absolute verdict; the notes spell out both.
+backlog limit and a loss limit (absolute: < 1 % of commands; scaled: < 1 % beyond the echo
+node's own loss in the same run). ``passed`` is the absolute verdict; the notes spell out both.
 
 Run length: full 60 s per cross-process run, quick 3 s.
 ``python -m bench.bench_ros [--quick]``; ``--echo`` runs the echo node (a child of this module).
@@ -639,11 +640,21 @@ def _across_processes(quick: bool, model_path: pathlib.Path) -> list[dict[str, A
         )
         # scaled: the anchor's 1.5 ms budget is 1.5 / 0.65 = 2.3x its DDS echo p99
         _verdicts(r, 1.5e-3, (1.5 / 0.65) * float(np.percentile(ref, 99)), "(1.5/0.65) x echo p99")
-        flow_ok = bool(growth <= 0.2e-3 and lost <= 0.01 * n_sent)
-        r["no_backlog"] = flow_ok
-        r["passed_abs"] = r["passed"] = bool(r["passed_abs"] and flow_ok)
-        r["passed_scaled"] = bool(r["passed_scaled"] and flow_ok)
-        r["notes"] += f"; backlog and loss {'within' if flow_ok else 'OUTSIDE'} limits (both verdicts)"
+        # loss: < 1 % of the commands (absolute); scaled, < 1 % beyond what the bare echo node lost
+        # in the same run (a loaded machine drops messages before any node code runs)
+        echo_loss = ref_lost / max(1, ref.size + ref_lost)
+        no_backlog = bool(growth <= 0.2e-3)
+        loss_abs, loss_scaled = bool(lost <= 0.01 * n_sent), bool(lost <= (0.01 + echo_loss) * n_sent)
+        r["no_backlog"], r["loss_ok_abs"], r["loss_ok_scaled"] = no_backlog, loss_abs, loss_scaled
+        r["passed_abs"] = r["passed"] = bool(r["passed_abs"] and no_backlog and loss_abs)
+        r["passed_scaled"] = bool(r["passed_scaled"] and no_backlog and loss_scaled)
+        r["notes"] += (
+            f"; backlog {'within' if no_backlog else 'OUTSIDE'} 0.2 ms; loss {lost / max(1, n_sent):.2%} vs "
+            f"1 % ({'met' if loss_abs else 'missed'}), vs 1 % + echo's {echo_loss:.2%} "
+            f"({'met' if loss_scaled else 'missed'}); final: absolute "
+            f"{'PASSED' if r['passed_abs'] else 'FAILED'}, "
+            f"scaled {'PASSED' if r['passed_scaled'] else 'FAILED'}"
+        )
         r["rss_kb"], r["rss_peak_kb"], r["echo_rss_kb"] = rss[0], rss[1], echo_rss[0]
         r["backlog_s"], r["lost"] = growth, lost
         rows = [r]
