@@ -45,7 +45,7 @@ pids=()
 for robot in $ROBOTS; do
   case $robot in
     diff_drive) train diff_drive 48 --epochs 20 --patience 20 --noise-episodes 16 --action-noise 0.15 \
-      --dagger-rounds 2 --dagger-episodes 16 --dagger-epochs 8 --filter-in-loop & ;;
+      --dagger-rounds 8 --dagger-episodes 24 --dagger-epochs 8 --eval-episodes 16 --filter-in-loop & ;;
     arm) train arm 40 --epochs 15 --patience 15 --batch 8 --goal-relabel 3 & ;;
     *) echo "unknown robot $robot" >&2; exit 2 ;;
   esac
