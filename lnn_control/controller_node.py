@@ -838,8 +838,21 @@ class LnnController(LifecycleNode):
         data = self.latencies if which == "command" else self.step_times
         if not data:
             return {"median_s": float("nan"), "p99_s": float("nan"), "n": 0}
-        a = np.fromiter(data, dtype=float)
-        return {"median_s": float(np.median(a)), "p99_s": float(np.percentile(a, 99)), "n": int(a.size)}
+        # one partition at the four order statistics, then numpy's default (linear) interpolation:
+        # np.median + np.percentile cost ~0.8 ms per diagnostics message here, which at 1 kHz
+        # input delays the next step
+        a = np.fromiter(data, dtype=float, count=len(data))
+        n = a.size
+        pos = {p: p * (n - 1) for p in (0.5, 0.99)}
+        kth = sorted({k for x in pos.values() for k in (int(x), min(int(x) + 1, n - 1))})
+        a.partition(kth)
+
+        def q(p: float) -> float:
+            lo = int(pos[p])
+            hi = min(lo + 1, n - 1)
+            return float(a[lo] + (a[hi] - a[lo]) * (pos[p] - lo))
+
+        return {"median_s": q(0.5), "p99_s": q(0.99), "n": n}
 
     def _publish_diagnostics(self) -> None:
         """One DiagnosticStatus: OK while filtered commands flow, WARN while the fallback is out
@@ -912,7 +925,7 @@ class InputFirstSpinner:
         timers: the timers called directly (callbacks without arguments); default none.
         service_period: seconds between unconditional executor drains (each costs what one
             executor wait costs, ~0.6 ms here, so a message arriving then waits that long; what
-            they serve, QoS event logs and guard conditions, can wait a quarter second).
+            only they serve, QoS event logs and guard conditions, can wait a second).
     """
 
     def __init__(
@@ -921,7 +934,7 @@ class InputFirstSpinner:
         executor: Executor,
         inputs: Callable[[], Sequence[Any]],
         timers: Callable[[], Sequence[Any]] | None = None,
-        service_period: float = 0.25,
+        service_period: float = 1.0,
     ) -> None:
         if not service_period > 0.0:
             raise ValueError(f"service_period must be > 0 s, got {service_period}")

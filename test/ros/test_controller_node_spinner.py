@@ -193,3 +193,18 @@ def test_spinner_steps_once_per_message_and_serves_services_and_timers(rig: Rig)
 def test_spinner_rejects_a_bad_service_period(rig: Rig) -> None:
     with pytest.raises(ValueError, match="service_period"):
         InputFirstSpinner(rig.node, rig.ex, lambda: [], service_period=0.0)
+
+
+def test_latency_summary_matches_numpy(rig: Rig) -> None:
+    """The diagnostics' median / p99 (one partition, interpolated by hand) equal numpy's."""
+    import numpy as np
+
+    rng = np.random.default_rng(4)
+    for n in (1, 2, 3, 100, 101, 4096):
+        v = rng.exponential(1e-4, n)
+        rig.node.latencies.clear()
+        rig.node.latencies.extend(v.tolist())
+        got = rig.node.latency_summary()
+        assert got["n"] == n
+        assert got["median_s"] == pytest.approx(float(np.median(v)), rel=1e-12, abs=0.0)
+        assert got["p99_s"] == pytest.approx(float(np.percentile(v, 99)), rel=1e-12, abs=0.0)
