@@ -8,9 +8,11 @@
 # CONFIG_DIR (default config/) holds <robot>.yaml; DATA_DIR (default out/demos) receives the bags;
 # MODELS_DIR (default models/) receives <robot>.npz plus plots; ROBOTS (default "diff_drive arm").
 # BARRIERNET=1 (optional, default off): train end to end through the safety filter's QP instead
-# (lnn-control train --barriernet: class-K gain head named as the filter's gain_names) on the
-# recorded bags only (noise / relabelled / DAgger episodes do not record the filter state) into
-# <robot>_barriernet.npz; the committed models/ are the default (BARRIERNET unset) recipe.
+# (lnn-control train --barriernet: class-K gain head named as the filter's gain_names) into
+# <robot>_barriernet.npz, with the same noise / DAgger episodes (they record the filter state) but
+# no goal relabelling (relabelled episodes would pair new goals with old filter states).
+# models/diff_drive_barriernet.npz is `BARRIERNET=1 ROBOTS=diff_drive`; the other models/ are the
+# default recipe.
 set -euo pipefail
 PY=${1:-.venv/bin/python}
 CONFIG_DIR=${CONFIG_DIR:-config}
@@ -29,9 +31,9 @@ train() {
   local out="$MODELS_DIR/$robot.npz"
   if [ "$BARRIERNET" = 1 ]; then
     local args=() skip=0 a
-    for a in "$@"; do  # drop the in-process episode options and their values
+    for a in "$@"; do  # drop goal relabelling and its value
       if [ $skip = 1 ]; then skip=0; continue; fi
-      case $a in --noise-episodes|--action-noise|--goal-relabel|--dagger-*) skip=1; continue ;; esac
+      case $a in --goal-relabel) skip=1; continue ;; esac
       args+=("$a")
     done
     set -- "${args[@]}" --barriernet

@@ -141,3 +141,17 @@ def test_goal_relabelling_gives_expert_labels_for_new_goals() -> None:
         np.testing.assert_allclose(e.target[k], loop.arm_expert(e.obs[k, :3], e.obs[k, 3:6], goal))
     with pytest.raises(ValueError, match="arm"):
         dagger.relabel_goals(dagger.ClosedLoop("diff_drive", CONFIG / "diff_drive.yaml"), [demo], 1, 0)
+
+
+def test_committed_barriernet_policy_drives_through_the_filter_with_its_gains() -> None:
+    """models/diff_drive_barriernet.npz (scripts/train_demo_policies.sh, BARRIERNET=1): its gain
+    outputs are named as the config's filter gains and are what the filter uses in the loop."""
+    from lnn_control.model_file import load_stepper
+
+    loop = dagger.ClosedLoop("diff_drive", CONFIG / "diff_drive.yaml", safety_filter=True)
+    policy = load_stepper(CONFIG.parent / "models" / "diff_drive_barriernet.npz")
+    assert policy.gain_names == list(loop.safety_filter.gain_names)
+    y = policy.step(np.zeros(policy.n_inputs), 0.02)
+    assert np.all(y[2:] > 0) and np.all(y[2:] < policy.gain_scale)
+    res = loop.run(policy, seed=50_003)  # a held-out episode it completes (12/20 of 50000-50019)
+    assert res.reached and not res.collided and res.fallbacks == 0 and res.interventions > 0
