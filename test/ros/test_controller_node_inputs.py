@@ -39,21 +39,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "diff_drive.yaml"
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    import torch
-    from ncps.torch import CfC
-    from ncps.wirings import AutoNCP
-
-    from lnn_control.model_file import save_policy
-    from lnn_control.policy import from_ncps
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "policy.npz"
-    save_policy(path, from_ncps(CfC(12, AutoNCP(19, 2, seed=0), batch_first=True)))
-    return path
-
-
 def stamp(msg: Any, t: float) -> None:
     msg.header.stamp.sec, msg.header.stamp.nanosec = int(t), int(round((t % 1) * 1e9))
 
