@@ -357,6 +357,11 @@ class MujocoManipulator(Manipulator):
     ``mjcf`` (MJCF text) or ``model_path`` (file). Bias = qfrc_bias - qfrc_passive (Coriolis,
     gravity, joint damping); M includes armature. Joint-limit and contact forces are left out:
     they only act at the limits the barriers keep the arm away from.
+
+    ``point`` (optional) names a point for workspace barriers (``half_space``, obstacles):
+    ``{site: name}`` (the site's origin) or ``{body: name}`` (the body frame's origin), in the
+    world frame (d = 3, order 2). With J (3, k) its translational Jacobian,
+    ``p' = v = J dq`` and ``p'' = a0 + B tau`` with ``a0 = J qdd0 + Jdot dq``, ``B = J M^-1``.
     """
 
     def __init__(
@@ -365,6 +370,7 @@ class MujocoManipulator(Manipulator):
         mjcf: str | None = None,
         model_path: str | None = None,
         damping: float = 1.0,
+        point: Mapping[str, Any] | None = None,
     ) -> None:
         import mujoco
 
@@ -404,6 +410,60 @@ class MujocoManipulator(Manipulator):
         # views into MjData's buffers (allocated once with it): no attribute lookup per call
         self._qpos, self._qvel, self._qfrc_passive = self.data.qpos, self.data.qvel, self.data.qfrc_passive
         self._rhs_bias, self._sol_bias, self._sol_minv = self._rhs[k], self._sol[k], self._sol[:k]
+        self.point_name = ""
+        if point is not None:
+            self._init_point(point)
+
+    def _init_point(self, point: Mapping[str, Any]) -> None:
+        mj, m = self._mj, self.model
+        if not isinstance(point, Mapping) or len(point) != 1 or next(iter(point)) not in ("site", "body"):
+            raise ValueError(
+                f"dynamics.point: expected {{site: name}} or {{body: name}} (one key), got {point!r}"
+            )
+        kind, name = next(iter(point.items()))
+        obj, n_obj = (mj.mjtObj.mjOBJ_SITE, m.nsite) if kind == "site" else (mj.mjtObj.mjOBJ_BODY, m.nbody)
+        idx = mj.mj_name2id(m, obj, str(name)) if isinstance(name, str) and name else -1
+        if idx < 0:
+            names = [mj.mj_id2name(m, obj, i) for i in range(n_obj)]
+            raise ValueError(
+                f"dynamics.point.{kind}: no {kind} named {name!r} in the model; "
+                f"its {kind}s: {[n for n in names if n]}"
+            )
+        self.point_dim, self.point_order = 3, 2
+        self.point_name = f"{kind}:{name}"
+        d = self.data
+        # views into MjData (world position of the point) and the body the point moves with
+        self._pos = d.site_xpos[idx] if kind == "site" else d.xpos[idx]
+        self._pbody = int(m.site_bodyid[idx]) if kind == "site" else idx
+        # [J; Jdot] in one buffer: one product with dq gives v and Jdot dq
+        self._jj = np.zeros((6, m.nv))
+        self._jacp, self._jacdot = self._jj[:3], self._jj[3:]
+        self._jj_dq = np.zeros(6)
+        # J [Minv | qdd0]: _sol holds Minv (symmetric) in rows 0..k-1 and qdd0 in row k
+        self._jsol = np.zeros((3, m.nv + 1))
+        self._jsol_B, self._jsol_a = self._jsol[:, : m.nv], self._jsol[:, m.nv]
+        self._solT = self._sol.T
+
+    def kinematics(self, x: np.ndarray, out: Kinematics) -> Kinematics:
+        """Fill ``out`` at state ``x`` = (q, dq): joints, then the point (one MuJoCo pass for both)."""
+        self._fill_joints(x, out)
+        if self.point_order:
+            self._fill_point(x, out)
+        return out
+
+    def _fill_point(self, x: np.ndarray, out: Kinematics) -> None:
+        """Point terms; needs :meth:`_fill_joints` run at the same ``x`` just before (MjData, qdd0, qddB)."""
+        mj, m, d = self._mj, self.model, self.data
+        J, Jd = self._jacp, self._jacdot
+        mj.mj_jac(m, d, J, None, self._pos, self._pbody)  # needs mj_kinematics + mj_comPos
+        mj.mj_jacDot(m, d, Jd, None, self._pos, self._pbody)  # needs mj_comVel (cdof_dot)
+        out.p[:] = self._pos
+        np.dot(self._jj, out.dq, out=self._jj_dq)  # (v, Jdot dq)
+        np.dot(J, self._solT, out=self._jsol)  # (J Minv, J qdd0), as _fill_joints left _sol
+        out.v[:] = self._jj_dq[:3]
+        np.add(self._jsol_a, self._jj_dq[3:], out=out.a0)
+        out.B[:] = self._jsol_B
+        out.drift_zero = False
 
     def _compute(self, q: np.ndarray, dq: np.ndarray, need_m: bool) -> None:
         mj, m, d = self._mj, self.model, self.data

@@ -111,8 +111,9 @@ def test_from_config_both_robot_files() -> None:
     assert DD.constraint_names[:2] == ("scan[0]", "scan[1]") and DD.constraint_names[-1] == "wall_yn"
     assert DD.gain_names == ("scan.k", "wall_xp.k", "wall_xn.k", "wall_yp.k", "wall_yn.k")
     assert DD.control_names == ("v", "omega") and DD.fallback_type == "zero"
-    assert ARM.n_controls == 3 and ARM.n_state == 6 and ARM.n_rows == 12
-    assert ARM.gain_names == ("q_limits.p1", "q_limits.p2", "dq_limits.k")
+    assert ARM.n_controls == 3 and ARM.n_state == 6 and ARM.n_rows == 12 + 1  # + floor (tool site)
+    assert ARM.gain_names == ("q_limits.p1", "q_limits.p2", "dq_limits.k", "floor.p1", "floor.p2")
+    assert ARM.constraint_names[-1] == "floor"
     assert ARM.fallback_type == "gravity_compensation"
     np.testing.assert_array_equal(ARM.upper, [20.0, 14.0, 6.0])
 
@@ -660,7 +661,9 @@ def test_closed_loop_margin_is_needed() -> None:
     assert worst < -0.1
 
 
-@pytest.mark.parametrize("gains", [None, [10.0, 10.0, 20.0]], ids=["yaml_gains", "aggressive_gains"])
+@pytest.mark.parametrize(
+    "gains", [None, [10.0, 10.0, 20.0, 10.0, 10.0]], ids=["yaml_gains", "aggressive_gains"]
+)
 def test_closed_loop_mujoco_arm_keeps_joint_limits(gains: list[float] | None) -> None:
     """The arm config on the real MuJoCo arm (2 ms physics, filter every step): a saturating PD
     towards goals 0.5 rad beyond the joint limits (arm raised, away from the floor), with the
