@@ -204,7 +204,8 @@ class _PointBarrier(Barrier):
         if dyn.point_order not in (1, 2):
             raise ValueError(
                 f"{self.where}: type {self.type_name!r} needs dynamics with a position "
-                f"(unicycle, diff_drive, double_integrator), not {type(dyn).__name__}"
+                f"(unicycle, diff_drive, double_integrator, or manipulator with dynamics.point: "
+                f"{{site: name}}), not {type(dyn).__name__} without one"
             )
         self.dim = dyn.point_dim
         self.order = dyn.point_order

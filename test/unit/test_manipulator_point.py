@@ -151,3 +151,10 @@ def test_filter_keeps_tool_off_floor_in_mujoco_closed_loop() -> None:
     assert not touched_on and fallbacks == 0
     assert z_on > 0.03 + 0.015  # radius + most of the 0.02 m margin
     assert z_on < 0.08  # and it is pushed right down to the barrier: the filter did the work
+
+
+def test_point_barrier_without_point_says_how_to_add_one() -> None:
+    cfg = dict(arm_filter_config())
+    cfg["dynamics"] = {"type": "manipulator", "robot": "arm"}
+    with pytest.raises(ValueError, match=r"floor.*dynamics\.point"):
+        SafetyFilter.from_config(cfg)
