@@ -161,13 +161,15 @@ def test_arm_sim_responds_to_torque_commands(probe: Probe) -> None:
             c = probe.latest["/clock"].clock  # type: ignore[attr-defined]
             return c.sec + 1e-9 * c.nanosec
 
-        # Faster than real time: 4 sim seconds per wall second requested; allow for a loaded CI machine.
+        # Faster than real time: 4 sim seconds per wall second requested; a loaded 2-core CI machine
+        # slows the sim (and this reader), so only "clearly faster than real time, never above 4x".
         t_sim0, t_wall0 = sim_time(), time.monotonic()
-        probe.spin_until(lambda: False, 1.0)
+        probe.spin_until(lambda: False, 2.0)
         ratio = (sim_time() - t_sim0) / (time.monotonic() - t_wall0)
-        assert 2.0 < ratio < 4.5, ratio
+        assert 1.5 < ratio < 4.5, ratio
         js = probe.latest["/joint_states"]
-        assert abs(js.header.stamp.sec + 1e-9 * js.header.stamp.nanosec - sim_time()) < 0.1  # type: ignore[attr-defined]
+        # stamped with sim time: within a few publish periods of the latest /clock (both best effort)
+        assert abs(js.header.stamp.sec + 1e-9 * js.header.stamp.nanosec - sim_time()) < 0.25  # type: ignore[attr-defined]
         js = probe.latest["/joint_states"]
         assert list(js.name) == ["joint1", "joint2", "joint3"]  # type: ignore[attr-defined]
         pub = probe.node.create_publisher(Float64MultiArray, "/effort_controller/commands", 10)
