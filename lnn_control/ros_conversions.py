@@ -428,9 +428,7 @@ class SafetyStatusBytes:
 
     def __init__(self) -> None:
         self.objects = SafetyStatusWriter()
-        self.msg = self.objects.msg
         self._layouts: dict[tuple[Any, ...], Any] = {}
-        self._keyed: tuple[Any, ...] = ()
         self.serialised = False
 
     def write(
