@@ -25,6 +25,7 @@ pytest.importorskip("barriernet.safety_filter")
 pytest.importorskip("lnn_control.model_file")
 pytest.importorskip("lnn_control.policy")
 
+import ros_rig  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PoseStamped, Twist  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
@@ -90,12 +91,7 @@ class Harness:
         self.t = 100.0  # sensor stamp clock, s
 
     def spin_until(self, cond: Callable[[], bool], timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if cond():
-                return True
-            self.ex.spin_once(timeout_sec=0.01)
-        return cond()
+        return ros_rig.spin_until(lambda: self.ex.spin_once(timeout_sec=0.01), cond, timeout)
 
     def call(self, client: Any, req: Any, timeout: float = 10.0) -> Any:
         assert client.wait_for_service(timeout_sec=timeout), f"service {client.srv_name} not available"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import pathlib
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("barriernet.safety_filter")
 
+import ros_rig  # noqa: E402
 from geometry_msgs.msg import PoseStamped, Twist  # noqa: E402
 from lnn_control.msg import SafetyStatus  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
@@ -90,12 +90,7 @@ class Direct:
         sub(Float64MultiArray, "/lnn_controller/nominal_command", lambda m: nominal.append(list(m.data)), rel)
 
     def spin_until(self, cond: Callable[[], bool], timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if cond():
-                return True
-            self.ex.spin_once(timeout_sec=0.005)
-        return cond()
+        return ros_rig.spin_until(lambda: self.ex.spin_once(timeout_sec=0.005), cond, timeout)
 
     def close(self) -> None:
         self.ex.shutdown()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import pathlib
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("barriernet.safety_filter")
 
+import ros_rig  # noqa: E402
 from geometry_msgs.msg import PoseStamped, Twist  # noqa: E402
 from lnn_control.msg import SafetyStatus  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
@@ -65,12 +65,7 @@ class Direct:
         self.node.callbacks["/scan"](self.scan())
 
     def spin_until(self, cond: Callable[[], bool], timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if cond():
-                return True
-            self.ex.spin_once(timeout_sec=0.005)
-        return cond()
+        return ros_rig.spin_until(lambda: self.ex.spin_once(timeout_sec=0.005), cond, timeout)
 
     def scan(self) -> LaserScan:
         s = LaserScan()

@@ -19,6 +19,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("barriernet.safety_filter")
 
+import ros_rig  # noqa: E402
 from geometry_msgs.msg import PoseStamped, Twist, TwistStamped, WrenchStamped  # noqa: E402
 from lnn_control.msg import SafetyStatus  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
@@ -85,12 +86,7 @@ class Rig:
         assert self.spin_until(lambda: self.node._pubs["status"].get_subscription_count() > 0, 5.0)
 
     def spin_until(self, cond: Callable[[], bool], timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if cond():
-                return True
-            self.ex.spin_once(timeout_sec=0.005)
-        return cond()
+        return ros_rig.spin_until(lambda: self.ex.spin_once(timeout_sec=0.005), cond, timeout)
 
     def sensors(self, t: float, beams: int = 72, v: float = 0.2) -> tuple[Any, Any, Any]:
         o = Odometry()
@@ -369,10 +365,7 @@ def test_arm_effort_commands_and_gravity_compensation_fallback(tmp_path: pathlib
     pub_goal = t.create_publisher(JointState, "/goal_joints", qos_profile_sensor_data)
 
     def spin_until(cond: Callable[[], bool], timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and not cond():
-            ex.spin_once(timeout_sec=0.005)
-        return cond()
+        return ros_rig.spin_until(lambda: ex.spin_once(timeout_sec=0.005), cond, timeout)
 
     def send(ts: float, q: list[float], n: int) -> None:
         g = JointState(position=[0.5, 0.2, -0.3])

@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import math
 import pathlib
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("barriernet.safety_filter")
 
+import ros_rig  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PoseStamped, TwistStamped  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
@@ -71,13 +71,11 @@ class Rig:
         self.pub_goal = self.peer.create_publisher(PoseStamped, "/goal_pose", sensor)
 
     def spin_until(self, cond: Callable[[], bool], timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if cond():
-                return True
-            self.spinner.spin_once(timeout_sec=0.002)
-            self.peer_ex.spin_once(timeout_sec=0.0)
-        return cond()
+        return ros_rig.spin_until(self._spin_both, cond, timeout)
+
+    def _spin_both(self) -> None:
+        self.spinner.spin_once(timeout_sec=0.002)
+        self.peer_ex.spin_once(timeout_sec=0.0)
 
     def call(self, srv: Any, name: str, req: Any) -> Any:
         cli = self.peer.create_client(srv, name)
