@@ -33,7 +33,7 @@ $(VENV)/.deps: requirements/torch.txt requirements/ros.txt requirements/base.txt
 # (ament index, share/lnn_control, lib/lnn_control executables).
 build: $(VENV)/.built
 
-$(VENV)/.built: $(VENV)/.deps CMakeLists.txt package.xml $(wildcard msg/*.msg) $(wildcard scripts/*) $(wildcard lnn_control/*.py) $(wildcard barriernet/*.py) $(wildcard launch/*) $(wildcard config/*)
+$(VENV)/.built: $(VENV)/.deps CMakeLists.txt package.xml $(wildcard msg/*.msg) $(wildcard scripts/*) $(shell find lnn_control barriernet -name "*.py") $(wildcard launch/*) $(wildcard config/*)
 	VIRTUAL_ENV=$(VENV) PATH=$(VENV)/bin:$$PATH cmake -S . -B $(BUILD) \
 	  -DCMAKE_INSTALL_PREFIX=$(VENV) -DCMAKE_PREFIX_PATH=$(VENV) \
 	  -DPython3_EXECUTABLE=$(PY) -DBUILD_TESTING=OFF > $(BUILD).log 2>&1 || (cat $(BUILD).log; exit 1)
@@ -55,7 +55,7 @@ test-lint: build
 	$(PY) -m pytest test/lint
 
 demo: build
-	$(PY) -m lnn_control.demo --filter $(FILTER) --out out/demo
+	$(PY) -m lnn_control.ros.demo --filter $(FILTER) --out out/demo
 
 bench: build
 	$(PY) -m bench.run --mode $(BENCH_MODE)

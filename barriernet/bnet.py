@@ -192,7 +192,7 @@ class UnicycleBarrierNet(nn.Module):
     """A backbone network followed by a :class:`BarrierNetHead`.
 
     The backbone maps state sequences to ``[u_ref (2), gains (2K)]`` with positive gains, e.g. a
-    :class:`lnn_control.policy.LiquidPolicy` built with ``n_gains=2K`` (gains are
+    :class:`lnn_control.nn.policy.LiquidPolicy` built with ``n_gains=2K`` (gains are
     ``gain_scale * sigmoid(.)``). Its ``forward(x (B, T, n_in), timespans, hx) -> (y (B, T, n_out), hx)``
     contract is the one this module calls.
 

@@ -38,7 +38,7 @@ _GROUP = "BarrierNet training (diff_drive filter QP)"
 
 def _filter() -> Any:
     from barriernet.safety_filter import SafetyFilter
-    from lnn_control.observation import load_filter_config
+    from lnn_control.config import load_filter_config
 
     return SafetyFilter.from_config(load_filter_config(_ROOT / "config" / "diff_drive.yaml"))
 
@@ -130,7 +130,7 @@ def _layer_rows(quick: bool) -> list[dict[str, Any]]:
 
 def _training_rows(quick: bool) -> list[dict[str, Any]]:
     from barriernet.filter_layer import FilterQPLayer
-    from lnn_control import training as tr
+    from lnn_control.learn import training as tr
 
     f = _filter()
     layer = FilterQPLayer(f)

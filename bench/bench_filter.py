@@ -297,7 +297,7 @@ def _compare(
 def run(quick: bool) -> list[dict[str, Any]]:
     """Rows per :func:`bench.common.row`: sizes x references, the robot configs, scaling sweeps."""
     from barriernet import SafetyFilter
-    from lnn_control.observation import load_filter_config
+    from lnn_control.config import load_filter_config
 
     k = 8 if quick else 32
     n_calls = 200 if quick else 3000  # the slow references (cvxpy, cvxopt: ~1 ms a call)

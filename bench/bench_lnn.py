@@ -49,7 +49,7 @@ def _ncps_models() -> dict[str, Callable[[], torch.nn.Module]]:
 
 def _pair(model: Any) -> tuple[Callable[[], Any], Callable[[], Any], Any, Any]:
     """(ours, ncps) single-step callables on the same model, checked to agree first."""
-    from lnn_control.policy import from_ncps
+    from lnn_control.nn.policy import from_ncps
 
     model = model.eval()
     policy = from_ncps(model).eval()
@@ -107,7 +107,7 @@ def _stepper_rows(quick: bool) -> list[dict[str, Any]]:
 def _export_rows(quick: bool) -> list[dict[str, Any]]:
     import onnxruntime as ort
 
-    from lnn_control.export import export_onnx, export_torchscript
+    from lnn_control.nn.export import export_onnx, export_torchscript
 
     n = 300 if quick else 3000
     group = "stepper vs our exports of the same step (batch 1)"
@@ -148,8 +148,8 @@ def _training_rows(quick: bool) -> list[dict[str, Any]]:
     from ncps.torch import LTC, CfC
     from ncps.wirings import AutoNCP
 
-    from lnn_control.policy import LiquidPolicy
-    from lnn_control.wiring import AutoNCP as OurAutoNCP
+    from lnn_control.nn.policy import LiquidPolicy
+    from lnn_control.nn.wiring import AutoNCP as OurAutoNCP
 
     group = "training step, batch 64 x 64 steps, fwd+bwd+Adam (float32)"
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ walls, box on (v, omega), DAQP):
   timed in the same run.
   The notes split our step into policy, filter and the rest.
 - ``sensor publish -> command receipt, 1 kHz``: the node as its own process
-  (``python -m lnn_control.controller_node --ros-args --params-file config/diff_drive.yaml``,
+  (``python -m lnn_control.ros.controller_node --ros-args --params-file config/diff_drive.yaml``,
   TwistStamped output carrying the trigger stamp), this process publishing ``/odom`` at 1 kHz
   (scans at 20 Hz) and timing each command's return. Reference: the bare DDS round trip of an
   rclpy echo node (same QoS: best effort, keep last 1 in, reliable out; same spin, the node's
@@ -85,8 +85,8 @@ def _make_model(path: pathlib.Path) -> Any:
     from ncps.torch import CfC
     from ncps.wirings import AutoNCP
 
-    from lnn_control.model_file import save_policy
-    from lnn_control.policy import from_ncps
+    from lnn_control.nn.policy import from_ncps
+    from lnn_control.runtime.model_file import save_policy
 
     torch.manual_seed(0)
     ncps_model = CfC(12, AutoNCP(19, 2, seed=0), batch_first=True).eval()
@@ -146,7 +146,7 @@ def _in_process(quick: bool, model_path: pathlib.Path, ncps_model: Any) -> list[
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from std_msgs.msg import Float64MultiArray
 
-    from lnn_control.controller_node import LnnController
+    from lnn_control.ros.controller_node import LnnController
 
     ctx = Context()
     rclpy.init(
@@ -301,7 +301,7 @@ def _echo_main(executor: str = "inputs") -> None:
     # the controller's default spin (InputFirstSpinner), or the plain executor with --executor single
     spin: Callable[..., None] = ex.spin_once
     if executor == "inputs":
-        from lnn_control.controller_node import InputFirstSpinner
+        from lnn_control.ros.controller_node import InputFirstSpinner
 
         spin = InputFirstSpinner(node, ex, lambda: [sub]).spin_once
     try:
@@ -369,7 +369,7 @@ class _Driver:
             n.create_subscription(TwistStamped, ECHO_OUT, self._on_reply, rel),
             n.create_subscription(TwistStamped, "/cmd_vel", self._on_reply, rel),
         ]
-        from lnn_control.controller_node import InputFirstSpinner
+        from lnn_control.ros.controller_node import InputFirstSpinner
 
         # replies taken straight from the wait set: rclpy's executor would cost this process
         # ~0.6 ms of CPU per reply at 1 kHz, competing with the node under test for the 2 cores
@@ -569,7 +569,7 @@ def _across_processes(quick: bool, model_path: pathlib.Path) -> list[dict[str, A
         def message_mode(executor: str, secs: float, k: int) -> tuple[dict[str, Any], int]:
             node = start(
                 [
-                    "-m", "lnn_control.controller_node", "--ros-args", "--params-file", str(CONFIG),
+                    "-m", "lnn_control.ros.controller_node", "--ros-args", "--params-file", str(CONFIG),
                     "-p", f"model_file:={model_path}", "-p", "sensor_timeout:=0.5",
                     "-p", "diagnostics_rate:=2.0",
                     "-p", "observation.command.type:=geometry_msgs/msg/TwistStamped",

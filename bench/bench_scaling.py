@@ -4,7 +4,7 @@ Three sweeps, each a figure drawn by ``bench.plots`` from the rows' extra ``plot
 (``figure``, ``x``, ``x_label``, ``log_x``):
 
 - ``step_vs_neurons``: one control step, batch 1, 8 inputs, 2 outputs, of a CfC and an LTC
-  on an ``AutoNCP(N, 2)`` wiring, N in 19 ... 256. Ours: ``lnn_control.policy.from_ncps(m)
+  on an ``AutoNCP(N, 2)`` wiring, N in 19 ... 256. Ours: ``lnn_control.nn.policy.from_ncps(m)
   .runtime()`` (``PolicyStepper.step``); reference: the ncps module call under ``no_grad``.
 - ``qp_vs_rows`` / ``qp_vs_controls``: min 1/2 u'Pu + q'u s.t. Gu <= h, -10 <= u <= 10, for
   n controls and m rows (random, strictly feasible, P = A'A + I): m in 1 ... 64 at n = 2, and
@@ -80,7 +80,7 @@ def _step_sweep(quick: bool) -> list[dict[str, Any]]:
     from ncps.torch import LTC, CfC
     from ncps.wirings import AutoNCP
 
-    from_ncps = _optional("lnn_control.policy", "from_ncps")
+    from_ncps = _optional("lnn_control.nn.policy", "from_ncps")
     sizes = [19, 64, 256] if quick else [19, 32, 64, 128, 256]
     n = 100 if quick else 2000
     rows = []
@@ -112,7 +112,7 @@ def _step_sweep(quick: bool) -> list[dict[str, Any]]:
                     ref,
                     f"ncps {cell_name}",
                     n,
-                    "lnn_control.policy.from_ncps",
+                    "lnn_control.nn.policy.from_ncps",
                     dict(plot, series=f"ours {cell_name}"),
                 )
             )

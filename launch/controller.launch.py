@@ -37,7 +37,7 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(
             "model",
             default_value=os.path.join(share, "models", "diff_drive.npz"),
-            description="Policy .npz written by lnn_control.model_file.save_policy (sets model_file)",
+            description="Policy .npz written by lnn_control.runtime.model_file.save_policy (sets model_file)",
         ),
         DeclareLaunchArgument("namespace", default_value="", description="Namespace of the controller node"),
         DeclareLaunchArgument(

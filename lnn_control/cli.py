@@ -3,10 +3,10 @@
 ``lnn-control train --config config/diff_drive.yaml --data DIR_OR_FILES --cell cfc|ltc
 --wiring ncp --units 19 [--barriernet] --epochs N [--dagger-rounds R] --out models/x.npz``
 
-The observation mapping is the node's (``lnn_control.observation.load_observation_config`` on the
-same YAML), and the result is a ``lnn_control.model_file`` policy file the node loads.
+The observation mapping is the node's (``lnn_control.config.load_observation_config`` on the
+same YAML), and the result is a ``lnn_control.runtime.model_file`` policy file the node loads.
 
-``inspect`` and ``compare`` live in ``lnn_control.interpret`` / ``lnn_control.compare``; each is
+``inspect`` and ``compare`` live in ``lnn_control.analysis.interpret`` / ``.compare``; each is
 imported only when asked for and must expose ``main(argv: list[str]) -> int``.
 """
 
@@ -21,20 +21,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-__all__ = ["main", "train_main", "read_robot_config"]
+__all__ = ["main", "train_main"]
 
-_SUBMODULES = {"inspect": "lnn_control.interpret", "compare": "lnn_control.compare"}
-
-
-def read_robot_config(path: pathlib.Path) -> dict[str, Any]:
-    """The node's parameters in a robot config YAML (``<node>: ros__parameters:`` or top level)."""
-    cfg = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(cfg, dict):
-        raise ValueError(f"--config {path}: expected a YAML mapping")
-    for v in cfg.values():
-        if isinstance(v, dict) and isinstance(v.get("ros__parameters"), dict):
-            return dict(v["ros__parameters"])
-    return cfg
+_SUBMODULES = {"inspect": "lnn_control.analysis.interpret", "compare": "lnn_control.analysis.compare"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         "--data", required=True, nargs="+", help="bag directories, .mcap, .npz, .csv, or folders of them"
     )
     p.add_argument("--cell", choices=("cfc", "ltc"), default="cfc")
-    p.add_argument("--wiring", choices=("ncp",), default="ncp", help="AutoNCP wiring (lnn_control.wiring)")
+    p.add_argument("--wiring", choices=("ncp",), default="ncp", help="AutoNCP wiring (lnn_control.nn.wiring)")
     p.add_argument("--units", type=int, default=19, help="neurons of the NCP wiring")
     p.add_argument("--sparsity", type=float, default=0.5, help="NCP synapse sparsity in [0.1, 1)")
     p.add_argument(
@@ -117,9 +106,10 @@ def train_main(argv: list[str]) -> int:
     """``lnn-control train``: returns 0 on success, 2 on bad data / arguments (message on stderr)."""
     import importlib.util
 
-    from lnn_control import plots, training
-    from lnn_control.model_file import save_policy
-    from lnn_control.observation import load_filter_config, load_observation_config
+    from lnn_control.analysis import plots
+    from lnn_control.config import load_filter_config, load_observation_config, read_robot_config
+    from lnn_control.learn import training
+    from lnn_control.runtime.model_file import save_policy
 
     a = _parser().parse_args(argv)
     if not a.config.is_file():
@@ -185,7 +175,7 @@ def train_main(argv: list[str]) -> int:
         )
         train_eps, val_eps = training.split_episodes(episodes, a.val_fraction, a.seed)
         if a.noise_episodes > 0 or a.goal_relabel > 0:  # training split only: validation stays clean
-            from lnn_control.dagger import ClosedLoop, relabel_goals
+            from lnn_control.learn.dagger import ClosedLoop, relabel_goals
 
             loop = ClosedLoop(robot, a.config, safety_filter=a.filter_in_loop)
             train_eps += [
@@ -283,10 +273,10 @@ def _dagger(
     output_names: list[str],
     safety_filter: Any = None,
 ) -> tuple[Any, list[dict[str, Any]]]:
-    """DAgger rounds after behaviour cloning (lnn_control.dagger); best round by closed-loop success."""
+    """DAgger rounds after behaviour cloning (lnn_control.learn.dagger); best round by closed-loop success."""
     import dataclasses
 
-    from lnn_control import dagger, training
+    from lnn_control.learn import dagger, training
 
     loop = dagger.ClosedLoop(robot, a.config, safety_filter=a.filter_in_loop)
     fine = dataclasses.replace(tc, epochs=a.dagger_epochs, lr=tc.lr * 0.3, patience=a.dagger_epochs)

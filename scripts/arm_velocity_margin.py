@@ -25,7 +25,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from barriernet.safety_filter import SafetyFilter  # noqa: E402
-from lnn_control.observation import load_filter_config  # noqa: E402
+from lnn_control.config import load_filter_config  # noqa: E402
 from lnn_control.sim import models as M  # noqa: E402
 from lnn_control.sim.arm import ArmEnv  # noqa: E402
 

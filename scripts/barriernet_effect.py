@@ -39,8 +39,8 @@ if str(ROOT) not in sys.path:
 
 from barriernet.bnet import BarrierNetHead, DiscObstacle, UnicycleBarrierNet  # noqa: E402
 from barriernet.qp import solve_qp  # noqa: E402
-from lnn_control.policy import LiquidPolicy  # noqa: E402
-from lnn_control.wiring import AutoNCP  # noqa: E402
+from lnn_control.nn.policy import LiquidPolicy  # noqa: E402
+from lnn_control.nn.wiring import AutoNCP  # noqa: E402
 
 # --- the scene (the task's description; the layer itself holds no constants) ------------------
 OBSTACLE = DiscObstacle(2.0, 0.0, 0.6)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the demo policies in models/: seeded expert demonstrations (rosbag2 MCAP) -> seeded
 # CfC/NCP behaviour cloning -> DAgger rounds on the built-in simulator (the policy drives, the
-# expert relabels every state it visits) -> models/<robot>.npz (lnn_control.model_file format,
+# expert relabels every state it visits) -> models/<robot>.npz (lnn_control.runtime.model_file format,
 # what lnn_controller loads) + loss / rollout plots. The two robots train in parallel, one core each.
 # diff_drive rolls out DAgger and evaluation episodes through its safety filter (--filter-in-loop), as deployed.
 # Usage: scripts/train_demo_policies.sh [PYTHON]   (default .venv/bin/python; run from the repo root)
@@ -26,7 +26,7 @@ common=(--cell cfc --wiring ncp --units 32 --motor 10 --window 32 --batch 16 --l
 train() {
   local robot=$1 episodes=$2; shift 2
   rm -rf "${DATA_DIR:?}/$robot"
-  "$PY" -m lnn_control.record --robot "$robot" --episodes "$episodes" --out "$DATA_DIR/$robot" --seed 100 \
+  "$PY" -m lnn_control.learn.record --robot "$robot" --episodes "$episodes" --out "$DATA_DIR/$robot" --seed 100 \
     > "$DATA_DIR/$robot.record.log"
   local out="$MODELS_DIR/$robot.npz"
   if [ "$BARRIERNET" = 1 ]; then

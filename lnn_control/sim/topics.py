@@ -1,7 +1,7 @@
 """Topics, message types and message contents of the simulator, as plain dicts (no ROS import).
 
-The ROS simulator node (``lnn_control.sim_node``) fills real messages from these dicts and the
-recorder (``lnn_control.record``) writes the same dicts into rosbag2 MCAP, so a recording and
+The ROS simulator node (``lnn_control.ros.sim_node``) fills real messages from these dicts and the
+recorder (``lnn_control.learn.record``) writes the same dicts into rosbag2 MCAP, so a recording and
 a live run carry identical topics, types, frames and fields. Times are integer nanoseconds of
 sim time.
 """

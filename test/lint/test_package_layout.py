@@ -14,13 +14,14 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
-# Modules allowed to import rclpy / message packages. Every other module is pure.
-ROS_MODULES = {
-    "lnn_control.controller_node",
-    "lnn_control.ros_conversions",
-    "lnn_control.sim_node",
-    "lnn_control.demo",
-}
+# Only lnn_control/ros/ may import rclpy / message packages: every other module is pure.
+ROS_PACKAGE = "lnn_control.ros"
+
+
+def _is_ros_module(name: str) -> bool:
+    return name == ROS_PACKAGE or name.startswith(ROS_PACKAGE + ".") or name.startswith("lnn_control.msg")
+
+
 ROS_IMPORT = re.compile(r"^(rclpy|rosidl_|[a-z_]+_msgs|std_srvs|lnn_control\.msg|launch|launch_ros)(\.|$)")
 
 
@@ -49,14 +50,14 @@ def _imported_names(path: pathlib.Path) -> set[str]:
 
 @pytest.mark.parametrize("name,path", _modules(), ids=[n for n, _ in _modules()])
 def test_pure_modules_do_not_import_ros(name: str, path: pathlib.Path) -> None:
-    if name in ROS_MODULES or name.startswith("lnn_control.msg"):
+    if _is_ros_module(name):
         return
     ros = sorted(n for n in _imported_names(path) if ROS_IMPORT.match(n))
     assert not ros, f"{name} is a pure module but imports {ros}; move ROS code to a node module"
 
 
 def test_importing_pure_packages_loads_no_ros() -> None:
-    pure = [n for n, _ in _modules() if n not in ROS_MODULES and not n.startswith("lnn_control.msg")]
+    pure = [n for n, _ in _modules() if not _is_ros_module(n)]
     code = (
         "import importlib, sys\n"
         f"for m in {pure!r}:\n"
@@ -109,7 +110,7 @@ def test_installed_executables_exist_and_are_executable() -> None:
         assert os.access(path, os.X_OK), f"{rel} is not executable"
         text = path.read_text()
         assert text.startswith("#!/usr/bin/env python3")
-        target = re.search(r"from (lnn_control\.\w+) import main", text)
+        target = re.search(r"from (lnn_control(?:\.\w+)+) import main", text)
         assert target, f"{rel} does not call a module's main()"
         assert (ROOT / (target.group(1).replace(".", "/") + ".py")).is_file(), (
             f"{rel}: {target.group(1)} missing"
@@ -164,6 +165,6 @@ def test_cmake_install_holds_every_module_and_subpackage() -> None:
         if rel == pathlib.Path("__init__.py"):
             continue  # the rosidl-generated __init__.py is kept
         assert (site / rel).is_file(), f"lnn_control/{rel} is not installed by CMakeLists.txt"
-    code = "import lnn_control.sim, lnn_control.msg, lnn_control.controller_node; print('ok')"
+    code = "import lnn_control.sim, lnn_control.msg, lnn_control.ros.controller_node; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -15,8 +15,8 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     from ncps.torch import CfC
     from ncps.wirings import AutoNCP
 
-    from lnn_control.model_file import save_policy
-    from lnn_control.policy import from_ncps
+    from lnn_control.nn.policy import from_ncps
+    from lnn_control.runtime.model_file import save_policy
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "policy.npz"

@@ -22,8 +22,8 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("barriernet.safety_filter")
-pytest.importorskip("lnn_control.model_file")
-pytest.importorskip("lnn_control.policy")
+pytest.importorskip("lnn_control.runtime.model_file")
+pytest.importorskip("lnn_control.nn.policy")
 
 import ros_rig  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
@@ -49,8 +49,8 @@ def make_model(path: pathlib.Path) -> None:
     from ncps.torch import CfC
     from ncps.wirings import AutoNCP
 
-    from lnn_control.model_file import save_policy
-    from lnn_control.policy import from_ncps
+    from lnn_control.nn.policy import from_ncps
+    from lnn_control.runtime.model_file import save_policy
 
     torch.manual_seed(0)
     policy = from_ncps(CfC(12, AutoNCP(19, 2, seed=0), batch_first=True))
@@ -178,7 +178,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([p for p in (env.get("PYTHONPATH"), str(ROOT)) if p])
     cmd = [
-        sys.executable, "-m", "lnn_control.controller_node", "--ros-args",
+        sys.executable, "-m", "lnn_control.ros.controller_node", "--ros-args",
         "--params-file", str(ROOT / "config" / "diff_drive.yaml"),
         "-p", f"sensor_timeout:={TIMEOUT}", "-p", "model_file:=" + str(tmp / "missing.npz"),
     ]  # fmt: skip

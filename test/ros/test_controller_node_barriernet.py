@@ -30,9 +30,9 @@ from sensor_msgs.msg import LaserScan  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 
 from barriernet.safety_filter import SafetyFilter  # noqa: E402
-from lnn_control.controller_node import LnnController  # noqa: E402
-from lnn_control.model_file import load_stepper  # noqa: E402
-from lnn_control.observation import load_filter_config, load_observation_config  # noqa: E402
+from lnn_control.config import load_filter_config, load_observation_config  # noqa: E402
+from lnn_control.ros.controller_node import LnnController  # noqa: E402
+from lnn_control.runtime.model_file import load_stepper  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "diff_drive.yaml"
@@ -41,9 +41,9 @@ CONFIG = ROOT / "config" / "diff_drive.yaml"
 def _model(path: pathlib.Path, gain_names: list[str]) -> pathlib.Path:
     import torch
 
-    from lnn_control.model_file import save_policy
-    from lnn_control.policy import LiquidPolicy
-    from lnn_control.wiring import AutoNCP
+    from lnn_control.nn.policy import LiquidPolicy
+    from lnn_control.nn.wiring import AutoNCP
+    from lnn_control.runtime.model_file import save_policy
 
     torch.manual_seed(0)
     policy = LiquidPolicy(12, "cfc", AutoNCP(19, 7, seed=0), n_gains=5, gain_scale=0.5, gain_names=gain_names)

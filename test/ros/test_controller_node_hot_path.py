@@ -26,7 +26,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import LaserScan  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 
-from lnn_control.controller_node import LnnController  # noqa: E402
+from lnn_control.ros.controller_node import LnnController  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "diff_drive.yaml"

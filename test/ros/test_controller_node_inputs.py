@@ -32,9 +32,9 @@ from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import LaserScan  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 
-from lnn_control.controller_node import LnnController  # noqa: E402
-from lnn_control.model_file import load_stepper  # noqa: E402
-from lnn_control.observation import load_observation_config  # noqa: E402
+from lnn_control.config import load_observation_config  # noqa: E402
+from lnn_control.ros.controller_node import LnnController  # noqa: E402
+from lnn_control.runtime.model_file import load_stepper  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "diff_drive.yaml"
@@ -329,8 +329,8 @@ def test_arm_effort_commands_and_gravity_compensation_fallback(tmp_path: pathlib
     from ncps.wirings import AutoNCP
     from sensor_msgs.msg import JointState
 
-    from lnn_control.model_file import save_policy
-    from lnn_control.policy import from_ncps
+    from lnn_control.nn.policy import from_ncps
+    from lnn_control.runtime.model_file import save_policy
 
     torch.manual_seed(1)
     model = tmp_path / "arm.npz"

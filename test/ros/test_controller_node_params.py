@@ -15,13 +15,11 @@ rclpy = pytest.importorskip("rclpy")
 from rclpy.context import Context  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 
-from lnn_control.controller_node import COUNTERS, LnnController  # noqa: E402
-from lnn_control.observation import (  # noqa: E402
+from lnn_control.config import expand_filter_config, load_filter_config, load_observation_config  # noqa: E402
+from lnn_control.control.observation import (  # noqa: E402
     ObservationMap,
-    expand_filter_config,
-    load_filter_config,
-    load_observation_config,
 )
+from lnn_control.ros.controller_node import COUNTERS, LnnController  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -102,8 +100,8 @@ def test_configured_node_is_torch_free(tmp_path: pathlib.Path) -> None:
     from ncps.torch import CfC
     from ncps.wirings import AutoNCP
 
-    from lnn_control.model_file import save_policy
-    from lnn_control.policy import from_ncps
+    from lnn_control.nn.policy import from_ncps
+    from lnn_control.runtime.model_file import save_policy
 
     torch.manual_seed(0)
     model = tmp_path / "p.npz"
@@ -112,7 +110,7 @@ def test_configured_node_is_torch_free(tmp_path: pathlib.Path) -> None:
 import sys, rclpy
 from rclpy.context import Context
 from rclpy.lifecycle import TransitionCallbackReturn
-from lnn_control.controller_node import LnnController
+from lnn_control.ros.controller_node import LnnController
 ctx = Context()
 rclpy.init(context=ctx, args=["--ros-args", "--params-file", {str(ROOT / "config" / "diff_drive.yaml")!r},
                               "-p", "model_file:={model}"])

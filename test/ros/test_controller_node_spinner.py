@@ -29,7 +29,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import LaserScan  # noqa: E402
 
-from lnn_control.controller_node import InputFirstSpinner, LnnController  # noqa: E402
+from lnn_control.ros.controller_node import InputFirstSpinner, LnnController  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "diff_drive.yaml"

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pytest
 
-from lnn_control import demo
+from lnn_control.ros import demo
 
 ARM_FIELDS = [
     "margin_joint1",

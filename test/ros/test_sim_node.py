@@ -59,7 +59,7 @@ class Probe:
 
 
 def _start_sim(*params: str) -> subprocess.Popen[str]:
-    args = [sys.executable, "-m", "lnn_control.sim_node", "--ros-args"]
+    args = [sys.executable, "-m", "lnn_control.ros.sim_node", "--ros-args"]
     for p in params:
         args += ["-p", p]
     return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -11,10 +11,10 @@ import pytest
 import yaml
 from mcap.reader import make_reader
 
-from lnn_control import bags
-from lnn_control.bags import BagWriter, bag_topics, full_definition, read_bag, stamp
-from lnn_control.record import main as record_main
-from lnn_control.record import record_episode
+from lnn_control.learn import bags
+from lnn_control.learn.bags import BagWriter, bag_topics, full_definition, read_bag, stamp
+from lnn_control.learn.record import main as record_main
+from lnn_control.learn.record import record_episode
 from lnn_control.sim import topics as T
 from lnn_control.sim.arm import ArmObservation
 from lnn_control.sim.diff_drive import DiffDriveObservation

@@ -13,8 +13,8 @@ import torch
 
 from barriernet.bnet import BarrierNetHead, DiscObstacle, UnicycleBarrierNet, unicycle_hocbf_rows
 from barriernet.qp import solve_qp
-from lnn_control.policy import LiquidPolicy
-from lnn_control.wiring import AutoNCP
+from lnn_control.nn.policy import LiquidPolicy
+from lnn_control.nn.wiring import AutoNCP
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 OBS = [DiscObstacle(2.0, 0.0, 0.6), DiscObstacle(0.5, 1.5, 0.4)]

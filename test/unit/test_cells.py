@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from lnn_control.cfc_cell import CfC, CfCCell, lecun_tanh
-from lnn_control.ltc_cell import LTC, ODE_SOLVERS, LTCCell
-from lnn_control.wiring import AutoNCP, NCPWiring, Wiring
+from lnn_control.nn.cfc_cell import CfC, CfCCell, lecun_tanh
+from lnn_control.nn.ltc_cell import LTC, ODE_SOLVERS, LTCCell
+from lnn_control.nn.wiring import AutoNCP, NCPWiring, Wiring
 
 pytestmark = pytest.mark.usefixtures("torch_float64_seeded")  # float64, seed 0 (conftest.py)
 

@@ -11,8 +11,8 @@ pytest.importorskip("lnn_control.msg")
 serialization = pytest.importorskip("rclpy.serialization")
 builtin_interfaces = pytest.importorskip("builtin_interfaces.msg")
 
-from lnn_control import ros_conversions as rc  # noqa: E402
-from lnn_control.observation import ObservationMap  # noqa: E402
+from lnn_control.control.observation import ObservationMap  # noqa: E402
+from lnn_control.ros import conversions as rc  # noqa: E402
 
 TYPES = [
     ("geometry_msgs/msg/Twist", ["linear.x", "angular.z"]),
@@ -88,7 +88,7 @@ def test_safety_status_bytes_equal_the_writers_messages() -> None:
     from lnn_control.msg import SafetyStatus
 
     from barriernet.safety_filter import SafetyFilter
-    from lnn_control.observation import load_filter_config
+    from lnn_control.config import load_filter_config
 
     root = pathlib.Path(__file__).resolve().parents[2]
     filt = SafetyFilter.from_config(load_filter_config(root / "config" / "diff_drive.yaml"))

@@ -1,4 +1,4 @@
-"""lnn_control.compare: observation vectors, parameter counts, closed loop, and a tiny --quick run."""
+"""lnn_control.analysis.compare: observation vectors, parameter counts, closed loop, a tiny --quick run."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import math
 import numpy as np
 import pytest
 
-from lnn_control import compare as C
-from lnn_control.observation import load_observation_config
+from lnn_control.analysis import compare as C
+from lnn_control.config import config_path, load_observation_config
 from lnn_control.sim import topics as T
 
 
 @pytest.mark.parametrize("robot", ["diff_drive", "arm"])
 def test_features_match_the_node_observation_map(robot: str) -> None:
     """The fast vectors equal what lnn_controller builds from the simulator's messages."""
-    om = load_observation_config(C._config_path(robot))
+    om = load_observation_config(config_path(robot))
     assert list(C._INPUT_NAMES[robot]) == om.names
     env, o, goal = C._episode_env(robot, 3, noise_std=0.02)
     rng = np.random.default_rng(0)
@@ -100,7 +100,7 @@ def test_quick_run_writes_a_sane_table(tmp_path) -> None:
     md = (out / "compare.md").read_text()
     assert "| CfC-NCP(19) |" in md and "| LSTM(64) |" in md and "held-out MSE" in md
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
-    from lnn_control.model_file import load_stepper
+    from lnn_control.runtime.model_file import load_stepper
 
     saved = sorted(p.name for p in (tmp_path / "m").iterdir())
     assert saved == [f"arm_{k}_seed0.npz" for k in ("cfc_dense", "cfc_ncp19", "ltc_ncp19")]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from lnn_control import dagger, record
-from lnn_control import training as tr
-from lnn_control.observation import load_observation_config
+from lnn_control.config import load_observation_config
+from lnn_control.learn import dagger, record
+from lnn_control.learn import training as tr
 
 torch.set_num_threads(1)
 CONFIG = pathlib.Path(__file__).resolve().parents[2] / "config"
@@ -67,7 +67,7 @@ def test_filter_in_the_loop_applies_the_configs_filter_and_records_its_inputs() 
     """safety_filter=True: every applied command is the config's SafetyFilter output for the mapped
     state (as the node sends it), and episodes carry that state and env for BarrierNet training."""
     from barriernet.safety_filter import SafetyFilter
-    from lnn_control.observation import load_filter_config
+    from lnn_control.config import load_filter_config
 
     plain = dagger.ClosedLoop("diff_drive", CONFIG / "diff_drive.yaml")
     loop = dagger.ClosedLoop("diff_drive", CONFIG / "diff_drive.yaml", safety_filter=True)
@@ -146,7 +146,7 @@ def test_goal_relabelling_gives_expert_labels_for_new_goals() -> None:
 def test_committed_barriernet_policy_drives_through_the_filter_with_its_gains() -> None:
     """models/diff_drive_barriernet.npz (scripts/train_demo_policies.sh, BARRIERNET=1): its gain
     outputs are named as the config's filter gains and are what the filter uses in the loop."""
-    from lnn_control.model_file import load_stepper
+    from lnn_control.runtime.model_file import load_stepper
 
     loop = dagger.ClosedLoop("diff_drive", CONFIG / "diff_drive.yaml", safety_filter=True)
     policy = load_stepper(CONFIG.parent / "models" / "diff_drive_barriernet.npz")

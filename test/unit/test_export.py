@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from lnn_control.export import StepFunction, _rollout_check, export_onnx, export_torchscript
-from lnn_control.policy import LiquidPolicy
-from lnn_control.wiring import AutoNCP
+from lnn_control.nn.export import StepFunction, _rollout_check, export_onnx, export_torchscript
+from lnn_control.nn.policy import LiquidPolicy
+from lnn_control.nn.wiring import AutoNCP
 
 ort = pytest.importorskip("onnxruntime")
 

@@ -211,7 +211,7 @@ def test_copies_and_pickles_are_working_filters(which: str) -> None:
     import pathlib
     import pickle
 
-    from lnn_control.observation import load_filter_config
+    from lnn_control.config import load_filter_config
 
     root = pathlib.Path(__file__).resolve().parents[2]
     cfg: dict[str, Any] = linear_cfg(3, 4, seed=8)

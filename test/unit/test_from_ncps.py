@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lnn_control.policy import LiquidPolicy, from_ncps
+from lnn_control.nn.policy import LiquidPolicy, from_ncps
 
 ncps_torch = pytest.importorskip("ncps.torch")
 ncps_wirings = pytest.importorskip("ncps.wirings")

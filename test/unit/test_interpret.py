@@ -1,4 +1,4 @@
-"""lnn_control.interpret: activity recording, decision-tree fidelity, saliency, and the inspect command."""
+"""lnn_control.analysis.interpret: activity recording, decision-tree fidelity, saliency, inspect."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from lnn_control import interpret
-from lnn_control.model_file import save_policy
-from lnn_control.policy import LiquidPolicy
-from lnn_control.wiring import AutoNCP
+from lnn_control.analysis import interpret
+from lnn_control.nn.policy import LiquidPolicy
+from lnn_control.nn.wiring import AutoNCP
+from lnn_control.runtime.model_file import save_policy
 
 
 def _policy(cell: str, n_in: int = 9, n_out: int = 3, seed: int = 0, wired: bool = True) -> LiquidPolicy:
@@ -181,7 +181,7 @@ def test_inspect_simulator_rollout_writes_every_file(tmp_path) -> None:
 
 
 def test_inspect_recordings_npz_and_bag(tmp_path) -> None:
-    from lnn_control.record import record_episode
+    from lnn_control.learn.record import record_episode
 
     model = _model(tmp_path, "ltc")
     obs, dt = _inputs(50, 9, seed=9)

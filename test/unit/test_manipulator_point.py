@@ -15,7 +15,7 @@ import pytest
 
 from barriernet.dynamics import MujocoManipulator, make_dynamics
 from barriernet.safety_filter import SafetyFilter
-from lnn_control.observation import load_filter_config
+from lnn_control.config import load_filter_config
 from lnn_control.sim.arm import ArmEnv
 from lnn_control.sim.models import ARM_Q_LOWER, ARM_Q_UPPER
 

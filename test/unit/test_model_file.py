@@ -10,9 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from lnn_control.model_file import ModelFileError, load_policy, load_stepper, read_model_file, save_policy
-from lnn_control.policy import LiquidPolicy
-from lnn_control.wiring import AutoNCP
+from lnn_control.nn.policy import LiquidPolicy
+from lnn_control.nn.wiring import AutoNCP
+from lnn_control.runtime.model_file import (
+    ModelFileError,
+    load_policy,
+    load_stepper,
+    read_model_file,
+    save_policy,
+)
 
 OBS = {"inputs": [{"topic": "/odom", "field": "twist.twist.linear.x"}], "rate": 20.0}
 

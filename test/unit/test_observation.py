@@ -9,14 +9,12 @@ import types
 import numpy as np
 import pytest
 
-from lnn_control.observation import (
+from lnn_control.config import expand_filter_config, load_filter_config, load_observation_config
+from lnn_control.control.observation import (
     EXTRACTORS,
     ObservationError,
     ObservationMap,
-    expand_filter_config,
     get_field,
-    load_filter_config,
-    load_observation_config,
     stamp_seconds,
 )
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from lnn_control.policy import LiquidPolicy
-from lnn_control.wiring import AutoNCP, FullyConnected, Wiring
+from lnn_control.nn.policy import LiquidPolicy
+from lnn_control.nn.wiring import AutoNCP, FullyConnected, Wiring
 
 pytestmark = pytest.mark.usefixtures("torch_float64_seeded")  # float64, seed 0 (conftest.py)
 

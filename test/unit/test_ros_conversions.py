@@ -13,8 +13,9 @@ std_msgs = pytest.importorskip("std_msgs.msg")
 builtin_interfaces = pytest.importorskip("builtin_interfaces.msg")
 
 from barriernet.safety_filter import SafetyFilter  # noqa: E402
-from lnn_control import ros_conversions as rc  # noqa: E402
-from lnn_control.observation import ObservationMap, load_filter_config, load_observation_config  # noqa: E402
+from lnn_control.config import load_filter_config, load_observation_config  # noqa: E402
+from lnn_control.control.observation import ObservationMap  # noqa: E402
+from lnn_control.ros import conversions as rc  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from lnn_control.policy import LiquidPolicy
-from lnn_control.wiring import AutoNCP, FullyConnected, RandomSparse
+from lnn_control.nn.policy import LiquidPolicy
+from lnn_control.nn.wiring import AutoNCP, FullyConnected, RandomSparse
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,7 +82,7 @@ def test_stepper_matches_torch_over_1000_irregular_steps(name: str) -> None:
     assert np.abs(ys - y[0].numpy()).max() <= 1e-9  # contract: 1e-6
     assert np.abs(s.state - h[0].numpy()).max() <= 1e-9
     if p.cell == "ltc":  # both LTC kernels, whichever "auto" picked
-        from lnn_control.runtime import PolicyStepper
+        from lnn_control.runtime.stepper import PolicyStepper
 
         for kernel in ("dense", "sparse", "split"):
             try:
@@ -99,8 +99,8 @@ def test_stepper_matches_torch_over_1000_irregular_steps(name: str) -> None:
 
 def test_ltc_split_kernel_matches_torch_on_large_ncp() -> None:
     """The split kernel (free inter neurons in closed form) gives the torch numbers on AutoNCP(64)."""
-    from lnn_control.runtime import PolicyStepper
-    from lnn_control.wiring import AutoNCP
+    from lnn_control.nn.wiring import AutoNCP
+    from lnn_control.runtime.stepper import PolicyStepper
 
     torch.manual_seed(3)
     p = LiquidPolicy(8, cell="ltc", wiring=AutoNCP(64, 2, seed=5)).double().eval()
@@ -171,7 +171,7 @@ def test_bad_input_names_the_argument_and_keeps_state() -> None:
         s.state = np.zeros(18)
     with pytest.raises(ValueError, match="dtype must be float64 or float32"):
         p.runtime(dtype=np.int32)
-    from lnn_control.runtime import PolicyStepper
+    from lnn_control.runtime.stepper import PolicyStepper
 
     with pytest.raises(ValueError, match="ltc_kernel 'gpu'"):
         PolicyStepper(p.get_config(), p.numpy_state(), ltc_kernel="gpu")
@@ -179,7 +179,7 @@ def test_bad_input_names_the_argument_and_keeps_state() -> None:
 
 def test_stepper_needs_no_torch(tmp_path: Path) -> None:
     """The run-time path imports without torch: torch is blocked in a fresh interpreter."""
-    from lnn_control.model_file import save_policy
+    from lnn_control.runtime.model_file import save_policy
 
     p = _trained_looking(CONFIGS["cfc_ncp_no_gate_gains"])
     path = save_policy(tmp_path / "m.npz", p)
@@ -192,8 +192,9 @@ def test_stepper_needs_no_torch(tmp_path: Path) -> None:
         import sys
         sys.modules["torch"] = None  # any 'import torch' now raises ImportError
         import numpy as np
-        from lnn_control.model_file import load_stepper
-        from lnn_control import runtime, wiring
+        from lnn_control.runtime.model_file import load_stepper
+        from lnn_control.runtime import stepper as runtime
+        from lnn_control.nn import wiring
         s = load_stepper({str(path)!r})
         x = np.load({str(tmp_path / "x.npy")!r})
         np.save({str(tmp_path / "y.npy")!r}, np.stack([s.step(o, 0.1) for o in x]))
@@ -207,7 +208,7 @@ def test_stepper_needs_no_torch(tmp_path: Path) -> None:
 
 
 def test_bad_arrays_fail_at_construction() -> None:
-    from lnn_control.runtime import PolicyStepper
+    from lnn_control.runtime.stepper import PolicyStepper
 
     p = _trained_looking(CONFIGS["ltc_fc"])
     arrays = p.numpy_state()

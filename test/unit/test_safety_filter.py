@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from barriernet import FilterReport, SafetyFilter
 from barriernet.safety_filter import STATUSES
-from lnn_control.observation import load_filter_config
+from lnn_control.config import load_filter_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DD_CFG = load_filter_config(ROOT / "config" / "diff_drive.yaml")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from lnn_control import training as tr
-from lnn_control.bags import BagWriter, stamp
+from lnn_control.learn import training as tr
+from lnn_control.learn.bags import BagWriter, stamp
 
 torch.set_num_threads(1)
 
@@ -133,7 +133,7 @@ def test_csv_and_npz_loading_and_errors(tmp_path) -> None:
     np.savez(nan, obs=np.full((4, 3), np.nan), dt=np.full(4, 0.1), target=np.zeros((4, 1)))
     with pytest.raises(tr.DataError, match="obs has non-finite"):
         tr.load_npz(nan)
-    with pytest.raises(tr.DataError, match="recordings not found.*lnn_control.record"):
+    with pytest.raises(tr.DataError, match="recordings not found.*lnn_control.learn.record"):
         tr.load_recordings([tmp_path / "missing"])
     (tmp_path / "empty").mkdir()
     with pytest.raises(tr.DataError, match="no recordings"):
@@ -142,8 +142,8 @@ def test_csv_and_npz_loading_and_errors(tmp_path) -> None:
 
 def test_trained_policy_is_a_liquid_policy_and_model_file_round_trips(tmp_path) -> None:
     """Training gives a LiquidPolicy with the statistics inside; save_policy/load_stepper reproduce it."""
-    from lnn_control.model_file import load_policy, load_stepper, save_policy
-    from lnn_control.policy import LiquidPolicy
+    from lnn_control.nn.policy import LiquidPolicy
+    from lnn_control.runtime.model_file import load_policy, load_stepper, save_policy
 
     eps = _synthetic(3, 20, seed=5)
     cfg = tr.TrainConfig(units=6, epochs=2, seed=0, progress=False)
@@ -204,8 +204,9 @@ def test_cli_train_on_recorded_bags(tmp_path, capsys) -> None:
     """Bags -> node's ObservationMap (config/arm.yaml) -> model file the node's loader reads."""
     import pathlib
 
-    from lnn_control import cli, record
-    from lnn_control.model_file import load_stepper
+    from lnn_control import cli
+    from lnn_control.learn import record
+    from lnn_control.runtime.model_file import load_stepper
 
     cfg = pathlib.Path(__file__).resolve().parents[2] / "config" / "arm.yaml"
     record.record("arm", 2, tmp_path / "bags", seed=0)

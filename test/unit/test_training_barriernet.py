@@ -12,10 +12,11 @@ import torch
 
 from barriernet.filter_layer import FilterQPLayer
 from barriernet.safety_filter import SafetyFilter
-from lnn_control import cli, record
-from lnn_control import training as tr
-from lnn_control.model_file import load_stepper
-from lnn_control.observation import load_filter_config, load_observation_config
+from lnn_control import cli
+from lnn_control.config import load_filter_config, load_observation_config
+from lnn_control.learn import record
+from lnn_control.learn import training as tr
+from lnn_control.runtime.model_file import load_stepper
 from lnn_control.sim.experts import DiffDriveExpert
 
 torch.set_num_threads(1)

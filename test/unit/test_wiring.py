@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from lnn_control.wiring import WIRINGS, AutoNCP, FullyConnected, NCPWiring, RandomSparse, Wiring
+from lnn_control.nn.wiring import WIRINGS, AutoNCP, FullyConnected, NCPWiring, RandomSparse, Wiring
 
 ncps_wirings = pytest.importorskip("ncps.wirings")
 

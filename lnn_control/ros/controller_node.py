@@ -17,7 +17,7 @@ Parameters: see docs/ros_interface.md. ``observation.*`` is read-only (reconfigu
 filter's reason if that fails, and the new filter replaces the old one between two steps.
 
 Run: ``ros2 run lnn_control lnn_controller --ros-args --params-file config/diff_drive.yaml
--p model_file:=policy.npz`` or ``python -m lnn_control.controller_node --ros-args ...``.
+-p model_file:=policy.npz`` or ``python -m lnn_control.ros.controller_node --ros-args ...``.
 """
 
 from __future__ import annotations
@@ -58,9 +58,10 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import Float64MultiArray
 
-from lnn_control import ros_conversions as rc
+from lnn_control.config import expand_filter_config
+from lnn_control.control.observation import ObservationError, ObservationMap, stamp_seconds
 from lnn_control.msg import SafetyStatus
-from lnn_control.observation import ObservationError, ObservationMap, expand_filter_config, stamp_seconds
+from lnn_control.ros import conversions as rc
 
 __all__ = ["LnnController", "InputFirstSpinner", "main", "COUNTERS"]
 
@@ -112,7 +113,12 @@ def _desc(
 # (rate_hz, diagnostics_rate); safety_filter.* is live.
 _NODE_PARAMS: dict[str, tuple[Any, str, float | None, float | None]] = {
     "robot": ("", "Robot name (informational; config/<robot>.yaml)", None, None),
-    "model_file": ("", "Policy .npz (lnn_control.model_file.save_policy); read on configure", None, None),
+    "model_file": (
+        "",
+        "Policy .npz (lnn_control.runtime.model_file.save_policy); read on configure",
+        None,
+        None,
+    ),
     "control_mode": (
         "message",
         "'message': one step per trigger_topic message; 'timer': steps at rate_hz (read on configure)",
@@ -218,7 +224,7 @@ class LnnController(LifecycleNode):
     alone (every ready sensor message is still taken before the next wait), and with
     ``executor: multi`` a slow step cannot block them either.
 
-    Outputs: the command goes out first (as bytes from :class:`~lnn_control.ros_conversions.
+    Outputs: the command goes out first (as bytes from :class:`~lnn_control.ros.conversions.
     CommandWriter`, built whole per step), then ``~/nominal_command`` and ``~/safety_status``.
     """
 
@@ -426,7 +432,7 @@ class LnnController(LifecycleNode):
         model_file = str(self._param("model_file"))
         if not model_file:
             raise ValueError("parameter model_file is empty: set it to a policy .npz (save_policy)")
-        from lnn_control.model_file import load_stepper
+        from lnn_control.runtime.model_file import load_stepper
 
         stepper = load_stepper(model_file)
         n_in = getattr(stepper, "n_inputs", None)

@@ -1,11 +1,11 @@
 """Closed-loop demo: simulator node + controller node as separate processes over ROS 2 topics.
 
-``python -m lnn_control.demo --filter on|off --out out/demo`` (what ``make demo`` runs).
+``python -m lnn_control.ros.demo --filter on|off --out out/demo`` (what ``make demo`` runs).
 
 Per robot, on its own ``ROS_DOMAIN_ID``:
 
-1. ``python -m lnn_control.sim_node`` (``mujoco_sim``, sim-time stamps) and
-   ``python -m lnn_control.controller_node`` (``lnn_controller``, ``--params-file
+1. ``python -m lnn_control.ros.sim_node`` (``mujoco_sim``, sim-time stamps) and
+   ``python -m lnn_control.ros.controller_node`` (``lnn_controller``, ``--params-file
    config/<robot>.yaml -p model_file:=models/<robot>.npz``) start as two processes. With
    ``--filter off`` every barrier of the safety filter is disabled through its
    ``safety_filter.<name>.enabled`` parameter, so only the actuator box (what the drives clip
@@ -19,10 +19,10 @@ Per robot, on its own ``ROS_DOMAIN_ID``:
    command topic until the goal is reached or time runs out; the figures count from the reset.
    The simulator runs in real time (``--real-time-factor``), not in lock-step with the
    controller: a late control step means the last command is held longer, as on a robot.
-   Starts and goals are drawn as :class:`lnn_control.dagger.ClosedLoop` (and the recorder)
+   Starts and goals are drawn as :class:`lnn_control.learn.dagger.ClosedLoop` (and the recorder)
    draw them, from ``--seed + i``.
 3. Afterwards the policy's hidden state is reconstructed by replaying the watched observations
-   through a :class:`~lnn_control.runtime.PolicyStepper` (its outputs are checked against the
+   through a :class:`~lnn_control.runtime.stepper.PolicyStepper` (its outputs are checked against the
    node's ``~/nominal_command``).
 
 Prints a table (goal reached, time, minimum barrier = ground-truth clearance / joint margin,
@@ -49,10 +49,11 @@ from typing import Any
 
 import numpy as np
 
+from lnn_control.config import REPO
+
 __all__ = ["ROBOTS", "summarize", "missing_pieces", "run_robot", "main"]
 
 ROBOTS = ("diff_drive", "arm")
-REPO = pathlib.Path(__file__).resolve().parent.parent
 _NS = 1_000_000_000
 
 
@@ -62,9 +63,9 @@ def missing_pieces(robot: str, repo: pathlib.Path = REPO, models: pathlib.Path |
 
     out = []
     for mod in (
-        "lnn_control.sim_node",
-        "lnn_control.controller_node",
-        "lnn_control.model_file",
+        "lnn_control.ros.sim_node",
+        "lnn_control.ros.controller_node",
+        "lnn_control.runtime.model_file",
         "barriernet.safety_filter",
     ):
         if importlib.util.find_spec(mod) is None:
@@ -218,8 +219,8 @@ class _Watcher:
         from rclpy.node import Node
         from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-        from lnn_control.observation import load_observation_config
-        from lnn_control.ros_conversions import message_class
+        from lnn_control.config import load_observation_config
+        from lnn_control.ros.conversions import message_class
 
         self.robot = robot
         self.ctx = rclpy.Context()
@@ -410,9 +411,9 @@ class _Watcher:
         return False
 
     def publish_goal(self, goal: Any) -> None:
+        from lnn_control.ros.sim_node import fill_message
         from lnn_control.sim import topics as T
         from lnn_control.sim.models import ARM_JOINT_NAMES
-        from lnn_control.sim_node import fill_message
 
         t_ns = round(self.latest_sim_t * _NS)
         cls = self.goal_pub.msg_type
@@ -464,7 +465,7 @@ def _start_processes(
     sim_cmd = [
         sys.executable,
         "-m",
-        "lnn_control.sim_node",
+        "lnn_control.ros.sim_node",
         "--ros-args",
         "-p",
         f"robot:={robot}",
@@ -476,7 +477,7 @@ def _start_processes(
     ctl_cmd = [
         sys.executable,
         "-m",
-        "lnn_control.controller_node",
+        "lnn_control.ros.controller_node",
         "--ros-args",
         "--params-file",
         str(config),
@@ -484,7 +485,7 @@ def _start_processes(
         f"model_file:={model}",
     ]
     if not filter_on:
-        from lnn_control.cli import read_robot_config
+        from lnn_control.config import read_robot_config
 
         params = read_robot_config(config)
         names = params.get("safety_filter", {}).get("barriers", [])
@@ -514,7 +515,7 @@ def _stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
 
 def _replay_hidden(model: pathlib.Path, log: EpisodeLog, default_dt: float) -> tuple[np.ndarray, np.ndarray]:
     """Hidden states (K, state) and outputs (K, n) of a fresh stepper over the watched observations."""
-    from lnn_control.model_file import load_stepper
+    from lnn_control.runtime.model_file import load_stepper
 
     stepper = load_stepper(model)
     states, outs = [], []
@@ -547,7 +548,7 @@ def run_robot(
     log: Any = print,
 ) -> dict[str, Any]:
     """Run ``episodes`` closed-loop episodes of ``robot`` over ROS 2; returns its summary (and plots)."""
-    from lnn_control.dagger import ClosedLoop
+    from lnn_control.learn.dagger import ClosedLoop
 
     config = REPO / "config" / f"{robot}.yaml"
     model = (models / f"{robot}.npz").resolve()
@@ -624,7 +625,7 @@ def _report(
     out: pathlib.Path,
     loop: Any,
 ) -> dict[str, Any]:
-    from lnn_control.cli import read_robot_config
+    from lnn_control.config import read_robot_config
 
     limits = _command_limits(robot)
     default_dt = float(read_robot_config(REPO / "config" / f"{robot}.yaml").get("default_dt", 0.02))
@@ -849,7 +850,7 @@ def table(summaries: Sequence[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo: 1 on a safety violation with the filter on, 2 when pieces are missing, else 0."""
-    p = argparse.ArgumentParser(prog="python -m lnn_control.demo", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lnn_control.ros.demo", description=__doc__.split("\n")[0])
     p.add_argument("--filter", choices=("on", "off"), default="on")
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/demo"))
     p.add_argument("--episodes", type=int, default=3)

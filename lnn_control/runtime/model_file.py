@@ -2,7 +2,7 @@
 
 Layout (``FORMAT_VERSION`` 1):
 
-- one array per state-dict entry of the :class:`~lnn_control.policy.LiquidPolicy`, by its name
+- one array per state-dict entry of the :class:`~lnn_control.nn.policy.LiquidPolicy`, by its name
   (``net.cells.0.w_in``, ``input_mean``, ...), in the policy's dtype;
 - ``__config__``: a 0-d unicode array holding JSON::
 
@@ -39,7 +39,7 @@ __all__ = [
     "save_policy",
 ]
 
-FORMAT = "lnn_control.policy"
+FORMAT = "lnn_control.policy"  # the file format's name (kept when the module moved to nn/)
 FORMAT_VERSION = 1
 _CONFIG_KEY = "__config__"
 
@@ -53,7 +53,7 @@ def save_policy(path: Any, policy: Any, observation: dict[str, Any] | None = Non
 
     Args:
         path: file path (str or PathLike).
-        policy: a :class:`~lnn_control.policy.LiquidPolicy`. For convenience the order
+        policy: a :class:`~lnn_control.nn.policy.LiquidPolicy`. For convenience the order
             ``save_policy(policy, path)`` is accepted too.
         observation: the observation mapping (YAML as a dict) stored as is, or None.
         **metadata: JSON-able training metadata (e.g. ``dataset=...``, ``epochs=...``).
@@ -62,7 +62,7 @@ def save_policy(path: Any, policy: Any, observation: dict[str, Any] | None = Non
 
     if isinstance(path, nn.Module) and not isinstance(policy, nn.Module):
         path, policy = policy, path
-    from lnn_control.policy import LiquidPolicy
+    from lnn_control.nn.policy import LiquidPolicy
 
     if not isinstance(policy, LiquidPolicy):
         raise ValueError(f"policy must be a LiquidPolicy, got {type(policy).__name__}")
@@ -148,11 +148,11 @@ def read_model_file(path: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 
 
 def load_stepper(path: Any, dtype: Any = np.float64) -> Any:
-    """A torch-free :class:`~lnn_control.runtime.PolicyStepper` from a model file.
+    """A torch-free :class:`~lnn_control.runtime.stepper.PolicyStepper` from a model file.
 
     The stepper's ``observation`` and ``metadata`` attributes carry the file's sections.
     """
-    from lnn_control.runtime import PolicyStepper
+    from lnn_control.runtime.stepper import PolicyStepper
 
     config, arrays = read_model_file(path)
     try:
@@ -165,13 +165,13 @@ def load_stepper(path: Any, dtype: Any = np.float64) -> Any:
 
 
 def load_policy(path: Any) -> Any:
-    """The :class:`~lnn_control.policy.LiquidPolicy` saved in ``path`` (torch), in the saved dtype.
+    """The :class:`~lnn_control.nn.policy.LiquidPolicy` saved in ``path`` (torch), in the saved dtype.
 
     The returned module has ``observation`` and ``metadata`` attributes from the file.
     """
     import torch
 
-    from lnn_control.policy import LiquidPolicy
+    from lnn_control.nn.policy import LiquidPolicy
 
     config, arrays = read_model_file(path)
     try:

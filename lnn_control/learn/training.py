@@ -1,6 +1,6 @@
 """Behaviour cloning of liquid policies (CfC / LTC with NCP wiring) from recorded demonstrations.
 
-Pipeline: recordings (rosbag2 MCAP via :mod:`lnn_control.bags`, or CSV / NPZ) -> one
+Pipeline: recordings (rosbag2 MCAP via :mod:`lnn_control.learn.bags`, or CSV / NPZ) -> one
 :class:`Episode` per recording (observation sequence ``obs`` (T, n_in), step lengths ``dt`` (T,) s
 taken from the stamps, command targets ``target`` (T, n_out) from the recorded command topic)
 -> normalisation statistics -> train / validation split BY EPISODE -> truncated-BPTT training on
@@ -8,14 +8,14 @@ windows of ``window`` steps, MSE on normalised commands:
 
     L = mean_{b,t,j} ((y_bt,j - mu_j) / sigma_j - (u_bt,j - mu_j) / sigma_j)^2
 
-The model is a :class:`~lnn_control.policy.LiquidPolicy` (CfC or LTC on an AutoNCP wiring) with
+The model is a :class:`~lnn_control.nn.policy.LiquidPolicy` (CfC or LTC on an AutoNCP wiring) with
 the normalisation statistics inside it, so it takes raw observations and returns raw commands;
-``lnn_control.model_file.save_policy`` writes it in the format the controller node loads. The
+``lnn_control.runtime.model_file.save_policy`` writes it in the format the controller node loads. The
 checkpoint with the lowest validation loss is kept; training stops after ``patience`` epochs
 without improvement. Observations come from a *message mapper* (``topics``, ``update(topic, msg,
 t_ns)``, ``vector() -> ndarray | None``, ``names``): the node's :class:`ObservationMap` (what the
 CLI uses, from the robot's config YAML), or :class:`FieldMap` (message field paths per topic).
-Closed-loop data aggregation (DAgger) lives in :mod:`lnn_control.dagger`.
+Closed-loop data aggregation (DAgger) lives in :mod:`lnn_control.learn.dagger`.
 
 BarrierNet mode (``train_policy(..., safety_filter=f)``, ``lnn-control train --barriernet``): the
 policy gets one class-K gain output per ``f.gain_names``, and at every step its nominal command
@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lnn_control.policy import LiquidPolicy
-from lnn_control.wiring import AutoNCP
+from lnn_control.nn.policy import LiquidPolicy
+from lnn_control.nn.wiring import AutoNCP
 
 if TYPE_CHECKING:
     from barriernet.filter_layer import FilterQPLayer
@@ -207,7 +207,7 @@ def episode_from_bag(
     time as the command come first in the recorder's order) with the command's fields; ``dt[k]``
     is the log-time gap to the previous command (the first one reuses the second gap).
     """
-    from lnn_control import bags
+    from lnn_control.learn import bags
 
     path = pathlib.Path(path)
     topics = set(mapper.topics) | {command_topic}
@@ -308,7 +308,7 @@ def load_recordings(
         if not p.exists():
             raise DataError(
                 f"recordings not found: {p}. Record demonstrations first, e.g. "
-                f"python -m lnn_control.record --robot diff_drive --episodes 20 --out {p}"
+                f"python -m lnn_control.learn.record --robot diff_drive --episodes 20 --out {p}"
             )
     while todo:
         p = todo.pop(0)
@@ -470,7 +470,7 @@ def build_policy(
     """A :class:`LiquidPolicy` (AutoNCP wiring, ``cfg.n_gains`` gain outputs) with ``stats`` inside.
 
     The wiring has ``n_outputs + n_gains`` motor neurons; commands are de-normalised with the
-    command statistics, gains are ``gain_scale * sigmoid`` (see :mod:`lnn_control.policy`).
+    command statistics, gains are ``gain_scale * sigmoid`` (see :mod:`lnn_control.nn.policy`).
     """
     n_out = n_outputs + cfg.n_gains
     n_motor = max(n_out, cfg.motor) if cfg.readout == "linear" else n_out

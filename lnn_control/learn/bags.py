@@ -131,12 +131,12 @@ def _own_definition(type_name: str) -> str:
     pkg, _, name = t.split("/")
     candidates = [d / pkg / "msg" / f"{name}.msg" for d in _share_dirs()]
     if pkg == "lnn_control":
-        candidates.append(pathlib.Path(__file__).resolve().parents[1] / "msg" / f"{name}.msg")
+        candidates.append(pathlib.Path(__file__).resolve().parents[2] / "msg" / f"{name}.msg")
     for path in candidates:
         if path.is_file():
             return _strip_msg(path.read_text())
     raise ValueError(
-        f"no message definition for {t}: add it to lnn_control.bags.MESSAGE_DEFINITIONS "
+        f"no message definition for {t}: add it to lnn_control.learn.bags.MESSAGE_DEFINITIONS "
         f"or install the package's share/{pkg}/msg/{name}.msg"
     )
 

@@ -10,7 +10,7 @@ z = [x, h] (through an optional backbone MLP when dense):
 
 (the gate is ``sigmoid(ta * t + tb)`` with ta = Wa z + ba, tb = Wb z + bb.)
 
-A wired CfC (:class:`CfC` with a :class:`~lnn_control.wiring.Wiring`) runs one block per wiring
+A wired CfC (:class:`CfC` with a :class:`~lnn_control.nn.wiring.Wiring`) runs one block per wiring
 layer (NCP: inter -> command -> motor); layer l reads the new state of layer l-1 (the inputs for
 l = 0) and its own previous state. With ``synapses="wiring"`` every head of every neuron only
 sees its wiring synapses (sensory, feed-forward and the sparse recurrent command synapses); a
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lnn_control.wiring import Wiring
+from lnn_control.nn.wiring import Wiring
 
 __all__ = ["ACTIVATIONS", "CFC_MODES", "CfC", "CfCCell", "LSTMCell", "LeCunTanh", "lecun_tanh"]
 

@@ -32,7 +32,7 @@ state, not the noisy sensors).
 Observation vectors are the ones the node builds from ``config/<robot>.yaml`` (diff_drive:
 goal in the body frame, v, omega, 8 scan sectors; arm: q, dq, q_goal); they are computed here
 directly from the environment for speed, and ``test/unit/test_compare.py`` checks them against
-:class:`lnn_control.observation.ObservationMap` on the simulator's messages.
+:class:`lnn_control.control.observation.ObservationMap` on the simulator's messages.
 
 Outputs in ``--out``: ``compare.json`` (every number, per seed), ``compare.md`` (tables),
 ``compare.png`` (success by condition and parameter count vs success).
@@ -54,12 +54,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from lnn_control.policy import LiquidPolicy
+from lnn_control.config import config_path
+from lnn_control.nn.policy import LiquidPolicy
+from lnn_control.nn.wiring import AutoNCP
 from lnn_control.sim import models as M
 from lnn_control.sim.arm import ArmEnv
 from lnn_control.sim.diff_drive import DiffDriveEnv, sample_free_position
 from lnn_control.sim.experts import ArmExpert, DiffDriveExpert
-from lnn_control.wiring import AutoNCP
 
 __all__ = [
     "CONDITIONS",
@@ -230,7 +231,7 @@ def filter_state(robot: str, obs: Any) -> tuple[np.ndarray, dict[str, np.ndarray
 
 # --- episodes ---------------------------------------------------------------------------------
 def _episode_env(robot: str, seed: int, noise_std: float = 0.0) -> tuple[Any, Any, np.ndarray]:
-    """(env, first observation, goal) of episode ``seed``: the same draws as ``lnn_control.record``."""
+    """(env, first observation, goal) of episode ``seed``: the same draws as ``lnn_control.learn.record``."""
     rng = np.random.default_rng([seed, 1])
     if robot == "diff_drive":
         env: Any = DiffDriveEnv(noise_std, noise_std, seed=seed)
@@ -281,7 +282,7 @@ class Demo:
 def collect_demos(
     robot: str, seeds: Sequence[int], dart: float = 0.15, max_time: float = 40.0, hold: float = 0.5
 ) -> list[Demo]:
-    """Expert episodes of ``robot`` for each seed (start/goal draws of ``lnn_control.record``).
+    """Expert episodes of ``robot`` for each seed (start/goal draws of ``lnn_control.learn.record``).
 
     The executed command is ``expert + n_k`` (clipped to the limits) with AR(1) noise
     ``n_k = 0.95 n_{k-1} + sqrt(1 - 0.95^2) dart limits eps_k``; the label is the expert's command.
@@ -543,23 +544,14 @@ def train_model(
 
 
 # --- closed loop ------------------------------------------------------------------------------
-def _config_path(robot: str) -> pathlib.Path:
-    """``config/<robot>.yaml`` of the source tree, else of the installed ROS package share."""
-    here = pathlib.Path(__file__).resolve().parents[1] / "config" / f"{robot}.yaml"
-    if here.is_file():
-        return here
-    share = pathlib.Path(sys.prefix) / "share" / "lnn_control" / "config" / f"{robot}.yaml"
-    return share
-
-
 def make_filter(robot: str) -> tuple[Any, str]:
     """(SafetyFilter or None, note): the filter of ``config/<robot>.yaml`` when barriernet has it."""
     try:
         from barriernet.safety_filter import SafetyFilter  # type: ignore[import-not-found]
-        from lnn_control.observation import load_filter_config
+        from lnn_control.config import load_filter_config
     except ImportError as e:
         return None, f"no safety filter: barriernet.safety_filter is not available ({e})"
-    path = _config_path(robot)
+    path = config_path(robot)
     try:
         return SafetyFilter.from_config(load_filter_config(path)), f"SafetyFilter from {path.name}"
     except (ValueError, OSError) as e:
@@ -893,7 +885,7 @@ def results_from_partials(
     if not tasks:
         raise ValueError(f"no partial_<robot>.json in {out}: run lnn-control compare --out {out} first")
     return {
-        "format": "lnn_control.compare/1",
+        "format": "lnn_control.analysis.compare/1",
         "mode": ("quick" if config.get("quick") else "full") + " (partial)",
         "config": {**config, "models": [m for m in MODELS if m in models], "tasks": list(tasks)},
         "torch": torch.__version__,
@@ -906,9 +898,9 @@ def _save(model: LiquidPolicy, robot: str, kind: str, seed: int, out: str, mse: 
     """Model file of a trained liquid policy with the config's observation mapping and rate."""
     import yaml
 
-    from lnn_control.model_file import save_policy
+    from lnn_control.runtime.model_file import save_policy
 
-    tree = yaml.safe_load(_config_path(robot).read_text()) or {}
+    tree = yaml.safe_load(config_path(robot).read_text()) or {}
     node: dict[str, Any] = next(
         (v["ros__parameters"] for v in tree.values() if isinstance(v, dict) and "ros__parameters" in v), {}
     )
@@ -920,7 +912,7 @@ def _save(model: LiquidPolicy, robot: str, kind: str, seed: int, out: str, mse: 
         observation=node.get("observation"),
         robot=robot,
         rate_hz=_RATE[robot],
-        source="lnn_control.compare",
+        source="lnn_control.analysis.compare",
         seed=seed,
         test_mse=mse,
     )

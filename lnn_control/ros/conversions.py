@@ -23,8 +23,8 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.serialization import deserialize_message, serialize_message
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
+from lnn_control.control.observation import ObservationMap
 from lnn_control.msg import SafetyStatus
-from lnn_control.observation import ObservationMap
 
 __all__ = [
     "COMMAND_TYPES",

@@ -1,6 +1,6 @@
 """ROS 2 MuJoCo simulator node (executable ``mujoco_sim``) for the two built-in robots.
 
-``python -m lnn_control.sim_node --ros-args -p robot:=diff_drive`` (or ``robot:=arm``).
+``python -m lnn_control.ros.sim_node --ros-args -p robot:=diff_drive`` (or ``robot:=arm``).
 
 diff_drive publishes ``/odom`` (nav_msgs/Odometry, odom -> base_link), ``/scan``
 (sensor_msgs/LaserScan, 72 beams, base_link) and takes ``/cmd_vel`` (geometry_msgs/Twist:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lnn_control.wiring import Wiring
+from lnn_control.nn.wiring import Wiring
 
 __all__ = ["LTC", "LTCCell", "ODE_SOLVERS", "POSITIVE_FNS"]
 
@@ -188,7 +188,7 @@ class LTCCell(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(wiring, Wiring):
-            raise ValueError(f"wiring must be an lnn_control.wiring.Wiring, got {type(wiring).__name__}")
+            raise ValueError(f"wiring must be an lnn_control.nn.wiring.Wiring, got {type(wiring).__name__}")
         if solver not in ODE_SOLVERS:
             raise ValueError(f"solver {solver!r}: use one of {sorted(ODE_SOLVERS)}")
         if positive not in POSITIVE_FNS:
@@ -377,8 +377,8 @@ class LTC(nn.Module):
         self, input_size: int, units: int | Wiring, mixed_memory: bool = False, **cell_kwargs: object
     ) -> None:
         super().__init__()
-        from lnn_control.cfc_cell import LSTMCell
-        from lnn_control.wiring import FullyConnected
+        from lnn_control.nn.cfc_cell import LSTMCell
+        from lnn_control.nn.wiring import FullyConnected
 
         if not isinstance(units, Wiring):
             if isinstance(units, bool) or not isinstance(units, int) or units < 1:

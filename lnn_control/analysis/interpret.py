@@ -1,7 +1,7 @@
 """Interpretability of a liquid policy: neuron activity, wiring graph, decision tree, input saliency.
 
 ``lnn-control inspect MODEL --robot diff_drive --out DIR [--recording FILE]`` runs the model
-(``lnn_control.model_file``) along a rollout and writes, for a person to look at:
+(``lnn_control.runtime.model_file``) along a rollout and writes, for a person to look at:
 
 - ``activity.png``: every neuron's state over time, one panel per layer (NCP: inter, command,
   motor), above the policy's commands;
@@ -20,7 +20,7 @@ or a recording: an ``.npz`` with ``obs`` (T, n_inputs) and optionally ``dt`` (T,
 rosbag2 directory / ``.mcap`` read through the observation mapping (one step per message on
 its ``stamp_topic``).
 
-Activity is the hidden state of the torch-free :class:`~lnn_control.runtime.PolicyStepper`
+Activity is the hidden state of the torch-free :class:`~lnn_control.runtime.stepper.PolicyStepper`
 after each step, re-indexed by neuron id (the state vector of a wired CfC is ordered by layer).
 """
 
@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from lnn_control.wiring import Wiring
+from lnn_control.config import config_path
+from lnn_control.nn.wiring import Wiring
 
 __all__ = [
     "ActivityTrace",
@@ -161,17 +162,11 @@ def _trace(
     )
 
 
-def _config_path(robot: str) -> pathlib.Path:
-    here = pathlib.Path(__file__).resolve().parents[1] / "config" / f"{robot}.yaml"
-    if here.is_file():
-        return here
-    return pathlib.Path(sys.prefix) / "share" / "lnn_control" / "config" / f"{robot}.yaml"
-
-
 def observation_map(stepper: Any, robot: str | None, config: str | pathlib.Path | None = None) -> Any:
     """The ObservationMap for ``stepper``: from ``config`` when given, else the model file's
     ``observation`` section, else ``config/<robot>.yaml``; its size must match the model."""
-    from lnn_control.observation import ObservationMap, load_observation_config
+    from lnn_control.config import load_observation_config
+    from lnn_control.control.observation import ObservationMap
 
     tried = []
     candidates: list[tuple[str, Any]] = []
@@ -181,9 +176,7 @@ def observation_map(stepper: Any, robot: str | None, config: str | pathlib.Path 
         if isinstance(stepper.observation, dict):
             candidates.append(("the model file", lambda: ObservationMap(stepper.observation)))
         if robot is not None:
-            candidates.append(
-                (str(_config_path(robot)), lambda: load_observation_config(_config_path(robot)))
-            )
+            candidates.append((str(config_path(robot)), lambda: load_observation_config(config_path(robot))))
     for where, make in candidates:
         try:
             m = make()
@@ -225,7 +218,7 @@ def read_recording(
             rate = float((stepper.metadata or {}).get("rate_hz", 50.0))
             dt = np.full(obs.shape[0], 1.0 / rate)
         return obs, np.broadcast_to(dt, (obs.shape[0],)).astype(np.float64)
-    from lnn_control import bags
+    from lnn_control.learn import bags
 
     om = observation_map(stepper, robot, config)
     rows, times = [], []
@@ -258,7 +251,7 @@ def rollout_activity(
     by the plant), recording every neuron. The episode ends at the goal or at ``max_time``
     (a collision or limit violation is recorded in ``info`` and the rollout goes on).
     """
-    from lnn_control.compare import _barrier, _episode_env, _violation
+    from lnn_control.analysis.compare import _barrier, _episode_env, _violation
     from lnn_control.sim import topics as T
 
     if robot not in T.TOPICS:
@@ -791,7 +784,7 @@ def inspect(
     episode: int = 0,
 ) -> dict[str, Any]:
     """Everything ``lnn-control inspect`` writes (see the module docstring); returns the summary."""
-    from lnn_control.model_file import load_policy, load_stepper
+    from lnn_control.runtime.model_file import load_policy, load_stepper
 
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -889,7 +882,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="lnn-control inspect",
         description="Neuron activity, wiring graph, decision tree and saliency of a liquid policy.",
     )
-    p.add_argument("model", type=pathlib.Path, help="model file (.npz from lnn_control.model_file)")
+    p.add_argument("model", type=pathlib.Path, help="model file (.npz from lnn_control.runtime.model_file)")
     p.add_argument("--robot", choices=("diff_drive", "arm"), default=None, help="simulator for the rollout")
     p.add_argument("--out", required=True, type=pathlib.Path, help="output directory")
     p.add_argument("--recording", type=pathlib.Path, default=None, help=".npz (obs, dt) or rosbag2 dir/.mcap")
@@ -902,7 +895,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tree-mode", choices=("regression", "classification"), default="regression")
     p.add_argument("--episode", type=int, default=0, help="episode of a multi-episode .npz")
     a = p.parse_args(argv)
-    from lnn_control.model_file import ModelFileError
+    from lnn_control.runtime.model_file import ModelFileError
 
     if a.robot is None and a.recording is None:
         print("error: give --robot (simulator rollout) or --recording", file=sys.stderr)

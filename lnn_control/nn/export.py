@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lnn_control.policy import LiquidPolicy
+from lnn_control.nn.policy import LiquidPolicy
 
 __all__ = ["StepFunction", "export_onnx", "export_torchscript"]
 

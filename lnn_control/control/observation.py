@@ -35,7 +35,6 @@ from __future__ import annotations
 import functools
 import math
 import operator
-import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -51,9 +50,6 @@ __all__ = [
     "get_field",
     "set_field",
     "stamp_seconds",
-    "load_observation_config",
-    "load_filter_config",
-    "expand_filter_config",
 ]
 
 
@@ -728,66 +724,3 @@ class ObservationMap:
         if not d > 0.0:
             raise ObservationError("out_of_order", f"stamp {t_now:.9f} s is not after {t_prev:.9f} s")
         return d
-
-
-def _robot_section(yaml_path: str | pathlib.Path, key: str) -> Mapping[str, Any]:
-    import yaml
-
-    path = pathlib.Path(yaml_path)
-    cfg = yaml.safe_load(path.read_text())
-    if not isinstance(cfg, Mapping):
-        raise ValueError(f"{path}: expected a YAML mapping")
-    if isinstance(cfg.get(key), Mapping):
-        return cfg[key]  # type: ignore[no-any-return]
-    for v in cfg.values():
-        if isinstance(v, Mapping) and isinstance(v.get("ros__parameters"), Mapping):
-            if isinstance(v["ros__parameters"].get(key), Mapping):
-                return v["ros__parameters"][key]  # type: ignore[no-any-return]
-    raise ValueError(f"{path}: no '{key}:' section (top level or under <node>.ros__parameters)")
-
-
-def load_observation_config(yaml_path: str | pathlib.Path) -> ObservationMap:
-    """ObservationMap from the ``observation:`` section of a robot config YAML.
-
-    Accepts the ROS params layout of ``config/*.yaml`` (``<node>: ros__parameters: observation:``,
-    entries referred to by name) and a plain layout (``observation:`` at top level, inline entries).
-    """
-    return ObservationMap(_robot_section(yaml_path, "observation"))
-
-
-def expand_filter_config(tree: Mapping[str, Any]) -> dict[str, Any]:
-    """``safety_filter`` parameters (named-barrier layout) -> the ``SafetyFilter.from_config`` schema.
-
-    In ROS parameters ``barriers`` is a list of names, each barrier a mapping ``<name>: {...}``
-    beside it, with an optional ``enabled`` flag (false drops it). A list of mappings (the
-    schema itself) passes through unchanged.
-    """
-    if not isinstance(tree, Mapping):
-        raise ValueError("safety_filter: expected a mapping (dynamics, controls, barriers, ...)")
-    names = tree.get("barriers", [])
-    if not isinstance(names, list):
-        raise ValueError("safety_filter.barriers: give a list of barrier names")
-    out: dict[str, Any] = {}
-    barriers: list[dict[str, Any]] = []
-    for b in names:
-        if isinstance(b, Mapping):
-            barriers.append(dict(b))
-            continue
-        entry = tree.get(b)
-        if not isinstance(entry, Mapping):
-            raise ValueError(
-                f"safety_filter.barriers: {b!r} names no entry; add 'safety_filter.{b}: {{type: ...}}'"
-            )
-        d = {"name": str(b), **entry}
-        if d.pop("enabled", True):
-            barriers.append(d)
-    for k, v in tree.items():
-        if k != "barriers" and k not in names:
-            out[k] = dict(v) if isinstance(v, Mapping) else v
-    out["barriers"] = barriers
-    return out
-
-
-def load_filter_config(yaml_path: str | pathlib.Path) -> dict[str, Any]:
-    """The ``SafetyFilter.from_config`` dict from the ``safety_filter:`` section of a robot YAML."""
-    return expand_filter_config(_robot_section(yaml_path, "safety_filter"))

@@ -1,6 +1,6 @@
 """Expert demonstrations as rosbag2 MCAP bags, on the topics the simulator node publishes.
 
-``python -m lnn_control.record --robot diff_drive --episodes N --out DIR --seed S``
+``python -m lnn_control.learn.record --robot diff_drive --episodes N --out DIR --seed S``
 
 Each episode is one bag directory ``DIR/<robot>_ep<NNN>/`` (``metadata.yaml`` +
 ``<robot>_ep<NNN>_0.mcap``). The pure environment is stepped at the sim's publish rate
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lnn_control.bags import BagWriter
+from lnn_control.learn.bags import BagWriter
 from lnn_control.sim import topics as T
 from lnn_control.sim.arm import GROUND_TRUTH_FIELDS as ARM_FIELDS
 from lnn_control.sim.arm import ArmEnv
@@ -173,7 +173,7 @@ def record(
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; prints one line per episode and returns non-zero if an episode failed."""
-    p = argparse.ArgumentParser(prog="python -m lnn_control.record", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lnn_control.learn.record", description=__doc__.split("\n")[0])
     p.add_argument("--robot", choices=ROBOTS, required=True)
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--out", required=True, help="output directory (one bag directory per episode)")

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from lnn_control.wiring import Wiring
+from lnn_control.nn.wiring import Wiring
 
 __all__ = ["PolicyStepper"]
 

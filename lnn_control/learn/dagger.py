@@ -12,9 +12,9 @@ sequences to the data and training again:
 Rollouts run in process: :class:`ClosedLoop` steps the plain MuJoCo environment
 (``lnn_control.sim``) at the simulator node's publish rate, builds the very messages the node
 would receive (``lnn_control.sim.topics`` dicts), maps them with the robot's
-:class:`~lnn_control.observation.ObservationMap` (the node's mapping, from the same YAML) and steps
-a :class:`~lnn_control.runtime.PolicyStepper`, so the observations match the node's exactly.
-Starts and goals are drawn as :mod:`lnn_control.record` draws them, from a seed per episode.
+:class:`~lnn_control.control.observation.ObservationMap` (the node's mapping, from the same YAML) and steps
+a :class:`~lnn_control.runtime.stepper.PolicyStepper`, so the observations match the node's exactly.
+Starts and goals are drawn as :mod:`lnn_control.learn.record` draws them, from a seed per episode.
 
 With ``safety_filter=True`` every applied command first goes through the config's
 :class:`barriernet.SafetyFilter` (its state and ``env`` from the same mapping, as the node feeds
@@ -33,14 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from lnn_control.observation import ObservationMap, load_filter_config, load_observation_config
+from lnn_control.config import load_filter_config, load_observation_config
+from lnn_control.control.observation import ObservationMap
+from lnn_control.learn.training import Episode
 from lnn_control.sim import models as M
 from lnn_control.sim import topics as T
 from lnn_control.sim.arm import ArmEnv
 from lnn_control.sim.diff_drive import DiffDriveEnv, sample_free_position
 from lnn_control.sim.experts import ArmPDExpert, DiffDriveExpert
 from lnn_control.sim.models import ARM_JOINT_NAMES, ROBOTS
-from lnn_control.training import Episode
 
 __all__ = ["RolloutResult", "ClosedLoop", "success_rate", "dagger", "relabel_goals"]
 
@@ -133,11 +134,11 @@ class ClosedLoop:
         return load_observation_config(self.config)
 
     def default_max_time(self) -> float:
-        """Episode time limit (s) of :mod:`lnn_control.record`: 40 (base) / 6 (arm)."""
+        """Episode time limit (s) of :mod:`lnn_control.learn.record`: 40 (base) / 6 (arm)."""
         return 40.0 if self.robot == "diff_drive" else 6.0
 
     def draw(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """(start, goal) of episode ``seed``, drawn as :mod:`lnn_control.record` draws them."""
+        """(start, goal) of episode ``seed``, drawn as :mod:`lnn_control.learn.record` draws them."""
         rng = np.random.default_rng([seed, 1])
         if self.robot == "diff_drive":
             env = self.dd_env
@@ -170,7 +171,7 @@ class ClosedLoop:
             policy: object with ``step(obs, dt) -> outputs`` and ``reset()``; the first
                 ``n_commands`` outputs are applied; learned class-K gains after them (a BarrierNet
                 policy) go to the safety filter when one is in the loop.
-            seed: episode seed (start and goal as in :mod:`lnn_control.record`, sensor noise).
+            seed: episode seed (start and goal as in :mod:`lnn_control.learn.record`, sensor noise).
             max_time: time limit (s), default :meth:`default_max_time`.
             hold: time (s) run on after the goal is reached (the policy must stay there).
             stop_after_collision: end the episode this long (s) after the first collision.

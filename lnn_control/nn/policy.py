@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from lnn_control.cfc_cell import CfC
-from lnn_control.ltc_cell import LTC
-from lnn_control.wiring import AutoNCP, FullyConnected, Wiring
+from lnn_control.nn.cfc_cell import CfC
+from lnn_control.nn.ltc_cell import LTC
+from lnn_control.nn.wiring import AutoNCP, FullyConnected, Wiring
 
 __all__ = ["CELLS", "LiquidPolicy", "from_ncps"]
 
@@ -46,7 +46,7 @@ class LiquidPolicy(nn.Module):
     Args:
         n_inputs: observation size.
         cell: ``"cfc"`` or ``"ltc"``.
-        wiring: a :class:`~lnn_control.wiring.Wiring` (or its config dict); None for a dense
+        wiring: a :class:`~lnn_control.nn.wiring.Wiring` (or its config dict); None for a dense
             network of ``units`` neurons (CfC: all neurons are outputs; LTC: fully connected).
         units: neurons of the dense network (ignored with a wiring).
         mixed_memory: LSTM before the cell (state [h, c], twice the neurons).
@@ -286,8 +286,8 @@ class LiquidPolicy(nn.Module):
         return torch.cat([cmd, self.gain_scale * torch.sigmoid(y[..., k:])], -1)
 
     def runtime(self, dtype: Any = np.float64) -> Any:
-        """A torch-free :class:`~lnn_control.runtime.PolicyStepper` with this policy's current weights."""
-        from lnn_control.runtime import PolicyStepper
+        """A torch-free :class:`~lnn_control.runtime.stepper.PolicyStepper` with this policy's weights."""
+        from lnn_control.runtime.stepper import PolicyStepper
 
         return PolicyStepper(self.get_config(), self.numpy_state(), dtype=dtype)
 
