@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lnn_control import strict_json
+
 __all__ = [
     "ANCHOR_REFS",
     "ModuleResult",
@@ -196,13 +198,6 @@ def validate_rows(rows: Any, module: str = "?") -> list[dict[str, Any]]:
     return rows
 
 
-def _jsonable(v: Any) -> Any:
-    """numpy scalars / arrays in extra row keys (e.g. accuracy figures) as plain JSON."""
-    if hasattr(v, "tolist"):
-        return v.tolist()
-    raise TypeError(f"row value {v!r} of type {type(v).__name__} is not JSON-serialisable")
-
-
 def _child(module: str, quick: bool, out_path: str) -> int:
     """Run one module in this (child) process and write its validated rows as JSON."""
     mod = importlib.import_module(module)
@@ -210,7 +205,8 @@ def _child(module: str, quick: bool, out_path: str) -> int:
     if not callable(run):
         raise AttributeError(f"{module} has no run(quick: bool) -> list[dict]")
     rows = validate_rows(run(quick=quick), module)
-    Path(out_path).write_text(json.dumps(rows, default=_jsonable))
+    # a temporary file between two of our processes: lossless (NaN kept); results.json is strict
+    Path(out_path).write_text(json.dumps(strict_json.clean(rows, keep_nonfinite=True)))
     return 0
 
 
@@ -453,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     md = render_markdown(results, info, args.mode, note)
     (out_dir / "results.md").write_text(md)
     payload = {"mode": args.mode, "machine": info, "note": note, "modules": results}
-    (out_dir / "results.json").write_text(json.dumps(payload, indent=1))
+    strict_json.write(out_dir / "results.json", payload)
     if not args.no_plots:
         from bench.plots import make_plots
 

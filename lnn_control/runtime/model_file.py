@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from lnn_control import strict_json
+
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
@@ -86,7 +88,7 @@ def save_policy(path: Any, policy: Any, observation: dict[str, Any] | None = Non
         "metadata": metadata,
     }
     try:
-        text = json.dumps(config, indent=1, sort_keys=True)
+        text = strict_json.dumps(config, indent=1, sort_keys=True)  # a NaN metric -> null
     except TypeError as e:
         raise ValueError(f"observation and metadata must be JSON-serialisable: {e}") from None
     if _CONFIG_KEY in arrays:
