@@ -1,44 +1,55 @@
-"""Behaviour cloning of liquid policies (CfC / LTC with NCP wiring) from recorded demonstrations.
+"""Behaviour cloning of policies from demonstrations: one fit for every model kind.
 
-Pipeline: recordings (rosbag2 MCAP via :mod:`lnn_control.learn.bags`, or CSV / NPZ) -> one
-:class:`Episode` per recording (observation sequence ``obs`` (T, n_in), step lengths ``dt`` (T,) s
-taken from the stamps, command targets ``target`` (T, n_out) from the recorded command topic)
--> normalisation statistics -> train / validation split BY EPISODE -> truncated-BPTT training on
-windows of ``window`` steps, MSE on normalised commands:
+Data (:mod:`lnn_control.learn.data`): :class:`Episode` objects -> train / validation split BY
+EPISODE -> normalisation statistics of the training split -> non-overlapping windows of
+``window`` steps. Truncated-BPTT training on those windows, MSE on normalised commands:
 
     L = mean_{b,t,j} ((y_bt,j - mu_j) / sigma_j - (u_bt,j - mu_j) / sigma_j)^2
 
-The model is a :class:`~lnn_control.nn.policy.LiquidPolicy` (CfC or LTC on an AutoNCP wiring) with
+The model (:data:`MODEL_KINDS`, ``TrainConfig.model``) is a :class:`~lnn_control.nn.policy.LiquidPolicy`
+(``ncp``: CfC or LTC on an AutoNCP wiring; ``dense``: a fully connected CfC / LTC with a linear
+read-out) or a baseline of :mod:`lnn_control.nn.baselines` (``lstm``, ``gru``, ``mlp``), each with
 the normalisation statistics inside it, so it takes raw observations and returns raw commands;
-``lnn_control.runtime.model_file.save_policy`` writes it in the format the controller node loads. The
-checkpoint with the lowest validation loss is kept; training stops after ``patience`` epochs
-without improvement. Observations come from a *message mapper* (``topics``, ``update(topic, msg,
-t_ns)``, ``vector() -> ndarray | None``, ``names``): the node's :class:`ObservationMap` (what the
-CLI uses, from the robot's config YAML), or :class:`FieldMap` (message field paths per topic).
-Closed-loop data aggregation (DAgger) lives in :mod:`lnn_control.learn.dagger`.
+``lnn_control.runtime.model_file.save_policy`` writes a liquid policy in the format the
+controller node loads. The budget is ``epochs`` (with early stopping after ``patience`` epochs
+without improvement) or exactly ``steps`` optimiser steps; the checkpoint with the lowest
+validation loss is kept. The whole recipe (recordings, simulator episodes, DAgger, model file)
+is :mod:`lnn_control.learn.recipe`.
 
-BarrierNet mode (``train_policy(..., safety_filter=f)``, ``lnn-control train --barriernet``): the
-policy gets one class-K gain output per ``f.gain_names``, and at every step its nominal command
-and gains pass through the filter's own QP (:class:`barriernet.filter_layer.FilterQPLayer`, float64,
-rows from :meth:`~barriernet.SafetyFilter.row_terms` of the recorded filter state and env); the loss
-is the normalised MSE of the *safe* command (:func:`safe_command_error`), so the gradient trains
+BarrierNet mode (``train_policy(..., safety_filter=f)``, liquid policies only): the policy gets
+one class-K gain output per ``f.gain_names``, and at every step its nominal command and gains
+pass through the filter's own QP (:class:`barriernet.filter_layer.FilterQPLayer`, float64, rows
+from :meth:`~barriernet.SafetyFilter.row_terms` of the recorded filter state and env); the loss is
+the normalised MSE of the *safe* command (:func:`safe_command_error`), so the gradient trains
 both heads (Xiao et al., BarrierNet, T-RO 2023). Samples whose QP is infeasible are dropped and counted.
 """
 
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 import math
-import pathlib
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from lnn_control.learn.data import (
+    DataError,
+    Episode,
+    NormStats,
+    episode_from_bag,
+    load_csv,
+    load_npz,
+    load_recordings,
+    norm_stats,
+    split_episodes,
+    window_stack,
+    windows,
+)
+from lnn_control.nn.baselines import BASELINES, BaselinePolicy
 from lnn_control.nn.policy import LiquidPolicy
 from lnn_control.nn.wiring import AutoNCP
 
@@ -47,10 +58,9 @@ if TYPE_CHECKING:
     from barriernet.safety_filter import SafetyFilter
 
 __all__ = [
+    # data (lnn_control.learn.data), re-exported: one import for training code
     "DataError",
     "Episode",
-    "MessageMapper",
-    "FieldMap",
     "episode_from_bag",
     "load_csv",
     "load_npz",
@@ -58,6 +68,9 @@ __all__ = [
     "split_episodes",
     "NormStats",
     "norm_stats",
+    # the fit
+    "MODEL_KINDS",
+    "Policy",
     "TrainConfig",
     "TrainResult",
     "BestCheckpoint",
@@ -71,311 +84,20 @@ __all__ = [
     "predict",
 ]
 
-
-class DataError(ValueError):
-    """Recordings that cannot be turned into training data; the message says what to fix."""
-
-
-@dataclasses.dataclass
-class Episode:
-    """One demonstration: ``obs`` (T, n_in) raw observations, ``dt`` (T,) s, ``target`` (T, n_out).
-
-    For BarrierNet training also the safety filter's inputs per step: ``state`` (T, n_state)
-    and ``env`` (T entries, e.g. ``{"scan_points": (N, 2)}``); None when not recorded.
-    """
-
-    obs: np.ndarray
-    dt: np.ndarray
-    target: np.ndarray
-    source: str = ""
-    state: np.ndarray | None = None
-    env: list[dict[str, np.ndarray]] | None = None
-
-    def __post_init__(self) -> None:
-        self.obs = np.asarray(self.obs, dtype=np.float64)
-        self.dt = np.asarray(self.dt, dtype=np.float64).reshape(-1)
-        self.target = np.asarray(self.target, dtype=np.float64)
-        where = f" in {self.source}" if self.source else ""
-        if self.obs.ndim != 2 or self.target.ndim != 2:
-            raise DataError(
-                f"obs and target must be 2-D (T, n){where}, got {self.obs.shape} and {self.target.shape}"
-            )
-        t = self.obs.shape[0]
-        if t < 2 or self.target.shape[0] != t or self.dt.shape[0] != t:
-            raise DataError(
-                f"episode needs >= 2 steps with equal lengths{where}: obs {self.obs.shape}, "
-                f"dt {self.dt.shape}, target {self.target.shape}"
-            )
-        for name, arr in (("obs", self.obs), ("dt", self.dt), ("target", self.target)):
-            if not np.all(np.isfinite(arr)):
-                raise DataError(f"{name} has non-finite values{where}")
-        if np.any(self.dt <= 0):
-            raise DataError(f"dt must be > 0 (stamps must increase){where}; min dt {self.dt.min()}")
-        if self.state is not None:
-            self.state = np.asarray(self.state, dtype=np.float64)
-            if self.state.ndim != 2 or self.state.shape[0] != t or not np.all(np.isfinite(self.state)):
-                raise DataError(
-                    f"state must be finite with shape ({t}, n_state){where}, got {self.state.shape}"
-                )
-        if self.env is not None and len(self.env) != t:
-            raise DataError(f"env must have one entry per step ({t}){where}, got {len(self.env)}")
-
-
-class MessageMapper(Protocol):
-    """What training needs from an observation mapping (the node's ObservationMap satisfies it)."""
-
-    @property
-    def topics(self) -> Sequence[str]: ...
-
-    @property
-    def names(self) -> Sequence[str]: ...
-
-    def update(self, topic: str, msg: Any, t_ns: int) -> None: ...
-
-    def vector(self) -> np.ndarray | None: ...
-
-
-def _get_path(msg: Any, path: str) -> Any:
-    """``msg`` field at dotted ``path`` (``pose.pose.position.x``, ``data[2]``)."""
-    cur = msg
-    for part in path.split("."):
-        idx = None
-        if part.endswith("]") and "[" in part:
-            part, rest = part.split("[", 1)
-            idx = int(rest[:-1])
-        cur = cur[part] if isinstance(cur, dict) else getattr(cur, part)
-        if idx is not None:
-            cur = cur[idx]
-    return cur
-
-
-class FieldMap:
-    """Observation = concatenation of the latest values of message fields, per topic.
-
-    Args:
-        fields: ``{topic: [field path, ...]}`` (dotted paths, ``[i]`` indexes arrays; a path that
-            names an array contributes all its elements, its length fixed by the first message).
-            Non-finite values of a message with ``range_max`` (LaserScan) become ``range_max``.
-    """
-
-    def __init__(self, fields: dict[str, list[str]]) -> None:
-        if not fields or not all(isinstance(v, list) and v for v in fields.values()):
-            raise DataError("fields must map each topic to a non-empty list of field paths")
-        self._fields = {str(k): [str(p) for p in v] for k, v in fields.items()}
-        self._latest: dict[str, np.ndarray] = {}
-        self._names: dict[str, list[str]] = {}
-
-    @property
-    def topics(self) -> list[str]:
-        return list(self._fields)
-
-    @property
-    def names(self) -> list[str]:
-        return [n for t in self._fields for n in self._names.get(t, [f"{t}:{p}" for p in self._fields[t]])]
-
-    def update(self, topic: str, msg: Any, t_ns: int) -> None:
-        if topic not in self._fields:
-            return
-        parts: list[np.ndarray] = []
-        names: list[str] = []
-        for p in self._fields[topic]:
-            v = np.atleast_1d(np.asarray(_get_path(msg, p), dtype=np.float64)).reshape(-1)
-            rmax = msg.get("range_max") if isinstance(msg, dict) else getattr(msg, "range_max", None)
-            if rmax is not None:
-                # LaserScan: +inf / nan mean "no return within range" -> range_max, as the node sees it.
-                v = np.where(np.isfinite(v), v, float(rmax))
-            parts.append(v)
-            names += [f"{topic}:{p}"] if v.size == 1 else [f"{topic}:{p}[{i}]" for i in range(v.size)]
-        self._latest[topic] = np.concatenate(parts)
-        self._names[topic] = names
-
-    def vector(self) -> np.ndarray | None:
-        if len(self._latest) < len(self._fields):
-            return None  # some topic not seen yet
-        return np.concatenate([self._latest[t] for t in self._fields])
-
-
-def episode_from_bag(
-    path: str | pathlib.Path,
-    mapper: MessageMapper,
-    command_topic: str,
-    command_fields: Sequence[str],
-) -> Episode:
-    """One bag -> :class:`Episode`, one sample per message on ``command_topic``.
-
-    Sample k pairs the mapper's observation just before command k (messages logged at the same
-    time as the command come first in the recorder's order) with the command's fields; ``dt[k]``
-    is the log-time gap to the previous command (the first one reuses the second gap).
-    """
-    from lnn_control.learn import bags
-
-    path = pathlib.Path(path)
-    topics = set(mapper.topics) | {command_topic}
-    obs: list[np.ndarray] = []
-    cmd: list[np.ndarray] = []
-    times: list[int] = []
-    # the safety filter's state and env too, when the mapper gives them (ObservationMap)
-    with_state = int(getattr(mapper, "n_state", 0) or 0) > 0
-    states: list[np.ndarray] = []
-    envs: list[dict[str, np.ndarray]] = []
-    seen_cmd = False
-    for m in bags.read_bag(path, topics):
-        if m.topic == command_topic:
-            seen_cmd = True
-            v = mapper.vector()
-            if v is None:
-                continue  # sensors not complete yet
-            obs.append(np.array(v, dtype=np.float64))
-            cmd.append(np.array([float(_get_path(m.msg, f)) for f in command_fields]))
-            times.append(m.log_time_ns)
-            if with_state:
-                try:
-                    states.append(np.array(mapper.state(), dtype=np.float64))  # type: ignore[attr-defined]
-                    envs.append({k: np.array(a) for k, a in mapper.env().items()})  # type: ignore[attr-defined]
-                except ValueError as e:
-                    raise DataError(f"bag {path}: filter state / env at {m.log_time_ns} ns: {e}") from e
-        else:
-            mapper.update(m.topic, m.msg, m.log_time_ns)
-    if not seen_cmd:
-        raise DataError(f"bag {path} has no messages on the command topic {command_topic!r}")
-    if len(times) < 3:
-        raise DataError(f"bag {path} gives only {len(times)} samples; record longer episodes")
-    t = np.asarray(times, dtype=np.float64) * 1e-9
-    dt = np.diff(t)
-    dt = np.concatenate([dt[:1], dt])
-    if not with_state:
-        return Episode(np.stack(obs), dt, np.stack(cmd), source=str(path))
-    return Episode(np.stack(obs), dt, np.stack(cmd), source=str(path), state=np.stack(states), env=envs)
-
-
-def load_csv(path: str | pathlib.Path, obs_columns: Sequence[str], target_columns: Sequence[str]) -> Episode:
-    """CSV with a header: column ``t`` (s, increasing) or ``dt`` (s), the observation and target columns."""
-    path = pathlib.Path(path)
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise DataError(f"{path} has no data rows")
-    cols = set(rows[0])
-    missing = [c for c in [*obs_columns, *target_columns] if c not in cols]
-    if missing:
-        raise DataError(f"{path} lacks columns {missing}; it has {sorted(cols)}")
-    if "dt" in cols:
-        dt = np.array([float(r["dt"]) for r in rows])
-    elif "t" in cols:
-        tt = np.array([float(r["t"]) for r in rows])
-        dt = np.diff(tt, prepend=tt[0] - (tt[1] - tt[0] if len(tt) > 1 else 1.0))
-    else:
-        raise DataError(f"{path} needs a 't' (s) or 'dt' (s) column")
-    obs = np.array([[float(r[c]) for c in obs_columns] for r in rows])
-    tgt = np.array([[float(r[c]) for c in target_columns] for r in rows])
-    return Episode(obs, dt, tgt, source=str(path))
-
-
-def load_npz(path: str | pathlib.Path) -> list[Episode]:
-    """NPZ with arrays ``obs`` (E, T, n_in) or (T, n_in), ``dt`` and ``target`` shaped alike."""
-    path = pathlib.Path(path)
-    with np.load(path, allow_pickle=False) as z:
-        missing = [k for k in ("obs", "dt", "target") if k not in z]
-        if missing:
-            raise DataError(f"{path} lacks arrays {missing}; it has {sorted(z.files)}")
-        obs, dt, tgt = z["obs"], z["dt"], z["target"]
-    if obs.ndim == 2:
-        return [Episode(obs, dt, tgt, source=str(path))]
-    if obs.ndim != 3:
-        raise DataError(f"{path}: obs must be (T, n) or (E, T, n), got {obs.shape}")
-    return [Episode(obs[i], dt[i], tgt[i], source=f"{path}[{i}]") for i in range(obs.shape[0])]
-
-
-def load_recordings(
-    paths: Iterable[str | pathlib.Path],
-    mapper_factory: Callable[[], MessageMapper] | None = None,
-    command_topic: str = "",
-    command_fields: Sequence[str] = (),
-    csv_columns: tuple[Sequence[str], Sequence[str]] | None = None,
-    used_mappers: list[MessageMapper] | None = None,
-) -> list[Episode]:
-    """Every recording under ``paths`` -> episodes (bag dirs / .mcap, .npz, .csv; dirs are searched).
-
-    A fresh mapper per bag keeps episodes independent. Raises :class:`DataError` when nothing is
-    found, saying how to record demonstrations. ``used_mappers`` (when given) collects each
-    bag's mapper after reading, e.g. for its observation ``names``.
-    """
-    out: list[Episode] = []
-    todo = [pathlib.Path(p) for p in paths]
-    if not todo:
-        raise DataError("no data paths given (--data DIR_OR_FILES)")
-    for p in todo:
-        if not p.exists():
-            raise DataError(
-                f"recordings not found: {p}. Record demonstrations first, e.g. "
-                f"python -m lnn_control.learn.record --robot diff_drive --episodes 20 --out {p}"
-            )
-    while todo:
-        p = todo.pop(0)
-        if p.is_dir() and not (p / "metadata.yaml").is_file() and not list(p.glob("*.mcap")):
-            todo[:0] = sorted(q for q in p.iterdir() if q.is_dir() or q.suffix in (".mcap", ".npz", ".csv"))
-            continue
-        if p.is_dir() or p.suffix == ".mcap":
-            if mapper_factory is None or not command_topic or not command_fields:
-                raise DataError(f"{p} is a bag: an observation mapping and a command topic are needed")
-            mapper = mapper_factory()
-            out.append(episode_from_bag(p, mapper, command_topic, command_fields))
-            if used_mappers is not None:
-                used_mappers.append(mapper)  # callers read observation names from these
-        elif p.suffix == ".npz":
-            out += load_npz(p)
-        elif p.suffix == ".csv":
-            if csv_columns is None:
-                raise DataError(f"{p} is CSV: give the observation and target column names")
-            out.append(load_csv(p, *csv_columns))
-    if not out:
-        raise DataError(f"no recordings (bags, .npz, .csv) found under {[str(p) for p in paths]}")
-    n_in, n_out = out[0].obs.shape[1], out[0].target.shape[1]
-    for e in out:
-        if e.obs.shape[1] != n_in or e.target.shape[1] != n_out:
-            raise DataError(
-                f"{e.source}: sizes ({e.obs.shape[1]} obs, {e.target.shape[1]} cmd) differ "
-                f"from {out[0].source} ({n_in}, {n_out})"
-            )
-    return out
-
-
-def split_episodes(
-    episodes: Sequence[Episode], val_fraction: float, seed: int
-) -> tuple[list[Episode], list[Episode]]:
-    """Seeded split by episode (never inside one): at least one episode on each side when possible."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    n = len(episodes)
-    order = np.random.default_rng(seed).permutation(n)
-    n_val = min(n - 1, max(1 if n > 1 and val_fraction > 0 else 0, round(n * val_fraction)))
-    val = [episodes[i] for i in sorted(order[:n_val])]
-    train = [episodes[i] for i in sorted(order[n_val:])]
-    return train, val
-
-
-@dataclasses.dataclass
-class NormStats:
-    """Per-dimension mean / std of observations (n_in,) and commands (n_out,); std floored at 1e-6."""
-
-    input_mean: np.ndarray
-    input_std: np.ndarray
-    output_mean: np.ndarray
-    output_std: np.ndarray
-
-
-def norm_stats(episodes: Sequence[Episode]) -> NormStats:
-    """Statistics over every step of ``episodes`` (the training split only, so validation stays unseen)."""
-    obs = np.concatenate([e.obs for e in episodes])
-    tgt = np.concatenate([e.target for e in episodes])
-    return NormStats(obs.mean(0), np.maximum(obs.std(0), 1e-6), tgt.mean(0), np.maximum(tgt.std(0), 1e-6))
+#: model kinds of :func:`build_policy`: liquid (``ncp``, ``dense``) and baselines
+MODEL_KINDS: tuple[str, ...] = ("ncp", "dense", *BASELINES)
+#: what :func:`train_policy` trains
+Policy = LiquidPolicy | BaselinePolicy
 
 
 @dataclasses.dataclass
 class TrainConfig:
     """Hyperparameters of :func:`train_policy`.
 
-    cell: ``cfc`` | ``ltc``; units: neurons of the AutoNCP wiring (> n_outputs + n_gains + 2);
+    model: one of :data:`MODEL_KINDS`: ``ncp`` (liquid cell on an AutoNCP wiring), ``dense``
+    (fully connected liquid cell of ``units`` neurons, linear read-out), ``lstm`` / ``gru`` /
+    ``mlp`` (:mod:`lnn_control.nn.baselines`, ``units`` hidden units; no gain head);
+    cell: ``cfc`` | ``ltc`` (liquid kinds); units: neurons of the AutoNCP wiring (> n_outputs + n_gains + 2);
     sparsity: its synapse sparsity in [0.1, 1); wiring_seed: seed of its synapse draw;
     synapses: wired CfC synapses, ``ncps`` (as ncps 1.0.1: dense time gates and intra-layer
     recurrence, more capacity) or ``wiring`` (only the wiring's synapses);
@@ -384,6 +106,8 @@ class TrainConfig:
     (the motor neurons are the outputs); motor: motor neurons with the linear readout (0: one per
     output; more widen the wiring's last layer, which otherwise bottlenecks the map to the outputs);
     backbone_units: CfC backbone width (dense CfC only; a wired CfC has none); epochs;
+    steps: optimiser-step budget; when > 0 exactly this many steps run (as many epochs as that
+    takes, the last one cut short; ``epochs`` is then ignored), the same for every model kind;
     window: truncated-BPTT window (steps); batch: windows per step; lr; weight_decay (Adam);
     patience: epochs without validation improvement before stopping; val_fraction: share of
     episodes held out; seed: split, initialisation and batch order; input_noise: std of Gaussian
@@ -391,6 +115,7 @@ class TrainConfig:
     n_gains / gain_scale: BarrierNet class-K gain head (``gain_scale * sigmoid``); progress: tqdm bar.
     """
 
+    model: str = "ncp"
     cell: str = "cfc"
     units: int = 19
     sparsity: float = 0.5
@@ -400,6 +125,7 @@ class TrainConfig:
     motor: int = 0
     backbone_units: int = 128
     epochs: int = 50
+    steps: int = 0
     window: int = 32
     batch: int = 16
     lr: float = 5e-3
@@ -413,6 +139,14 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.model not in MODEL_KINDS:
+            raise ValueError(f"model must be one of {MODEL_KINDS}, got {self.model!r}")
+        if self.model in BASELINES and self.n_gains:
+            raise ValueError(
+                f"n_gains: the {self.model} baseline has no gain head; use model 'ncp' or 'dense'"
+            )
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0 (0: the budget is epochs), got {self.steps}")
         if self.cell not in ("cfc", "ltc"):
             raise ValueError(f"cell must be 'cfc' or 'ltc', got {self.cell!r}")
         for k in ("epochs", "window", "batch", "patience", "units", "backbone_units"):
@@ -466,76 +200,58 @@ def build_policy(
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
     gain_names: Sequence[str] | None = None,
-) -> LiquidPolicy:
-    """A :class:`LiquidPolicy` (AutoNCP wiring, ``cfg.n_gains`` gain outputs) with ``stats`` inside.
+) -> Policy:
+    """A fresh policy of kind ``cfg.model`` with ``stats`` inside (initialised from torch's RNG).
 
-    The wiring has ``n_outputs + n_gains`` motor neurons; commands are de-normalised with the
-    command statistics, gains are ``gain_scale * sigmoid`` (see :mod:`lnn_control.nn.policy`).
+    ``ncp``: :class:`LiquidPolicy` on an AutoNCP wiring with ``n_outputs + n_gains`` motor
+    neurons (``cfg.motor`` with the linear read-out); commands are de-normalised with the command
+    statistics, gains are ``gain_scale * sigmoid`` (see :mod:`lnn_control.nn.policy`). ``dense``:
+    a fully connected liquid cell of ``cfg.units`` neurons with a linear read-out. ``lstm`` /
+    ``gru`` / ``mlp``: the baselines of :mod:`lnn_control.nn.baselines` with ``cfg.units`` hidden units.
     """
-    n_out = n_outputs + cfg.n_gains
-    n_motor = max(n_out, cfg.motor) if cfg.readout == "linear" else n_out
-    if cfg.units < n_motor + 3:
-        raise ValueError(
-            f"units must be >= motor neurons + 3 = {n_motor + 3} for an NCP wiring, got {cfg.units}"
+    names: dict[str, Any] = {
+        "input_names": None if input_names is None else list(input_names),
+        "output_names": None if output_names is None else list(output_names),
+    }
+    policy: Policy
+    if cfg.model in BASELINES:
+        policy = BASELINES[cfg.model](n_inputs, n_outputs, cfg.units, **names)
+    else:
+        n_out = n_outputs + cfg.n_gains
+        extra: dict[str, Any] = (
+            {"backbone_units": cfg.backbone_units, "synapses": cfg.synapses} if cfg.cell == "cfc" else {}
         )
-    wiring = AutoNCP(cfg.units, n_motor, sparsity=cfg.sparsity, seed=cfg.wiring_seed)
-    extra: dict[str, Any] = (
-        {"backbone_units": cfg.backbone_units, "synapses": cfg.synapses} if cfg.cell == "cfc" else {}
-    )
-    policy = LiquidPolicy(
-        n_inputs,
-        cfg.cell,
-        wiring,
-        proj_size=n_out if cfg.readout == "linear" else None,
-        n_gains=cfg.n_gains,
-        gain_scale=cfg.gain_scale,
-        input_names=None if input_names is None else list(input_names),
-        output_names=None if output_names is None else list(output_names),
-        gain_names=None if gain_names is None else list(gain_names),
-        **extra,
-    )
+        head: dict[str, Any] = {
+            "n_gains": cfg.n_gains,
+            "gain_scale": cfg.gain_scale,
+            "gain_names": None if gain_names is None else list(gain_names),
+        }
+        if cfg.model == "dense":
+            extra.pop("synapses", None)
+            policy = LiquidPolicy(
+                n_inputs, cfg.cell, None, cfg.units, proj_size=n_out, **names, **head, **extra
+            )
+        else:
+            n_motor = max(n_out, cfg.motor) if cfg.readout == "linear" else n_out
+            if cfg.units < n_motor + 3:
+                raise ValueError(
+                    f"units must be >= motor neurons + 3 = {n_motor + 3} for an NCP wiring, got {cfg.units}"
+                )
+            wiring = AutoNCP(cfg.units, n_motor, sparsity=cfg.sparsity, seed=cfg.wiring_seed)
+            proj = n_out if cfg.readout == "linear" else None
+            policy = LiquidPolicy(n_inputs, cfg.cell, wiring, proj_size=proj, **names, **head, **extra)
     policy.set_normalization(stats.input_mean, stats.input_std, stats.output_mean, stats.output_std)
     return policy
 
 
-def normalized_error(model: LiquidPolicy, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def normalized_error(model: Policy, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error of the commands ``y[..., :n_commands]`` in normalised units (dimensionless)."""
     k = model.n_commands
     return (((y[..., :k] - target) / model.output_std) ** 2).mean()
 
 
-def _window_stack(per_episode: Sequence[np.ndarray], window: int) -> np.ndarray:
-    """Non-overlapping windows of ``window`` steps of per-episode arrays (T, ...) -> (N, window, ...).
-
-    The tail window is aligned to the episode end; episodes shorter than ``window`` are
-    left-padded by repeating their first step, so every window has the same length and no
-    episode is cut to the shortest one.
-    """
-    out = []
-    for a in per_episode:
-        t = a.shape[0]
-        if t < window:
-            a = np.concatenate([np.repeat(a[:1], window - t, 0), a])
-            t = window
-        starts = list(range(0, t - window + 1, window))
-        if starts[-1] != t - window:
-            starts.append(t - window)
-        out += [a[s : s + window] for s in starts]
-    return np.stack(out)
-
-
-def _windows(episodes: Sequence[Episode], window: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(observations, dt, targets) windows (N, window, ...) float32 (see :func:`_window_stack`)."""
-    f = torch.float32
-    return (
-        torch.as_tensor(_window_stack([e.obs for e in episodes], window), dtype=f),
-        torch.as_tensor(_window_stack([e.dt for e in episodes], window), dtype=f),
-        torch.as_tensor(_window_stack([e.target for e in episodes], window), dtype=f),
-    )
-
-
 @torch.no_grad()
-def evaluate(model: LiquidPolicy, episodes: Sequence[Episode]) -> float:
+def evaluate(model: Policy, episodes: Sequence[Episode]) -> float:
     """Open-loop normalised MSE over whole episodes, each run from a zero hidden state."""
     total, count = 0.0, 0
     dtype = model.input_mean.dtype
@@ -622,7 +338,7 @@ def evaluate_safe(
 
 
 @torch.no_grad()
-def predict(model: LiquidPolicy, episode: Episode) -> np.ndarray:
+def predict(model: Policy, episode: Episode) -> np.ndarray:
     """Open-loop outputs (T, n_outputs) of ``model`` over ``episode`` from a zero state."""
     dtype = model.input_mean.dtype
     y, _ = model(
@@ -633,9 +349,9 @@ def predict(model: LiquidPolicy, episode: Episode) -> np.ndarray:
 
 @dataclasses.dataclass
 class TrainResult:
-    """Trained model (best checkpoint loaded), per-epoch losses, best epoch, split."""
+    """Trained model (best checkpoint loaded), per-epoch losses, best epoch, split, optimiser steps run."""
 
-    model: LiquidPolicy
+    model: Policy
     train_loss: list[float]
     val_loss: list[float]
     best_epoch: int
@@ -644,6 +360,8 @@ class TrainResult:
     #: BarrierNet training: samples per epoch whose QP was infeasible (dropped from the loss)
     infeasible: list[int] = dataclasses.field(default_factory=list)
     val_infeasible: list[int] = dataclasses.field(default_factory=list)
+    #: optimiser steps taken (``TrainConfig.steps`` when that budget was set)
+    steps: int = 0
 
 
 def train_policy(
@@ -652,11 +370,11 @@ def train_policy(
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
     gain_names: Sequence[str] | None = None,
-    init: LiquidPolicy | None = None,
+    init: Policy | None = None,
     split: tuple[Sequence[Episode], Sequence[Episode]] | None = None,
     safety_filter: SafetyFilter | None = None,
 ) -> TrainResult:
-    """Behaviour cloning with truncated BPTT; returns the best-validation checkpoint.
+    """Behaviour cloning with truncated BPTT, any model kind; returns the best-validation checkpoint.
 
     Args:
         episodes: demonstrations (ignored when ``split`` is given).
@@ -688,6 +406,9 @@ def train_policy(
     if safety_filter is not None:
         from barriernet.filter_layer import FilterQPLayer
 
+        if cfg.model in BASELINES:
+            raise ValueError(f"safety_filter: BarrierNet training needs a liquid policy, not {cfg.model!r}")
+
         layer = FilterQPLayer(safety_filter)
         if layer.n_gains == 0:
             raise ValueError("safety_filter: has no class-K gains to learn (no barrier rows)")
@@ -716,28 +437,34 @@ def train_policy(
     else:
         model = build_policy(cfg, n_in, n_out, norm_stats(train_eps), input_names, output_names, gain_names)
     model.train()
-    x, d, y = _windows(train_eps, cfg.window)
+    x, d, y = windows(train_eps, cfg.window)
     tw: list[torch.Tensor] = []
     val_terms: list[tuple[torch.Tensor, ...]] = []
     if layer is not None:
         per_ep = [filter_terms(layer, e) for e in train_eps]
-        tw = [torch.as_tensor(_window_stack([p[j].numpy() for p in per_ep], cfg.window)) for j in range(4)]
+        tw = [torch.as_tensor(window_stack([p[j].numpy() for p in per_ep], cfg.window)) for j in range(4)]
         val_terms = [filter_terms(layer, e) for e in val_eps]
     bad_hist: list[int] = []
     val_bad_hist: list[int] = []
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.lr * 0.05)
+    # budget: epochs, or exactly cfg.steps optimiser steps (the cosine spans the epochs they take)
+    epochs = cfg.epochs if cfg.steps == 0 else math.ceil(cfg.steps / math.ceil(x.shape[0] / cfg.batch))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=cfg.lr * 0.05)
     gen = torch.Generator().manual_seed(cfg.seed)
     best = BestCheckpoint(cfg.patience)
     tr_hist: list[float] = []
     va_hist: list[float] = []
     noise_scale = cfg.input_noise * model.input_std  # noise in normalised units -> raw units
-    bar = tqdm(range(cfg.epochs), desc=f"train {cfg.cell}", disable=not cfg.progress, unit="epoch")
+    label = cfg.model if cfg.model in BASELINES else f"{cfg.cell}-{cfg.model}"
+    bar = tqdm(range(epochs), desc=f"train {label}", disable=not cfg.progress, unit="epoch")
+    n_steps = 0
     for epoch in bar:
         model.train()
         perm = torch.randperm(x.shape[0], generator=gen)
         run, nb, n_bad = 0.0, 0, 0
         for i in range(0, x.shape[0], cfg.batch):
+            if cfg.steps and n_steps >= cfg.steps:
+                break
             idx = perm[i : i + cfg.batch]
             xb = x[idx]
             if cfg.input_noise > 0:
@@ -755,6 +482,7 @@ def train_policy(
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # liquid cells can spike early on
             opt.step()
+            n_steps += 1
             run += float(loss.detach())
             nb += 1
         sched.step()
@@ -773,7 +501,7 @@ def train_policy(
     assert best.state is not None
     model.load_state_dict(best.state)
     model.eval()
-    res = TrainResult(model, tr_hist, va_hist, best.best_epoch, train_eps, val_eps)
+    res = TrainResult(model, tr_hist, va_hist, best.best_epoch, train_eps, val_eps, steps=n_steps)
     if layer is not None:
         res.infeasible, res.val_infeasible = bad_hist, val_bad_hist
     return res

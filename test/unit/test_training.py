@@ -80,7 +80,10 @@ def test_split_is_by_episode_and_seeded() -> None:
 
 
 def test_bag_to_episode_mapping(tmp_path) -> None:
-    """Observation = latest /odom x, scan ranges; target = cmd_vel fields; dt from log times."""
+    """Observation = the node's ObservationMap (latest /odom x, scan ranges); target = cmd_vel
+    fields; dt from log times."""
+    from lnn_control.control.observation import ObservationMap
+
     path = tmp_path / "ep"
     with BagWriter(path) as w:
         for k in range(5):
@@ -103,15 +106,24 @@ def test_bag_to_episode_mapping(tmp_path) -> None:
             w.write(
                 "/cmd_vel", "geometry_msgs/msg/Twist", {"linear": {"x": 0.5 * k}, "angular": {"z": -k}}, t
             )
-    mapper = tr.FieldMap({"/odom": ["pose.pose.position.x"], "/scan": ["ranges"]})
-    ep = tr.episode_from_bag(path, mapper, "/cmd_vel", ["linear.x", "angular.z"])
+    cfg = {
+        "features": ["x", "r"],
+        "x": {"topic": "/odom", "type": "nav_msgs/msg/Odometry", "field": "pose.pose.position.x"},
+        "r": {"topic": "/scan", "type": "sensor_msgs/msg/LaserScan", "field": "ranges", "size": 2},
+        "command": {
+            "topic": "/cmd_vel",
+            "type": "geometry_msgs/msg/Twist",
+            "fields": ["linear.x", "angular.z"],
+        },
+    }
+    ep = tr.episode_from_bag(path, ObservationMap(cfg))
     np.testing.assert_allclose(ep.obs[:, 0], 0.1 * np.arange(5))
     np.testing.assert_allclose(ep.obs[:, 1:], np.stack([1.0 + np.arange(5), np.full(5, 2.0)], 1), rtol=1e-6)
     np.testing.assert_allclose(ep.target, np.stack([0.5 * np.arange(5), -np.arange(5.0)], 1))
     np.testing.assert_allclose(ep.dt, [0.02, 0.02, 0.02, 0.02, 0.025], atol=1e-9)
-    assert mapper.names == ["/odom:pose.pose.position.x", "/scan:ranges[0]", "/scan:ranges[1]"]
+    assert ep.state is None
     with pytest.raises(tr.DataError, match="command topic '/nope'"):
-        tr.episode_from_bag(path, tr.FieldMap({"/odom": ["pose.pose.position.x"]}), "/nope", ["data[0]"])
+        tr.episode_from_bag(path, ObservationMap(cfg), "/nope", ["data[0]"])
 
 
 def test_csv_and_npz_loading_and_errors(tmp_path) -> None:
