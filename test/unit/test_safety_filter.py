@@ -434,6 +434,81 @@ def test_relaxation_follows_priority_and_reports_slack() -> None:
     assert rep2.status == "relaxed" and rep2.total_slack > 0
 
 
+def sequential_relaxation(filt: SafetyFilter, x: np.ndarray, u_nom: np.ndarray) -> tuple[np.ndarray, int]:
+    """The reference relaxation (the filter's method before issue 15): one QP per priority
+    level, slack with the L1 penalty on the rows of the lowest levels first, every row above
+    them hard. Returns (u, the highest relaxed level)."""
+    from barriernet import solve_qp
+
+    G, h, _ = filt.constraints(x)
+    n, m = filt.n_controls, filt.n_rows
+    for level in sorted(set(filt.priorities.tolist())):
+        relax = filt.priorities <= level
+        k = int(relax.sum())
+        H = np.zeros((n + k, n + k))
+        H[:n, :n] = np.diag(filt.weights)
+        H[n:, n:] = 1e-6 * np.eye(k)
+        f = np.concatenate([-filt.weights * u_nom, np.full(k, filt.slack_penalty)])
+        A = np.zeros((m, n + k))
+        A[:, :n] = G
+        A[np.flatnonzero(relax), n + np.arange(k)] = -1.0
+        lo = np.concatenate([filt.lower, np.zeros(k)])
+        hi = np.concatenate([filt.upper, np.full(k, np.inf)])
+        r = solve_qp(H, f, A, h, lo, hi)
+        if r.status == "optimal" and r.x is not None:
+            return np.clip(r.x[:n], filt.lower, filt.upper), level
+    raise AssertionError("the sequential relaxation found no solution")
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_one_qp_relaxation_keeps_the_priority_order_of_the_sequential_method(seed: int) -> None:
+    """Seeded infeasible problems (walls of three priority levels and a disc, fast towards
+    them): the one-QP relaxation keeps every row the sequential method keeps hard, relaxes no
+    level above it, relaxes its top level no more, and equals it when one level suffices."""
+    rng = np.random.default_rng(seed)
+    walls = [
+        {"type": "half_space", "name": f"w{i}", "normal": rng.standard_normal(2).tolist(),
+         "offset": float(rng.uniform(0.3, 1.0)), "gains": rng.uniform(0.5, 3.0, 2).tolist(),
+         "priority": int(i % 3)}
+        for i in range(5)
+    ]  # fmt: skip
+    disc = {"type": "circle_obstacle", "name": "disc", "center": rng.uniform(-0.5, 0.5, 2).tolist(),
+            "radius": 0.15, "gains": [2.0, 2.0], "priority": int(rng.integers(0, 3))}  # fmt: skip
+    cfg = {
+        "dynamics": {"type": "double_integrator", "dim": 2},
+        "controls": {"lower": [-1.0, -1.0], "upper": [1.0, 1.0], "weights": [1.0, 2.0]},
+        "barriers": walls + [disc],
+        "slack": {"enabled": True, "penalty": 1e4},
+    }
+    filt = SafetyFilter.from_config(cfg)
+    seen: set[str] = set()
+    n_cases = 0
+    while n_cases < 40:
+        x = np.concatenate([rng.uniform(-0.4, 0.4, 2), rng.uniform(-3.0, 3.0, 2)])
+        u_nom = rng.uniform(-1.5, 1.5, 2)
+        u, rep = filt.filter(x, u_nom)
+        if rep.status != "relaxed":
+            continue
+        n_cases += 1
+        u_ref, level = sequential_relaxation(filt, x, u_nom)
+        G, h, _ = filt.constraints(x)
+        tol = 1e-9 * (1.0 + np.abs(h))
+        hard = filt.priorities > level
+        viol, viol_ref = np.maximum(G @ u - h, 0.0), np.maximum(G @ u_ref - h, 0.0)
+        assert (viol[hard] <= tol[hard]).all()  # hard rows never relaxed
+        assert (rep.slack[hard] == 0.0).all()
+        np.testing.assert_allclose(rep.slack, np.where(viol > tol, viol, 0.0), atol=1e-12)
+        top = filt.priorities == level
+        assert viol[top].sum() <= viol_ref[top].sum() * (1 + 1e-6) + 1e-7  # the top level: no more
+        assert ((u >= filt.lower) & (u <= filt.upper)).all()
+        if level == min(filt.priorities):
+            np.testing.assert_allclose(u, u_ref, atol=1e-6)
+            seen.add("one level")
+        else:
+            seen.add("several levels")
+    assert seen == {"one level", "several levels"}, seen
+
+
 def test_huge_finite_nominal_commands_stay_in_the_box() -> None:
     rng = np.random.default_rng(10)
     for _ in range(20):
