@@ -242,5 +242,5 @@ def test_cli_train_on_recorded_bags(tmp_path, capsys) -> None:
     assert cli.main(["train", "--config", str(bad), "--data", str(tmp_path / "bags"), "--out", str(out)]) == 2
     assert "observation" in capsys.readouterr().err
     rc = cli.main([*argv, "--barriernet", "--goal-relabel", "2", "--out", str(out)])
-    assert rc == 2 and "--barriernet: --goal-relabel" in capsys.readouterr().err
+    assert rc == 2 and "barriernet with goal_relabel" in capsys.readouterr().err
     assert cli.main(["frobnicate"]) == 2

@@ -316,7 +316,7 @@ def test_cli_train_barriernet_writes_a_named_gain_policy(bags: pathlib.Path, tmp
     u, rep = f.filter(np.array([0.0, 0.0, 0.0]), y[:2], gains=y[2:], env={"scan_points": np.zeros((0, 2))})
     assert rep.status == "optimal" and not rep.fallback_used
     rc = cli.main([*argv, "--barriernet", "--goal-relabel", "2", "--out", str(out)])
-    assert rc == 2 and "--barriernet: --goal-relabel" in capsys.readouterr().err
+    assert rc == 2 and "barriernet with goal_relabel" in capsys.readouterr().err
 
 
 def test_cli_train_barriernet_with_dagger_through_the_filter(bags: pathlib.Path, tmp_path, capsys) -> None:

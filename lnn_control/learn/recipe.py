@@ -1,0 +1,430 @@
+"""The training recipe: what ``lnn-control train``, ``lnn-control compare`` and
+``scripts/train_demo_policies.sh`` run, callable from Python.
+
+:class:`Recipe` holds every choice (model kind and size, budget, data augmentation, DAgger,
+BarrierNet); :func:`train` runs it for one robot config:
+
+1. episodes: recordings (bags mapped by the node's
+   :class:`~lnn_control.control.observation.ObservationMap` from the same YAML, or .npz / .csv)
+   or :class:`~lnn_control.learn.data.Episode` objects, split by episode (seeded);
+2. training split only: ``noise_episodes`` expert episodes on the built-in simulator with an
+   AR(1) disturbance on the applied command (labels stay the clean expert command: DART), and
+   ``goal_relabel`` copies of each training episode with new goals (arm);
+3. behaviour cloning (:func:`lnn_control.learn.training.train_policy`: the same windows,
+   normalisation and loss for every model kind; BarrierNet mode trains through the filter's QP);
+4. ``dagger_rounds`` rounds of DAgger (:func:`lnn_control.learn.dagger.dagger`): rollouts of the
+   policy in :class:`lnn_control.sim.rollout.ClosedLoop`, through the config's safety filter when
+   ``filter_in_loop``, relabelled by the expert; the round with the best closed-loop success on
+   ``eval_episodes`` held-out episodes is kept;
+5. with ``out``: the model file (:func:`lnn_control.runtime.model_file.save_policy`, liquid
+   policies only) and loss / rollout plots next to it.
+
+Simulator episode seeds: noise episodes ``30000 + seed + i``, DAgger rollouts ``20000 + seed +
+1000 r + i``, closed-loop evaluation ``10000 + seed + i``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import pathlib
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from lnn_control.learn import training
+from lnn_control.learn.data import DataError, Episode
+from lnn_control.learn.training import MODEL_KINDS, Policy, TrainConfig
+
+__all__ = ["Recipe", "TrainResult", "expert_episodes", "train"]
+
+NOISE_SEED, DAGGER_SEED, EVAL_SEED = 30_000, 20_000, 10_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Every choice of one training run (defaults: ``lnn-control train``'s).
+
+    Model: ``model`` (:data:`lnn_control.learn.training.MODEL_KINDS`: ``ncp``, ``dense``,
+    ``lstm``, ``gru``, ``mlp``), ``cell`` (``cfc`` | ``ltc``, liquid kinds), ``units`` (neurons /
+    hidden units), ``sparsity`` and ``motor`` (NCP wiring; motor 0 = one per output).
+    Budget: ``epochs`` with early stopping after ``patience`` epochs, or exactly ``steps``
+    optimiser steps when > 0; ``window`` (truncated-BPTT steps), ``batch`` (windows per step),
+    ``lr``, ``val_fraction`` (episodes held out), ``input_noise`` (normalised units), ``seed``
+    (split, initialisation, wiring, batch order, simulator episodes).
+    Data: ``noise_episodes`` simulator expert episodes with ``action_noise`` (std / command
+    limit) on the applied command; ``goal_relabel`` copies per episode with new goals (arm).
+    DAgger: ``dagger_rounds`` rounds of ``dagger_episodes`` rollouts, ``dagger_epochs`` epochs
+    each (lr x 0.3), expert mixture ``dagger_beta ** round``; ``eval_episodes`` closed-loop
+    episodes pick the best round. ``filter_in_loop``: rollouts apply the config's safety filter.
+    ``barriernet``: train through the safety filter's QP with learned class-K gains.
+    """
+
+    model: str = "ncp"
+    cell: str = "cfc"
+    units: int = 19
+    sparsity: float = 0.5
+    motor: int = 0
+    epochs: int = 50
+    steps: int = 0
+    window: int = 32
+    batch: int = 16
+    lr: float = 5e-3
+    patience: int = 8
+    val_fraction: float = 0.2
+    input_noise: float = 0.0
+    seed: int = 0
+    noise_episodes: int = 0
+    action_noise: float = 0.1
+    goal_relabel: int = 0
+    dagger_rounds: int = 0
+    dagger_episodes: int = 16
+    dagger_epochs: int = 15
+    dagger_beta: float = 0.5
+    eval_episodes: int = 0
+    filter_in_loop: bool = False
+    barriernet: bool = False
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_KINDS:
+            raise ValueError(f"model must be one of {MODEL_KINDS}, got {self.model!r}")
+        for k in ("noise_episodes", "goal_relabel", "dagger_rounds", "eval_episodes"):
+            if getattr(self, k) < 0:
+                raise ValueError(f"{k} must be >= 0, got {getattr(self, k)}")
+        for k in ("dagger_episodes", "dagger_epochs"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if not (math.isfinite(self.action_noise) and self.action_noise >= 0):
+            raise ValueError(f"action_noise must be finite and >= 0, got {self.action_noise}")
+        if not 0.0 <= self.dagger_beta <= 1.0:
+            raise ValueError(f"dagger_beta must be in [0, 1], got {self.dagger_beta}")
+        if self.barriernet and self.goal_relabel:
+            raise ValueError(
+                "barriernet with goal_relabel: relabelling makes episodes with new goals but the recorded "
+                "filter state of the old ones; use recordings, noise_episodes or dagger_rounds"
+            )
+        if self.barriernet and self.model not in ("ncp", "dense"):
+            raise ValueError(f"barriernet needs a liquid policy (model 'ncp' or 'dense'), not {self.model!r}")
+        self.train_config()  # the fit's own checks (cell, units, lr, ...)
+
+    def train_config(self, progress: bool = False) -> TrainConfig:
+        """The behaviour-cloning hyperparameters (:class:`~lnn_control.learn.training.TrainConfig`)."""
+        return TrainConfig(
+            model=self.model,
+            cell=self.cell,
+            units=self.units,
+            sparsity=self.sparsity,
+            motor=self.motor,
+            wiring_seed=self.seed,
+            epochs=self.epochs,
+            steps=self.steps,
+            window=self.window,
+            batch=self.batch,
+            lr=self.lr,
+            patience=self.patience,
+            val_fraction=self.val_fraction,
+            seed=self.seed,
+            input_noise=self.input_noise,
+            progress=progress,
+        )
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train` made.
+
+    model: the policy kept (best DAgger round, else the behaviour-cloning checkpoint), float32;
+    fit: the behaviour-cloning result (losses per epoch, split, infeasible QP samples);
+    dagger: one dict per DAgger round (data size, closed-loop rates); robot; episodes: demonstration
+    episodes given (before augmentation); path: the model file written (None without ``out``);
+    metadata: the ``training`` record stored in the model file.
+    """
+
+    model: Policy
+    fit: training.TrainResult
+    dagger: list[dict[str, Any]]
+    robot: str
+    episodes: int
+    path: pathlib.Path | None
+    metadata: dict[str, Any]
+
+
+def _closed_loop(robot: str, config: pathlib.Path, filter_in_loop: bool) -> Any:
+    from lnn_control.sim.rollout import ClosedLoop
+
+    return ClosedLoop(robot, config, safety_filter=filter_in_loop)
+
+
+def expert_episodes(
+    robot: str,
+    config: str | pathlib.Path,
+    seeds: Sequence[int],
+    action_noise: float = 0.0,
+    filter_in_loop: bool = False,
+    record_filter: bool = False,
+    max_time: float | None = None,
+) -> list[Episode]:
+    """Expert episodes of ``robot`` on the built-in simulator, one per seed (the seeded draws of
+    :func:`lnn_control.sim.episodes.draw`), observed through the config's ObservationMap.
+
+    ``action_noise``: std / command limit of the AR(1) disturbance on the applied command (labels
+    stay the expert's clean command); ``filter_in_loop``: the applied command passes the config's
+    safety filter; ``record_filter``: episodes hold the filter state and env (BarrierNet data).
+    """
+    loop = _closed_loop(robot, pathlib.Path(config), filter_in_loop)
+    return [
+        loop.run(
+            None, int(s), max_time=max_time, action_noise=action_noise, record_filter=record_filter
+        ).episode
+        for s in seeds
+    ]
+
+
+def _names(config: pathlib.Path) -> tuple[dict[str, Any], Any, str, list[str]]:
+    """(node parameters, ObservationMap, robot, command names) of a robot config."""
+    import yaml
+
+    from lnn_control.config import load_filter_config, load_observation_config, read_robot_config
+
+    if not config.is_file():
+        raise ValueError(f"config_yaml {config} does not exist; use config/<robot>.yaml")
+    try:
+        params = read_robot_config(config)
+        probe = load_observation_config(config)
+    except (ValueError, yaml.YAMLError) as e:
+        raise ValueError(f"config_yaml {config}: {e}") from e
+    robot = str(params.get("robot") or config.stem)
+    try:
+        controls = load_filter_config(config).get("controls", {})
+        output_names = [str(n) for n in controls.get("names", [])]
+    except ValueError:
+        output_names = []
+    if len(output_names) != len(probe.command_fields):
+        output_names = list(probe.command_fields)
+    return params, probe, robot, output_names
+
+
+def train(
+    recipe: Recipe,
+    config_yaml: str | pathlib.Path,
+    data: Sequence[str | pathlib.Path] | Sequence[Episode] | None = None,
+    out: str | pathlib.Path | None = None,
+    progress: bool = True,
+    *,
+    validation: Sequence[Episode] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Run ``recipe`` for the robot of ``config_yaml`` (see the module docstring).
+
+    Args:
+        recipe: the choices.
+        config_yaml: ``config/<robot>.yaml``: observation mapping, safety filter, robot name.
+        data: recordings (bag dirs, .mcap, .npz, .csv, or folders of them) or Episode objects;
+            None: simulator episodes only (``noise_episodes`` must then be > 0).
+        out: model file (.npz) to write, plots next to it; None writes nothing.
+        progress: tqdm bars on stderr (epochs, DAgger rounds).
+        validation: held-out episodes; then ``data`` is all training data (no split).
+        log: one line per DAgger round (default: stderr when ``progress``).
+    Raises:
+        DataError (bad or missing recordings), ValueError (bad config or recipe), each saying what to fix.
+    """
+    config = pathlib.Path(config_yaml)
+    params, probe, robot, output_names = _names(config)
+    if out is not None and recipe.model not in ("ncp", "dense"):
+        raise ValueError(
+            f"out: the model file holds liquid policies only; the {recipe.model} baseline is for "
+            "comparison (pass out=None)"
+        )
+    safety_filter = None
+    if recipe.barriernet:
+        from barriernet.safety_filter import SafetyFilter
+        from lnn_control.config import load_filter_config
+
+        try:
+            safety_filter = SafetyFilter.from_config(load_filter_config(config))
+        except ValueError as e:
+            raise ValueError(f"barriernet: config_yaml {config} safety_filter: {e}") from e
+    if log is None:
+        log = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
+
+    items = list(data or [])
+    if all(isinstance(e, Episode) for e in items):
+        episodes: list[Episode] = [e for e in items if isinstance(e, Episode)]
+    else:
+        from lnn_control.config import load_observation_config
+
+        paths = [p for p in items if not isinstance(p, Episode)]
+        if len(paths) != len(items):
+            raise ValueError("data: give recordings (paths) or Episode objects, not both")
+        episodes = training.load_recordings(paths, lambda: load_observation_config(config))
+    if validation is not None:
+        train_eps, val_eps = list(episodes), list(validation)
+    else:
+        train_eps, val_eps = training.split_episodes(episodes, recipe.val_fraction, recipe.seed)
+    if recipe.noise_episodes or recipe.goal_relabel:  # training split only: validation stays clean
+        seeds = [NOISE_SEED + recipe.seed + i for i in range(recipe.noise_episodes)]
+        train_eps += expert_episodes(
+            robot, config, seeds, recipe.action_noise, recipe.filter_in_loop, recipe.barriernet
+        )
+        if recipe.goal_relabel:
+            from lnn_control.learn.dagger import relabel_goals
+
+            loop = _closed_loop(robot, config, recipe.filter_in_loop)
+            train_eps += relabel_goals(loop, train_eps, recipe.goal_relabel, recipe.seed)
+    if not train_eps:
+        raise DataError("no training episodes: give data (recordings or episodes) or noise_episodes > 0")
+    tc = recipe.train_config(progress)
+    fit = training.train_policy(
+        [],
+        tc,
+        input_names=probe.names,
+        output_names=output_names,
+        split=(train_eps, val_eps),
+        safety_filter=safety_filter,
+    )
+    model: Policy = fit.model
+    history: list[dict[str, Any]] = []
+    if recipe.dagger_rounds > 0 or recipe.eval_episodes > 0:
+        model, history = _dagger(recipe, robot, config, tc, fit, train_eps, output_names, safety_filter, log)
+    meta = _metadata(recipe, config, fit, model, history, data, safety_filter is not None)
+    path = None
+    if out is not None:
+        path = _write(pathlib.Path(out), model, fit, params, robot, probe.command_topic, meta, output_names)
+    return TrainResult(model, fit, history, robot, len(episodes), path, meta)
+
+
+def _dagger(
+    recipe: Recipe,
+    robot: str,
+    config: pathlib.Path,
+    tc: TrainConfig,
+    fit: training.TrainResult,
+    train_eps: list[Episode],
+    output_names: list[str],
+    safety_filter: Any,
+    log: Callable[[str], None],
+) -> tuple[Policy, list[dict[str, Any]]]:
+    """DAgger rounds after behaviour cloning, warm-started; best round by closed-loop success."""
+    from lnn_control.learn import dagger
+
+    loop = _closed_loop(robot, config, recipe.filter_in_loop)
+    fine = dataclasses.replace(
+        tc, epochs=recipe.dagger_epochs, steps=0, lr=tc.lr * 0.3, patience=recipe.dagger_epochs
+    )
+
+    def retrain(data: Sequence[Episode], prev: Policy | None) -> Policy:
+        if prev is None:
+            return fit.model
+        return training.train_policy(
+            [],
+            fine,
+            input_names=fit.model.input_names,
+            output_names=output_names,
+            init=prev,
+            split=(data, []),
+            safety_filter=safety_filter,
+        ).model
+
+    eval_seeds = [EVAL_SEED + recipe.seed + i for i in range(recipe.eval_episodes)]
+    return dagger.dagger(
+        loop,
+        train_eps,
+        retrain,
+        recipe.dagger_rounds,
+        recipe.dagger_episodes,
+        DAGGER_SEED + recipe.seed,
+        eval_seeds,
+        beta=recipe.dagger_beta,
+        log=log,
+        record_filter=recipe.barriernet,
+        progress=tc.progress,
+    )
+
+
+def _metadata(
+    recipe: Recipe,
+    config: pathlib.Path,
+    fit: training.TrainResult,
+    model: Policy,
+    history: list[dict[str, Any]],
+    data: Any,
+    barriernet: bool,
+) -> dict[str, Any]:
+    """The ``training`` record of the model file (the recipe, data names, losses, DAgger rounds)."""
+    sources = [pathlib.Path(d).name for d in (data or []) if not isinstance(d, Episode)]
+    meta: dict[str, Any] = {
+        "model": recipe.model,
+        "cell": recipe.cell,
+        "wiring": {
+            "type": "auto_ncp" if recipe.model == "ncp" else recipe.model,
+            "units": recipe.units,
+            "motor": recipe.motor,
+            "sparsity": recipe.sparsity,
+            "seed": recipe.seed,
+        },
+        "recipe": dataclasses.asdict(recipe),
+        "epochs_run": len(fit.train_loss),
+        "optimiser_steps": fit.steps,
+        "best_epoch": fit.best_epoch,
+        "best_val_loss": fit.val_loss[fit.best_epoch],
+        "n_train": len(fit.train_episodes),
+        "n_val": len(fit.val_episodes),
+        "noise_episodes": recipe.noise_episodes,
+        "filter_in_loop": recipe.filter_in_loop,
+        **({"goal_relabel": recipe.goal_relabel} if recipe.goal_relabel else {}),
+        "action_noise": recipe.action_noise,
+        "data": sources,  # names only: files do not depend on where
+        "config": str(config),
+        "seed": recipe.seed,
+        "dagger": history,
+    }
+    if barriernet:
+        meta["barriernet"] = {
+            "gain_names": list(model.gain_names),
+            "gain_scale": float(getattr(model, "gain_scale", 0.0)),
+            "infeasible_per_epoch": fit.infeasible,
+            "val_infeasible_per_epoch": fit.val_infeasible,
+        }
+    return meta
+
+
+def _write(
+    out: pathlib.Path,
+    model: Policy,
+    fit: training.TrainResult,
+    params: dict[str, Any],
+    robot: str,
+    command_topic: str,
+    meta: dict[str, Any],
+    output_names: list[str],
+) -> pathlib.Path:
+    """Model file + ``<stem>_loss.png`` + ``<stem>_rollouts.png`` (open loop on up to 3 held-out episodes)."""
+    from lnn_control.analysis import plots
+    from lnn_control.runtime.model_file import save_policy
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = pathlib.Path(
+        save_policy(
+            out,
+            copy.deepcopy(model).double(),  # type: ignore[arg-type]
+            observation=params.get("observation"),
+            robot=robot,
+            config=meta["config"],
+            command_topic=command_topic,
+            training=meta,
+        )
+    )
+    stem = path.with_suffix("")
+    plots.loss_curves(f"{stem}_loss.png", fit.train_loss, fit.val_loss, fit.best_epoch)
+    show = (fit.val_episodes or fit.train_episodes)[:3]
+    plots.rollouts_vs_demos(
+        f"{stem}_rollouts.png",
+        [e.target for e in show],
+        [training.predict(model, e)[:, : model.n_commands] for e in show],
+        [np.cumsum(e.dt) - e.dt[0] for e in show],
+        output_names,
+    )
+    return path
