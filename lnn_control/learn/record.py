@@ -11,7 +11,7 @@ expert's command (``DiffDriveExpert`` / ``ArmPDExpert``) on the command topic (`
 ``/effort_controller/commands``),
 which is held until the next tick. The goal (``/goal_pose`` or ``/goal_joints``) is written at
 t = 0 and then once per second. An episode ends ``hold`` s after the goal is reached, or at
-``max_time``. Random starts and goals come from ``seed`` + episode index.
+the time limit. Starts and goals are ``lnn_control.sim.episodes.draw(robot, seed + episode index)``.
 """
 
 from __future__ import annotations
@@ -24,13 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from lnn_control.learn.bags import BagWriter
+from lnn_control.sim import episodes as E
 from lnn_control.sim import topics as T
-from lnn_control.sim.arm import GROUND_TRUTH_FIELDS as ARM_FIELDS
-from lnn_control.sim.arm import ArmEnv
-from lnn_control.sim.diff_drive import GROUND_TRUTH_FIELDS as DD_FIELDS
-from lnn_control.sim.diff_drive import DiffDriveEnv, sample_free_position
+from lnn_control.sim.diff_drive import DiffDriveEnv
 from lnn_control.sim.experts import ArmPDExpert, DiffDriveExpert
-from lnn_control.sim.models import ARM_JOINT_NAMES, ROBOTS
+from lnn_control.sim.models import ROBOTS
 
 __all__ = ["EpisodeResult", "record_episode", "record", "main"]
 
@@ -39,13 +37,26 @@ _NS = 1_000_000_000
 
 @dataclass
 class EpisodeResult:
-    """Outcome of one recorded episode: bag path, goal reached, duration (s), safety extremes."""
+    """Outcome of one recorded episode: bag path, duration (s) and its
+    :class:`~lnn_control.sim.episodes.EpisodeScore` (reached, violations, margin)."""
 
     path: pathlib.Path
-    reached: bool
     duration: float
-    min_clearance: float  # m (diff_drive) or min joint-limit margin, rad (arm)
-    collisions: int  # ticks with the collision flag set
+    score: E.EpisodeScore
+
+    @property
+    def reached(self) -> bool:
+        return self.score.reached
+
+    @property
+    def min_clearance(self) -> float:
+        """Minimum ground-truth margin: clearance m (diff_drive), joint-limit margin rad (arm)."""
+        return self.score.min_margin
+
+    @property
+    def collisions(self) -> int:
+        """Violation ticks of every kind (``episodes.VIOLATION_KINDS``)."""
+        return sum(self.score.violations.values())
 
 
 def record_episode(
@@ -58,13 +69,13 @@ def record_episode(
     rate: float | None = None,
     expert: DiffDriveExpert | None = None,
 ) -> EpisodeResult:
-    """Run one expert episode of ``robot`` from a seeded random start to a seeded random goal into a bag.
+    """Run one expert episode of ``robot`` (``episodes.draw(robot, seed)``) into a bag.
 
     Args:
         robot: ``"diff_drive"`` or ``"arm"``.
         path: bag directory to create.
         seed: episode seed (start, goal and sensor noise).
-        max_time: episode time limit (s); default 40 (base) / 6 (arm).
+        max_time: episode time limit (s); default ``episodes.TIME_LIMIT``.
         hold: time (s) recorded after the goal is reached.
         noise_std: sensor noise std (m, rad, rad/s), 0 for none.
         rate: publish / control rate (Hz), default ``topics.PUBLISH_RATE[robot]``.
@@ -77,63 +88,40 @@ def record_episode(
         raise ValueError(f"rate must be in [1, 1000] Hz, got {rate}")
     if expert is not None and (robot != "diff_drive" or not isinstance(expert, DiffDriveExpert)):
         raise ValueError("expert: a DiffDriveExpert, for the diff_drive robot only")
-    max_time = (40.0 if robot == "diff_drive" else 6.0) if max_time is None else float(max_time)
+    spec = E.draw(robot, seed, max_time)
+    goal = spec.goal
     dt = 1.0 / rate
-    rng = np.random.default_rng([seed, 1])
     cmd_topic, cmd_type = T.COMMAND_TOPIC[robot]
     goal_topic, goal_type = T.GOAL_TOPIC[robot]
-    worst = np.inf
-    collisions = 0
+    gt_label = ",".join(E.GROUND_TRUTH_FIELDS[robot])
+    env = E.make_env(robot, noise_std)
+    obs = spec.reset(env)
+    if isinstance(env, DiffDriveEnv):
+        expert_dd = DiffDriveExpert() if expert is None else expert
+    else:
+        expert_arm = ArmPDExpert(env.model)
+    gts: list[np.ndarray] = []
+    ts: list[float] = []
     t_reached: float | None = None
+    k = 0
+    next_goal_t = 0.0
     with BagWriter(path) as bag:
-        if robot == "diff_drive":
-            dd_env = DiffDriveEnv(noise_std, noise_std, seed=seed)
-            dd_env.reset(seed=seed)
-            env: DiffDriveEnv | ArmEnv = dd_env
-            goal = sample_free_position(rng, 0.15)
-            while np.linalg.norm(goal - dd_env.pose[:2]) < 1.0:
-                goal = sample_free_position(rng, 0.15)
-            env.set_goal(goal)
-            expert_dd = DiffDriveExpert() if expert is None else expert
-        else:
-            env = ArmEnv(noise_std, seed=seed)
-            env.reset(seed=seed)
-            goal = env.sample_reachable_goal(rng, env.q)
-            env.set_goal(goal)
-            expert_arm = ArmPDExpert(env.model)
-        gt_label = ",".join(DD_FIELDS if robot == "diff_drive" else ARM_FIELDS)
-        k = 0
-        next_goal_t = 0.0
         while True:
             t = k * dt
             t_ns = round(t * _NS)
             if t >= next_goal_t - 1e-9:
-                if robot == "diff_drive":
-                    bag.write(goal_topic, goal_type, T.pose_stamped(goal[0], goal[1], t_ns), t_ns)
-                else:
-                    msg = {
-                        "header": T.header(t_ns, "base_link"),
-                        "name": list(ARM_JOINT_NAMES),
-                        "position": [float(g) for g in goal],
-                        "velocity": [],
-                        "effort": [],
-                    }
-                    bag.write(goal_topic, goal_type, msg, t_ns)
+                bag.write(goal_topic, goal_type, E.goal_message(robot, goal, t_ns), t_ns)
                 next_goal_t += 1.0
             gt = env.ground_truth()
             bag.write("/clock", "rosgraph_msgs/msg/Clock", T.clock(t_ns), t_ns)
             if isinstance(env, DiffDriveEnv):
-                obs = env.observation()
                 bag.write("/odom", "nav_msgs/msg/Odometry", T.odometry(obs, t_ns), t_ns)
                 bag.write("/scan", "sensor_msgs/msg/LaserScan", T.laser_scan(obs, t_ns, dt), t_ns)
-                worst = min(worst, gt[0])
                 u = expert_dd(obs.pose, goal)
                 bag.write(cmd_topic, cmd_type, T.twist(u[0], u[1]), t_ns)
             else:
-                obs_arm = env.observation()
-                bag.write("/joint_states", "sensor_msgs/msg/JointState", T.joint_state(obs_arm, t_ns), t_ns)
-                worst = min(worst, float(gt[:3].min()))
-                u = expert_arm(obs_arm.position, obs_arm.velocity, goal)
+                bag.write("/joint_states", "sensor_msgs/msg/JointState", T.joint_state(obs, t_ns), t_ns)
+                u = expert_arm(obs.position, obs.velocity, goal)
                 bag.write(cmd_topic, cmd_type, T.float64_array(u), t_ns)
             bag.write(
                 "/sim/ground_truth",
@@ -141,20 +129,16 @@ def record_episode(
                 T.float64_array(gt, label=gt_label),
                 t_ns,
             )
-            collisions += int(gt[4 if robot == "arm" else 1] > 0.5)
-            if t_reached is None and env.goal_reached():
+            gts.append(gt)
+            ts.append(t)
+            if t_reached is None and bool(E.reached(robot, gt)):
                 t_reached = t
-            if (t_reached is not None and t - t_reached >= hold) or t >= max_time:
+            if E.episode_over(t, spec.time_limit, t_reached, hold):
                 break
-            env.step(u, dt)
+            obs = env.step(u, dt)
             k += 1
-    return EpisodeResult(
-        path=pathlib.Path(path),
-        reached=t_reached is not None,
-        duration=k * dt,
-        min_clearance=float(worst),
-        collisions=collisions,
-    )
+    score = E.score(robot, seed, np.stack(gts), ts, time_limit=spec.time_limit)
+    return EpisodeResult(path=pathlib.Path(path), duration=k * dt, score=score)
 
 
 def record(
@@ -183,11 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     results = record(a.robot, a.episodes, a.out, a.seed, a.noise)
     bad = 0
     for r in results:
-        ok = r.reached and r.collisions == 0
-        bad += not ok
+        bad += not r.score.safe_success
         print(
             f"{r.path.name}: reached={r.reached} time={r.duration:.2f}s "
-            f"min_margin={r.min_clearance:.3f} collisions={r.collisions}"
+            f"min_margin={r.min_clearance:.3f} violations={r.score.violations}"
         )
     print(f"{len(results) - bad}/{len(results)} episodes reached the goal without collision")
     return 1 if bad else 0

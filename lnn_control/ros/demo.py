@@ -19,12 +19,14 @@ Per robot, on its own ``ROS_DOMAIN_ID``:
    command topic until the goal is reached or time runs out; the figures count from the reset.
    The simulator runs in real time (``--real-time-factor``), not in lock-step with the
    controller: a late control step means the last command is held longer, as on a robot.
-   Starts and goals are drawn as :class:`lnn_control.learn.dagger.ClosedLoop` (and the recorder)
-   draw them, from ``--seed + i``.
+   Starts, goals and the time limit are :func:`lnn_control.sim.episodes.draw` of ``--seed + i``
+   (as every in-process rollout and the recorder draw them).
 3. Afterwards the policy's hidden state is reconstructed by replaying the watched observations
    through a :class:`~lnn_control.runtime.stepper.PolicyStepper` (its outputs are checked against the
    node's ``~/nominal_command``).
 
+Episodes are scored by :mod:`lnn_control.sim.episodes` (goal reached, violations by kind,
+ground-truth margin), the definitions ``lnn-control evaluate`` uses.
 Prints a table (goal reached, time, minimum barrier = ground-truth clearance / joint margin,
 max |command| / limit, filter interventions, fallbacks, control latency p50 / p99), writes
 ``summary.json`` and PNGs under ``--out``, and exits 1 on any safety violation with the filter on.
@@ -78,6 +80,7 @@ def missing_pieces(robot: str, repo: pathlib.Path = REPO, models: pathlib.Path |
 
 
 def summarize(
+    robot: str,
     ground_truth: np.ndarray,
     fields: Sequence[str],
     statuses: Sequence[dict[str, Any]],
@@ -90,6 +93,7 @@ def summarize(
     """Episode figures from the watched topics.
 
     Args:
+        robot: ``diff_drive`` or ``arm``.
         ground_truth: (T, n_fields) rows of ``/sim/ground_truth`` (layout ``fields``).
         statuses: ``~/safety_status`` messages as dicts (``barrier_values``, ``intervened``,
             ``fallback_used``).
@@ -98,30 +102,19 @@ def summarize(
         commands: (K, n) commands sent; limits: (n,) their magnitude limits, for the effort ratio
             (without them the arm's ``max_tau_ratio`` ground-truth column is used).
 
-    ``min_barrier`` is the ground truth's: diff_drive ``min_clearance`` (m), arm the smallest
-    joint-limit margin (rad); ``min_filter_barrier`` the smallest barrier value the filter
-    reported. A violation is a tick with ``collision`` set, or (arm) a joint margin < 0 or
-    ``max_tau_ratio`` / ``max_dq_ratio`` > 1 (small tolerance for float noise).
+    ``violations`` (ticks with any violation), ``violations_by`` (ticks per kind) and
+    ``min_barrier`` (ground-truth margin) are :mod:`lnn_control.sim.episodes`'s;
+    ``min_filter_barrier`` is the smallest barrier value the filter reported.
     """
+    from lnn_control.sim import episodes as E
+
     gt = np.asarray(ground_truth, dtype=np.float64).reshape(-1, len(fields))
-    col = {f: gt[:, i] for i, f in enumerate(fields)}
-    bad = col["collision"] > 0.5
-    by = {"collision": int(bad.sum())}
-    margins = [col[f] for f in fields if f.startswith("margin_")]
-    for f in fields:
-        if f.startswith("margin_"):
-            by[f] = int((col[f] < -1e-6).sum())
-            bad |= col[f] < -1e-6
-    for f in ("max_tau_ratio", "max_dq_ratio"):
-        if f in col:
-            by[f] = int((col[f] > 1.0 + 1e-6).sum())
-            bad |= col[f] > 1.0 + 1e-6
-    if "min_clearance" in col:
-        truth = col["min_clearance"]
-    elif margins:
-        truth = np.min(np.stack(margins), axis=0)
-    else:
-        truth = np.zeros(0)
+    col = E.truth(robot, gt, fields)
+    kinds = E.violations(robot, gt, fields)
+    bad = np.zeros(len(gt), dtype=bool)
+    for v in kinds.values():
+        bad |= v
+    truth = E.margin(robot, gt, fields)
     barrier = [
         float(np.nanmin(s["barrier_values"])) for s in statuses if np.isfinite(s["barrier_values"]).any()
     ]
@@ -135,7 +128,7 @@ def summarize(
         "reached": bool(reached),
         "time_s": float(duration),
         "violations": int(bad.sum()),
-        "violations_by": by,  # ticks per violated quantity
+        "violations_by": {k: int(v.sum()) for k, v in kinds.items()},  # ticks per kind
         "min_barrier": float(truth.min()) if truth.size else math.nan,
         "min_filter_barrier": float(min(barrier)) if barrier else math.nan,
         "max_effort_ratio": effort,
@@ -435,18 +428,6 @@ class _Watcher:
         rclpy.try_shutdown(context=self.ctx)
 
 
-def _goal_reached(robot: str, fields: list[str], row: Sequence[float]) -> bool:
-    from lnn_control.sim import models as M
-
-    g = dict(zip(fields, row))
-    if robot == "diff_drive":
-        return bool(g.get("goal_distance", math.inf) < M.GOAL_TOLERANCE)
-    return bool(
-        g.get("goal_error", math.inf) < M.ARM_GOAL_Q_TOLERANCE
-        and g.get("max_dq_ratio", math.inf) * float(np.max(M.ARM_DQ_LIMIT)) < M.ARM_GOAL_DQ_TOLERANCE
-    )
-
-
 def _command_limits(robot: str) -> np.ndarray:
     from lnn_control.sim import models as M
 
@@ -548,12 +529,10 @@ def run_robot(
     log: Any = print,
 ) -> dict[str, Any]:
     """Run ``episodes`` closed-loop episodes of ``robot`` over ROS 2; returns its summary (and plots)."""
-    from lnn_control.learn.dagger import ClosedLoop
+    from lnn_control.sim import episodes as E
 
     config = REPO / "config" / f"{robot}.yaml"
     model = (models / f"{robot}.npz").resolve()
-    loop = ClosedLoop(robot, config)
-    max_time = (30.0 if robot == "diff_drive" else 6.0) if max_time is None else max_time
     if domain_id is None:  # the caller's domain (tests pick one per run), else one from our pid
         domain_id = int(os.environ.get("ROS_DOMAIN_ID") or 1 + os.getpid() % 100)
     procs = _start_processes(robot, domain_id, filter_on, out, rtf, model)
@@ -564,7 +543,8 @@ def run_robot(
         w.wait_ready()
         w.transition("configure")
         for i in range(episodes):
-            start, goal = loop.draw(seed + i)
+            spec = E.draw(robot, seed + i, max_time)
+            start, goal, limit = spec.start, spec.goal, spec.time_limit
             ep = EpisodeLog(start=[float(v) for v in start], goal=[float(v) for v in goal])
             if i > 0:
                 w.transition("deactivate")
@@ -584,7 +564,7 @@ def run_robot(
             ep.trim_before(t_reset + 1e-6, *before)
             t0: float | None = None
             last_goal = time.monotonic()
-            wall_end = time.monotonic() + max_time / rtf * 3 + 10  # a loaded machine runs the sim slower
+            wall_end = time.monotonic() + limit / rtf * 3 + 10  # a loaded machine runs the sim slower
             while time.monotonic() < wall_end:
                 w.spin_for(0.02)
                 if t0 is None and ep.obs_t:
@@ -593,10 +573,10 @@ def run_robot(
                 if time.monotonic() - last_goal > 1.0:
                     w.publish_goal(goal)
                     last_goal = time.monotonic()
-                if ep.gt and w.gt_fields and _goal_reached(robot, w.gt_fields, ep.gt[-1]):
+                if ep.gt and w.gt_fields and bool(E.reached(robot, ep.gt[-1], w.gt_fields)):
                     ep.reached, ep.duration = True, sim_t
                     break
-                if sim_t >= max_time:
+                if sim_t >= limit:
                     ep.duration = sim_t
                     break
             else:
@@ -613,7 +593,7 @@ def run_robot(
         if w is not None:
             w.close()
         _stop(procs)
-    return _report(robot, filter_on, logs, fields, model, out, loop)
+    return _report(robot, filter_on, logs, fields, model, out)
 
 
 def _report(
@@ -623,7 +603,6 @@ def _report(
     fields: list[str],
     model: pathlib.Path,
     out: pathlib.Path,
-    loop: Any,
 ) -> dict[str, Any]:
     from lnn_control.config import read_robot_config
 
@@ -633,6 +612,7 @@ def _report(
     hidden = []
     for ep in logs:
         s = summarize(
+            robot,
             np.asarray(ep.gt, dtype=float).reshape(-1, len(fields)),
             fields,
             ep.statuses,
@@ -679,7 +659,7 @@ def _report(
         "latency_p99_ms": float(np.percentile(lat, 99) * 1e3) if lat.size else math.nan,
         "per_episode": per_ep,
     }
-    summary["plots"] = _plots(robot, logs, fields, hidden, out, loop)
+    summary["plots"] = _plots(robot, logs, fields, hidden, out)
     return summary
 
 
@@ -689,13 +669,13 @@ def _plots(
     fields: list[str],
     hidden: list[np.ndarray],
     out: pathlib.Path,
-    loop: Any,
 ) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from lnn_control.sim import episodes as E
     from lnn_control.sim import models as M
 
     paths = []
@@ -760,7 +740,7 @@ def _plots(
         if robot == "diff_drive":
             b = gt[:, fields.index("min_clearance")]
         else:
-            b = gt[:, :3].min(axis=1)
+            b = E.margin(robot, gt, fields)
         ax.plot(t, b, color=colours[i % len(colours)], lw=1.2, label=f"episode {i} (ground truth)")
         fb = [min(s["barrier_values"]) if s["barrier_values"] else np.nan for s in ep.statuses]
         ts = np.asarray(ep.status_t) - (ep.status_t[0] if ep.status_t else 0.0)
@@ -856,7 +836,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=3)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--robots", nargs="+", choices=ROBOTS, default=list(ROBOTS))
-    p.add_argument("--max-time", type=float, default=None, help="episode limit (s of sim time)")
+    p.add_argument(
+        "--max-time",
+        type=float,
+        default=None,
+        help="episode limit (s of sim time; default lnn_control.sim.episodes.TIME_LIMIT)",
+    )
     p.add_argument(
         "--real-time-factor",
         type=float,

@@ -73,7 +73,7 @@ def test_filter_in_the_loop_applies_the_configs_filter_and_records_its_inputs() 
     loop = dagger.ClosedLoop("diff_drive", CONFIG / "diff_drive.yaml", safety_filter=True)
     assert plain.safety_filter is None and isinstance(loop.safety_filter, SafetyFilter)
     full = np.array([0.6, 0.0])  # full speed straight ahead, whatever is there
-    res = loop.run(_Replay(full), seed=4, max_time=6.0)
+    res = loop.run(_Replay(full), seed=4, max_time=6.0, record_filter=True)
     raw = plain.run(_Replay(full), seed=4, max_time=6.0)
     assert raw.collided and not res.collided  # unfiltered it drives into something; filtered never
     assert res.interventions > 0 and res.fallbacks == 0 and res.min_margin > 0
@@ -87,7 +87,7 @@ def test_filter_in_the_loop_applies_the_configs_filter_and_records_its_inputs() 
     for k in range(0, len(ep.dt) - 1, 25):
         u, rep = f.filter(ep.state[k], full, env=ep.env[k])
         assert not rep.fallback_used and np.all(u <= f.upper) and np.all(u >= f.lower)
-    assert raw.episode.state is not None  # recorded whether or not the filter is in the loop
+    assert raw.episode.state is None  # recorded only when asked (record_filter)
 
 
 def test_filtered_expert_reaches_its_goals() -> None:
@@ -123,9 +123,9 @@ def test_arm_pd_expert_reaches_goals_within_limits_and_rejects_bad_gains() -> No
     assert all(r.reached and not r.collided and r.min_margin > 0 for r in results)
     assert max(r.time_s for r in results) < 4.0
     with pytest.raises(ValueError, match="kp and kd"):
-        ArmPDExpert(loop.arm_env.model, kp=(1.0, -1.0, 1.0))
+        ArmPDExpert(loop.env.model, kp=(1.0, -1.0, 1.0))
     with pytest.raises(ValueError, match="dq_max"):
-        ArmPDExpert(loop.arm_env.model, dq_max=3.0)
+        ArmPDExpert(loop.env.model, dq_max=3.0)
 
 
 def test_goal_relabelling_gives_expert_labels_for_new_goals() -> None:
@@ -138,7 +138,7 @@ def test_goal_relabelling_gives_expert_labels_for_new_goals() -> None:
         assert np.all(e.obs[:, 6:9] == goal) and not np.allclose(goal, demo.obs[0, 6:9])
         np.testing.assert_array_equal(e.obs[:, :6], demo.obs[:, :6])  # same states, new goal
         k = len(e.dt) // 2
-        np.testing.assert_allclose(e.target[k], loop.arm_expert(e.obs[k, :3], e.obs[k, 3:6], goal))
+        np.testing.assert_allclose(e.target[k], loop.expert(e.obs[k, :3], e.obs[k, 3:6], goal))
     with pytest.raises(ValueError, match="arm"):
         dagger.relabel_goals(dagger.ClosedLoop("diff_drive", CONFIG / "diff_drive.yaml"), [demo], 1, 0)
 
