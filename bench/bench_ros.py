@@ -175,7 +175,7 @@ def _in_process(quick: bool, model_path: pathlib.Path, ncps_model: Any) -> list[
     ):
         reader.create_subscription(cls, topic, lambda m: None, rel)
     try:
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS, node._last_reason
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS, node.last_reason
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         outputs = [node._pubs[k] for k in ("command", "nominal", "status")]
         deadline = time.monotonic() + 10.0
@@ -203,12 +203,13 @@ def _in_process(quick: bool, model_path: pathlib.Path, ncps_model: Any) -> list[
         fallbacks = node.counters["fallbacks"] - before["fallbacks"]
         commands = node.counters["commands"] - before["commands"]
         if commands < n or fallbacks:
-            raise RuntimeError(f"node step: {commands} commands, {fallbacks} fallbacks ({node._last_reason})")
+            raise RuntimeError(f"node step: {commands} commands, {fallbacks} fallbacks ({node.last_reason})")
         # the step's parts, same inputs
-        obs = node._obs
-        assert obs is not None
+        core = node.control_step
+        assert core is not None
+        obs = core.observation
         o, x, env = obs.observation(), obs.state(), obs.env()
-        stepper, filt = node._stepper, node._filter
+        stepper, filt = core.stepper, core.safety_filter
         t_pol = time_calls(lambda: stepper.step(o, 0.02), n)
         y = stepper.step(o, 0.02)
         t_fil = time_calls(lambda: filt.filter(x, y[:2], env=env), n)

@@ -104,7 +104,7 @@ def test_policy_gains_reach_the_filter(tmp_path: pathlib.Path) -> None:
     model = _model(tmp_path / "bn.npz", list(filt.gain_names))
     d = Direct(model)
     try:
-        assert d.node.trigger_configure() == TransitionCallbackReturn.SUCCESS, d.node._last_reason
+        assert d.node.trigger_configure() == TransitionCallbackReturn.SUCCESS, d.node.last_reason
         assert d.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         pubs = [d.node._pubs[k] for k in ("command", "nominal", "status")]
         assert d.spin_until(lambda: min(p.get_subscription_count() for p in pubs) > 0, 10.0)
@@ -145,6 +145,6 @@ def test_gain_names_not_the_filters_fail_configure(tmp_path: pathlib.Path) -> No
     d = Direct(model)
     try:
         assert d.node.trigger_configure() != TransitionCallbackReturn.SUCCESS
-        assert "class-K gains" in d.node._last_reason and names[0] in d.node._last_reason
+        assert "class-K gains" in d.node.last_reason and names[0] in d.node.last_reason
     finally:
         d.close()

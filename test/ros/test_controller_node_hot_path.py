@@ -54,7 +54,7 @@ class Direct:
         sub(SafetyStatus, "/lnn_controller/safety_status", self.status.append, rel)
         nominal = self.nominal
         sub(Float64MultiArray, "/lnn_controller/nominal_command", lambda m: nominal.append(list(m.data)), rel)
-        assert self.node.trigger_configure() == TransitionCallbackReturn.SUCCESS, self.node._last_reason
+        assert self.node.trigger_configure() == TransitionCallbackReturn.SUCCESS, self.node.last_reason
         assert self.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         pubs = [self.node._pubs[k] for k in ("command", "nominal", "status")]
         assert self.spin_until(lambda: min(p.get_subscription_count() for p in pubs) > 0, 10.0)

@@ -80,7 +80,7 @@ class Rig:
         }
 
     def up(self) -> None:
-        assert self.node.trigger_configure() == TransitionCallbackReturn.SUCCESS, self.node._last_reason
+        assert self.node.trigger_configure() == TransitionCallbackReturn.SUCCESS, self.node.last_reason
         assert self.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         assert self.spin_until(lambda: self.pub["odom"].get_subscription_count() > 0, 5.0)
         assert self.spin_until(lambda: self.node._pubs["status"].get_subscription_count() > 0, 5.0)
@@ -191,7 +191,7 @@ def test_bad_command_fields_fail_configure_with_reason(model: pathlib.Path) -> N
     r = Rig(model, Twist, **{"observation.command.fields": "[linear.x, angular.nope]"})
     try:
         assert r.node.trigger_configure() == TransitionCallbackReturn.FAILURE
-        assert "observation.command.fields" in r.node._last_reason and "angular.nope" in r.node._last_reason
+        assert "observation.command.fields" in r.node.last_reason and "angular.nope" in r.node.last_reason
     finally:
         r.close()
 
@@ -294,7 +294,7 @@ def test_goal_sent_once_is_not_stale_but_sensors_are(rig: Rig) -> None:
 def test_live_filter_sets_are_atomic_and_checked_against_the_command(rig: Rig) -> None:
     rig.up()
     rig.send(40.0, wait_for=1)
-    before = rig.node._filter
+    before = rig.node.control_step.safety_filter
     # three controls for a two-field command: rejected as a whole, nothing changes
     res = rig.node.set_parameters_atomically(
         [
@@ -314,9 +314,9 @@ def test_live_filter_sets_are_atomic_and_checked_against_the_command(rig: Rig) -
         ]
     )
     assert res.successful, res.reason
-    assert rig.node._filter is before, "the filter must change between steps, not inside the set"
+    assert rig.node.control_step.safety_filter is before, "the filter must change between steps, not inside the set"
     rig.send(40.02, wait_for=2)
-    assert rig.node._filter is not before
+    assert rig.node.control_step.safety_filter is not before
     c = rig.cmds[-1].twist
     assert abs(c.linear.x) <= 0.05 + 1e-9 and abs(c.angular.z) <= 0.1 + 1e-9
 
@@ -377,7 +377,7 @@ def test_arm_effort_commands_and_gravity_compensation_fallback(tmp_path: pathlib
         assert spin_until(lambda: len(status) >= n, 3.0), "no SafetyStatus"
 
     try:
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS, node._last_reason
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS, node.last_reason
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         assert spin_until(lambda: pub_js.get_subscription_count() > 0, 5.0)
         assert spin_until(lambda: node._pubs["status"].get_subscription_count() > 0, 5.0)
@@ -395,7 +395,7 @@ def test_arm_effort_commands_and_gravity_compensation_fallback(tmp_path: pathlib
         s = status[-1]
         assert s.fallback_used and s.fallback_reason.startswith("non_finite")
         x_good = np.array([*q, 0.1, -0.2, 0.0])
-        expected, _ = node._filter.fallback(x_good, "check")
+        expected, _ = node.control_step.safety_filter.fallback(x_good, "check")
         np.testing.assert_allclose(cmds[-1], expected, rtol=1e-12, atol=1e-12)
         assert abs(cmds[-1][1]) > 0.1, "gravity compensation of joint 2 at q2 = 0.6 rad is not zero"
         # two positions for three joint names: wrong_size
@@ -413,7 +413,7 @@ def test_arm_effort_commands_and_gravity_compensation_fallback(tmp_path: pathlib
         pub_js.publish(js)
         assert spin_until(lambda: len(status) >= 6 and len(cmds) > n_cmds, 3.0), "no command / status"
         assert status[-1].fallback_used and status[-1].fallback_reason.startswith("non_finite")
-        expected_new, _ = node._filter.fallback(np.array([*q_new, 0.0, 0.3, -0.1]), "check")
+        expected_new, _ = node.control_step.safety_filter.fallback(np.array([*q_new, 0.0, 0.3, -0.1]), "check")
         np.testing.assert_allclose(cmds[-1], expected_new, rtol=1e-12, atol=1e-12)
         assert np.abs(expected_new - expected).max() > 0.1  # the two poses need different torques
     finally:

@@ -83,7 +83,7 @@ def test_tree_matches_file_readers(node) -> None:
 def test_configure_fails_with_reason(node) -> None:
     n, _ = node
     assert n.on_configure(None) == TransitionCallbackReturn.FAILURE
-    assert "configure failed" in n._last_reason
+    assert "configure failed" in n.last_reason
     assert set(n.counters) == set(COUNTERS)
     # changed tree values override the file values
     t = n._tree("safety_filter", {"safety_filter.controls.upper": [0.1, 0.2, 0.3]})
@@ -115,7 +115,7 @@ ctx = Context()
 rclpy.init(context=ctx, args=["--ros-args", "--params-file", {str(ROOT / "config" / "diff_drive.yaml")!r},
                               "-p", "model_file:={model}"])
 n = LnnController(context=ctx)
-assert n.trigger_configure() == TransitionCallbackReturn.SUCCESS, n._last_reason
+assert n.trigger_configure() == TransitionCallbackReturn.SUCCESS, n.last_reason
 heavy = [m for m in ("torch", "cvxpy", "sklearn") if m in sys.modules]
 assert not heavy, heavy
 n.destroy_node()

@@ -150,7 +150,7 @@ def test_spinner_steps_once_per_message_and_serves_services_and_timers(rig: Rig)
     assert stamps == list(range(2, 2 + n)), "exactly one command per odometry message, in order"
     assert rig.node.counters["steps"] - steps0 == n
     assert rig.node.counters["commands"] - cmds0 == n
-    assert rig.node.counters["fallbacks"] == fb0, rig.node._last_reason
+    assert rig.node.counters["fallbacks"] == fb0, rig.node.last_reason
     assert rig.spinner.taken - taken0 >= n // 2, "input messages are taken by the spinner itself"
     assert all(math.isfinite(c.twist.linear.x) and abs(c.twist.linear.x) <= 0.5 + 1e-9 for c in rig.cmds)
 
