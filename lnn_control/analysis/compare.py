@@ -2,14 +2,16 @@
 
 ``lnn-control compare --out DIR [--quick]`` runs, for each built-in robot (``diff_drive``, ``arm``):
 
-1. demonstrations: seeded expert rollouts in the plain MuJoCo environments (``lnn_control.sim``)
-   at the robot's sensor rate, with DART-style exploration (the executed command is the expert's
-   plus AR(1) noise, the label is always the clean expert command) so that the data covers the
-   states a learned policy drifts into; split by episode into train / validation / test;
-2. the same data and the same optimisation budget (steps, batch, window, learning rate schedule)
-   for five policies: CfC-NCP(19), LTC-NCP(19) (``LiquidPolicy`` + ``AutoNCP``), a dense CfC,
-   an LSTM and a memoryless MLP, for several seeds (initialisation, wiring draw, batch order);
-   the checkpoint with the lowest validation loss is kept;
+1. demonstrations: seeded expert episodes of :class:`lnn_control.sim.rollout.ClosedLoop` (the
+   simulator's messages through the node's ObservationMap of ``config/<robot>.yaml``), with
+   DART-style exploration (an AR(1) disturbance on the applied command, the label is always the
+   clean expert command) so that the data covers the states a learned policy drifts into; split
+   by episode into train / validation / test;
+2. the training recipe ``lnn-control train`` ships (:func:`lnn_control.learn.recipe.train`: the
+   same windows, normalisation, loss and budget in optimiser steps for every kind) for six
+   policies: CfC-NCP(19), LTC-NCP(19), a dense CfC, an LSTM, a GRU and a memoryless MLP
+   (:mod:`lnn_control.nn.baselines`), for several seeds (initialisation, wiring draw, batch
+   order); the checkpoint with the lowest validation loss is kept;
 3. per trained policy: parameter count (all trainable entries, and the entries that receive a
    gradient, i.e. without masked-out synapses), imitation error (normalised MSE on the held-out
    test episodes, whole episodes from a zero state), closed-loop success rate and minimum barrier
@@ -30,9 +32,7 @@ arm the smallest joint-limit margin (rad), both from the simulator's ground trut
 state, not the noisy sensors).
 
 Observation vectors are the ones the node builds from ``config/<robot>.yaml`` (diff_drive:
-goal in the body frame, v, omega, 8 scan sectors; arm: q, dq, q_goal); they are computed here
-directly from the environment for speed, and ``test/unit/test_compare.py`` checks them against
-:class:`lnn_control.control.observation.ObservationMap` on the simulator's messages.
+goal in the body frame, v, omega, 8 scan sectors; arm: q, dq, q_goal).
 
 Outputs in ``--out``: ``compare.json`` (every number, per seed), ``compare.md`` (tables),
 ``compare.png`` (success by condition and parameter count vs success).
@@ -55,62 +55,53 @@ import torch
 from torch import nn
 
 from lnn_control.config import config_path
+from lnn_control.learn import training
+from lnn_control.learn.data import Episode
+from lnn_control.learn.recipe import Recipe
+from lnn_control.learn.recipe import train as recipe_train
 from lnn_control.nn.policy import LiquidPolicy
-from lnn_control.nn.wiring import AutoNCP
 from lnn_control.sim import models as M
-from lnn_control.sim.arm import ArmEnv
-from lnn_control.sim.diff_drive import DiffDriveEnv, sample_free_position
-from lnn_control.sim.experts import ArmExpert, DiffDriveExpert
 
 __all__ = [
     "CONDITIONS",
     "MODELS",
     "TASKS",
     "CompareConfig",
-    "Demo",
-    "LSTMPolicy",
-    "MLPPolicy",
-    "build_model",
     "closed_loop",
-    "collect_demos",
     "count_parameters",
     "features",
     "filter_state",
     "main",
+    "recipe_for",
     "results_from_partials",
     "run_compare",
-    "train_model",
     "imitation_mse",
 ]
 
 TASKS: tuple[str, ...] = ("diff_drive", "arm")
-MODELS: tuple[str, ...] = ("cfc_ncp19", "ltc_ncp19", "cfc_dense", "lstm", "mlp")
+MODELS: tuple[str, ...] = ("cfc_ncp19", "ltc_ncp19", "cfc_dense", "lstm", "gru", "mlp")
 MODEL_LABELS = {
     "cfc_ncp19": "CfC-NCP(19)",
     "ltc_ncp19": "LTC-NCP(19)",
     "cfc_dense": "dense CfC(64)",
     "lstm": "LSTM(64)",
+    "gru": "GRU(64)",
     "mlp": "MLP(64x2)",
+}
+#: the recipe's model choices per compared kind (:func:`recipe_for`)
+_KINDS: dict[str, dict[str, Any]] = {
+    "cfc_ncp19": {"model": "ncp", "cell": "cfc", "units": 19},
+    "ltc_ncp19": {"model": "ncp", "cell": "ltc", "units": 19},
+    "cfc_dense": {"model": "dense", "cell": "cfc", "units": 64},
+    "lstm": {"model": "lstm", "units": 64},
+    "gru": {"model": "gru", "units": 64},
+    "mlp": {"model": "mlp", "units": 64},
 }
 #: evaluation conditions; "+filter" ones run the safety filter
 CONDITIONS: tuple[str, ...] = ("clean", "clean+filter", "noise", "drop", "irregular")
 
 _RATE = {"diff_drive": 50.0, "arm": 100.0}  # Hz, the simulator's sensor rates (sim.topics.PUBLISH_RATE)
-_N_IN = {"diff_drive": 12, "arm": 9}
 _N_OUT = {"diff_drive": 2, "arm": 3}
-_INPUT_NAMES = {
-    "diff_drive": ("goal_body[0]", "goal_body[1]", "v", "omega", *(f"scan[{i}]" for i in range(8))),
-    "arm": (
-        *(f"q[{i}]" for i in range(3)),
-        *(f"dq[{i}]" for i in range(3)),
-        *(f"q_goal[{i}]" for i in range(3)),
-    ),
-}
-_OUTPUT_NAMES = {"diff_drive": ("v", "omega"), "arm": ("tau1", "tau2", "tau3")}
-_LIMITS = {
-    "diff_drive": np.array([M.DIFF_DRIVE_V_LIMIT, M.DIFF_DRIVE_OMEGA_LIMIT]),
-    "arm": np.asarray(M.ARM_TAU_LIMIT, dtype=float),
-}
 
 
 @dataclasses.dataclass
@@ -120,8 +111,8 @@ class CompareConfig:
     Attributes:
         tasks, models: what to compare; seeds: how many seeds per model (0, 1, ...).
         demo_train / demo_val / demo_test: expert episodes per split (same for every model).
-        train_steps, batch, window, lr: optimisation budget (Adam, cosine decay to lr / 10).
-        eval_every: validation period (steps); eval_episodes: closed-loop episodes per condition.
+        train_steps, batch, window, lr: the recipe's budget in optimiser steps (Adam, cosine decay)
+        and windows, the same for every model; eval_episodes: closed-loop episodes per condition.
         max_time: episode limit (s) per task for evaluation; dart: exploration noise std as a
         fraction of the command limits; noise_std: sensor noise (m, rad, rad/s) per task;
         drop_prob: probability that a sensor update is lost; dt_range: control period factors
@@ -140,7 +131,6 @@ class CompareConfig:
     batch: int = 32
     window: int = 32
     lr: float = 5e-3
-    eval_every: int = 100
     eval_episodes: int = 10
     max_time: dict[str, float] = dataclasses.field(default_factory=lambda: {"diff_drive": 30.0, "arm": 6.0})
     demo_max_time: dict[str, float] = dataclasses.field(
@@ -169,7 +159,6 @@ class CompareConfig:
             train_steps=16,
             batch=8,
             window=16,
-            eval_every=8,
             eval_episodes=2,
             max_time={"diff_drive": 4.0, "arm": 1.5},
             demo_max_time={"diff_drive": 10.0, "arm": 3.0},
@@ -229,189 +218,25 @@ def filter_state(robot: str, obs: Any) -> tuple[np.ndarray, dict[str, np.ndarray
     return np.concatenate([obs.position, obs.velocity]), None
 
 
-# --- episodes ---------------------------------------------------------------------------------
-def _episode_env(robot: str, seed: int, noise_std: float = 0.0) -> tuple[Any, Any, np.ndarray]:
-    """(env, first observation, goal) of episode ``seed``: the same draws as ``lnn_control.learn.record``."""
-    rng = np.random.default_rng([seed, 1])
-    if robot == "diff_drive":
-        env: Any = DiffDriveEnv(noise_std, noise_std, seed=seed)
-        env.reset(seed=seed)
-        goal = sample_free_position(rng, 0.15)
-        while np.linalg.norm(goal - env.pose[:2]) < 1.0:
-            goal = sample_free_position(rng, 0.15)
-    else:
-        env = ArmEnv(noise_std, seed=seed)
-        env.reset(seed=seed)
-        goal = env.sample_reachable_goal(rng, env.q)
-    env.set_goal(goal)
-    return env, env.observation(), np.asarray(goal, dtype=float)
+def recipe_for(kind: str, cfg: CompareConfig, seed: int) -> Recipe:
+    """The training recipe of compared ``kind`` (one of :data:`MODELS`) under ``cfg``'s budget.
 
-
-def _barrier(robot: str, gt: np.ndarray) -> float:
-    return float(gt[0]) if robot == "diff_drive" else float(np.min(gt[:3]))
-
-
-def _violation(robot: str, gt: np.ndarray) -> bool:
-    if robot == "diff_drive":
-        return bool(gt[1] > 0.5)
-    return bool(gt[4] > 0.5 or gt[5] > 1.0 or np.min(gt[:3]) < 0.0)
-
-
-def _reached(robot: str, env: Any, cfg: CompareConfig) -> bool:
-    if robot == "diff_drive":
-        return bool(env.goal_reached())
-    q_tol, dq_tol = cfg.arm_tolerance
-    return bool(np.all(np.abs(env.q - env.goal) < q_tol) and np.all(np.abs(env.dq) < dq_tol))
-
-
-def _round_dt(dt: float) -> float:
-    return max(1, round(dt / M.SIM_TIMESTEP)) * M.SIM_TIMESTEP
-
-
-@dataclasses.dataclass
-class Demo:
-    """One expert episode: ``obs`` (T, n_in), ``dt`` (T,) s since the previous observation
-    (the first is the nominal period), ``target`` (T, n_out) clean expert commands."""
-
-    obs: np.ndarray
-    dt: np.ndarray
-    target: np.ndarray
-    reached: bool
-
-
-def collect_demos(
-    robot: str, seeds: Sequence[int], dart: float = 0.15, max_time: float = 40.0, hold: float = 0.5
-) -> list[Demo]:
-    """Expert episodes of ``robot`` for each seed (start/goal draws of ``lnn_control.learn.record``).
-
-    The executed command is ``expert + n_k`` (clipped to the limits) with AR(1) noise
-    ``n_k = 0.95 n_{k-1} + sqrt(1 - 0.95^2) dart limits eps_k``; the label is the expert's command.
-    """
-    dt = _round_dt(1.0 / _RATE[robot])
-    out = []
-    lim = _LIMITS[robot]
-    dd_expert = DiffDriveExpert() if robot == "diff_drive" else None
-    for s in seeds:
-        env, o, goal = _episode_env(robot, int(s))
-        expert: Any = dd_expert if dd_expert is not None else ArmExpert(env.model)
-        rng = np.random.default_rng([int(s), 7])
-        n = np.zeros(lim.size)
-        obs, tgt = [], []
-        t_reached = None
-        k = 0
-        while True:
-            obs.append(features(robot, o, goal))
-            u = expert(o.pose, goal) if robot == "diff_drive" else expert(o.position, o.velocity, goal)
-            tgt.append(u)
-            t = k * dt
-            if t_reached is None and env.goal_reached():
-                t_reached = t
-            if (t_reached is not None and t - t_reached >= hold) or t >= max_time:
-                break
-            n = 0.95 * n + math.sqrt(1 - 0.95**2) * dart * lim * rng.standard_normal(lim.size)
-            o = env.step(np.clip(u + n, -lim, lim), dt)
-            k += 1
-        T = len(obs)
-        out.append(Demo(np.array(obs), np.full(T, dt), np.array(tgt), t_reached is not None))
-    return out
-
-
-# --- models -----------------------------------------------------------------------------------
-class _Normalised(nn.Module):
-    """Input / output normalisation buffers with LiquidPolicy's ``set_normalization``."""
-
-    input_mean: torch.Tensor
-    input_std: torch.Tensor
-    output_mean: torch.Tensor
-    output_std: torch.Tensor
-
-    def __init__(self, n_inputs: int, n_outputs: int) -> None:
-        super().__init__()
-        self.n_inputs, self.n_outputs = n_inputs, n_outputs
-        self.register_buffer("input_mean", torch.zeros(n_inputs))
-        self.register_buffer("input_std", torch.ones(n_inputs))
-        self.register_buffer("output_mean", torch.zeros(n_outputs))
-        self.register_buffer("output_std", torch.ones(n_outputs))
-
-    def set_normalization(self, input_mean: Any, input_std: Any, output_mean: Any, output_std: Any) -> None:
-        for name, v in (
-            ("input_mean", input_mean),
-            ("input_std", input_std),
-            ("output_mean", output_mean),
-            ("output_std", output_std),
-        ):
-            getattr(self, name).copy_(torch.as_tensor(np.asarray(v, dtype=np.float64)))
-
-
-class LSTMPolicy(_Normalised):
-    """LSTM baseline: normalised x -> ``nn.LSTM(hidden)`` -> Linear; state [h, c] (B, 2 hidden).
-
-    Elapsed time is not an input (a standard LSTM sees one sample per step).
-    """
-
-    def __init__(self, n_inputs: int, n_outputs: int, hidden: int = 64) -> None:
-        super().__init__(n_inputs, n_outputs)
-        self.hidden = hidden
-        self.lstm = nn.LSTM(n_inputs, hidden, batch_first=True)
-        self.out = nn.Linear(hidden, n_outputs)
-        self.state_size = 2 * hidden
-
-    def forward(
-        self, x: torch.Tensor, timespans: Any = None, hx: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        z = (x.to(self.input_mean.dtype) - self.input_mean) / self.input_std
-        state = None
-        if hx is not None:
-            H = self.hidden
-            state = (hx[:, :H].unsqueeze(0).contiguous(), hx[:, H:].unsqueeze(0).contiguous())
-        y, (h, c) = self.lstm(z, state)
-        return self.out(y) * self.output_std + self.output_mean, torch.cat([h[0], c[0]], -1)
-
-
-class MLPPolicy(_Normalised):
-    """Memoryless baseline: normalised x -> Linear-tanh-Linear-tanh-Linear; state of size 0."""
-
-    def __init__(self, n_inputs: int, n_outputs: int, hidden: int = 64) -> None:
-        super().__init__(n_inputs, n_outputs)
-        self.net = nn.Sequential(
-            nn.Linear(n_inputs, hidden),
-            nn.Tanh(),
-            nn.Linear(hidden, hidden),
-            nn.Tanh(),
-            nn.Linear(hidden, n_outputs),
-        )
-        self.state_size = 0
-
-    def forward(
-        self, x: torch.Tensor, timespans: Any = None, hx: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        z = (x.to(self.input_mean.dtype) - self.input_mean) / self.input_std
-        return self.net(z) * self.output_std + self.output_mean, x.new_zeros(x.shape[0], 0)
-
-
-def build_model(kind: str, n_inputs: int, n_outputs: int, seed: int) -> nn.Module:
-    """A fresh policy of ``kind`` (one of :data:`MODELS`), initialised from ``seed``.
-
-    cfc_ncp19 / ltc_ncp19: ``LiquidPolicy`` on ``AutoNCP(19, n_outputs, seed=seed)``;
-    cfc_dense: ``LiquidPolicy`` dense CfC of 64 neurons (backbone 64) with a Linear read-out;
-    lstm: :class:`LSTMPolicy` (64); mlp: :class:`MLPPolicy` (2 x 64).
+    cfc_ncp19 / ltc_ncp19: CfC / LTC on an AutoNCP(19) wiring (linear read-out, as
+    ``lnn-control train``); cfc_dense: a dense CfC of 64 neurons; lstm / gru: 64 hidden units;
+    mlp: two hidden layers of 64. Every kind: ``cfg.train_steps`` optimiser steps of ``cfg.batch``
+    windows of ``cfg.window`` steps, learning rate ``cfg.lr``, no early stop.
     """
     if kind not in MODELS:
         raise ValueError(f"kind {kind!r}: use one of {MODELS}")
-    torch.manual_seed(seed)
-    names: dict[str, Any] = {}
-    for robot in TASKS:  # the node's names when the sizes are a built-in robot's
-        if (n_inputs, n_outputs) == (_N_IN[robot], _N_OUT[robot]):
-            names = {"input_names": list(_INPUT_NAMES[robot]), "output_names": list(_OUTPUT_NAMES[robot])}
-    if kind == "cfc_ncp19":
-        return LiquidPolicy(n_inputs, "cfc", AutoNCP(19, n_outputs, seed=seed), **names)
-    if kind == "ltc_ncp19":
-        return LiquidPolicy(n_inputs, "ltc", AutoNCP(19, n_outputs, seed=seed), **names)
-    if kind == "cfc_dense":
-        return LiquidPolicy(n_inputs, "cfc", None, 64, proj_size=n_outputs, backbone_units=64, **names)
-    if kind == "lstm":
-        return LSTMPolicy(n_inputs, n_outputs, 64)
-    return MLPPolicy(n_inputs, n_outputs, 64)
+    return Recipe(
+        **_KINDS[kind],
+        steps=cfg.train_steps,
+        batch=cfg.batch,
+        window=cfg.window,
+        lr=cfg.lr,
+        patience=10**9,
+        seed=seed,
+    )
 
 
 def count_parameters(model: nn.Module, n_inputs: int) -> tuple[int, int]:
@@ -433,114 +258,19 @@ def count_parameters(model: nn.Module, n_inputs: int) -> tuple[int, int]:
 
 
 # --- training ---------------------------------------------------------------------------------
-def _norm(demos: Sequence[Demo]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    X = np.concatenate([d.obs for d in demos])
-    Y = np.concatenate([d.target for d in demos])
-    return X.mean(0), np.maximum(X.std(0), 1e-3), Y.mean(0), np.maximum(Y.std(0), 1e-3)
+def imitation_mse(model: nn.Module, episodes: Sequence[Episode]) -> float:
+    """Normalised MSE of ``model`` on whole held-out episodes (open loop, from a zero state):
+    mean over steps and outputs of ((y - u_expert) / output_std)^2 (:func:`training.evaluate`)."""
+    return float(training.evaluate(model, episodes))  # type: ignore[arg-type]
 
 
-def _windows(demos: Sequence[Demo], window: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    xs, ts, ys = [], [], []
-    for d in demos:
-        T = len(d.obs)
-        starts = list(range(0, max(T - window, 0) + 1, max(window // 2, 1)))
-        if T > window and starts[-1] != T - window:
-            starts.append(T - window)
-        for s in starts:
-            e = min(s + window, T)
-            pad = window - (e - s)
-            xs.append(np.pad(d.obs[s:e], ((0, pad), (0, 0)), mode="edge"))
-            ts.append(np.pad(d.dt[s:e], (0, pad), mode="edge"))
-            ys.append(np.pad(d.target[s:e], ((0, pad), (0, 0)), mode="edge"))
-    f = torch.float32
-    return (
-        torch.as_tensor(np.array(xs), dtype=f),
-        torch.as_tensor(np.array(ts), dtype=f),
-        torch.as_tensor(np.array(ys), dtype=f),
-    )
+def _demonstrations(robot: str, seeds: Sequence[int], cfg: CompareConfig) -> tuple[list[Episode], float]:
+    """Expert episodes with DART noise ``cfg.dart`` (the one rollout), and the share that reached."""
+    from lnn_control.sim.rollout import ClosedLoop
 
-
-def _padded(demos: Sequence[Demo]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Whole episodes padded at the end (causal models: padding never changes earlier outputs)."""
-    T = max(len(d.obs) for d in demos)
-    B = len(demos)
-    n_in, n_out = demos[0].obs.shape[1], demos[0].target.shape[1]
-    x = np.zeros((B, T, n_in))
-    ts = np.full((B, T), float(demos[0].dt[0]))
-    y = np.zeros((B, T, n_out))
-    m = np.zeros((B, T), dtype=bool)
-    for i, d in enumerate(demos):
-        n = len(d.obs)
-        x[i, :n], ts[i, :n], y[i, :n], m[i, :n] = d.obs, d.dt, d.target, True
-        x[i, n:] = d.obs[-1]
-    f = torch.float32
-    return (
-        torch.as_tensor(x, dtype=f),
-        torch.as_tensor(ts, dtype=f),
-        torch.as_tensor(y, dtype=f),
-        torch.tensor(m),
-    )
-
-
-def imitation_mse(model: nn.Module, demos: Sequence[Demo]) -> float:
-    """Normalised MSE of ``model`` on whole held-out episodes (open loop, from a zero state).
-
-    MSE = mean over valid steps and outputs of ((y - u_expert) / output_std)^2.
-    """
-    x, ts, y, m = _padded(demos)
-    with torch.no_grad():
-        dtype: Any = model.input_mean.dtype
-        pred, _ = model(x.to(dtype), ts)
-        err = ((pred.float() - y) / model.output_std.float()) ** 2  # type: ignore[operator]
-    return float(err[m].mean())
-
-
-def train_model(
-    model: nn.Module, train: Sequence[Demo], val: Sequence[Demo], cfg: CompareConfig, seed: int
-) -> dict[str, Any]:
-    """Behaviour cloning with the shared budget; keeps the weights with the lowest validation loss.
-
-    Loss: normalised MSE on windows of ``cfg.window`` steps from a zero state, batches of
-    ``cfg.batch`` drawn with ``torch.Generator(seed)``; Adam, cosine decay from ``cfg.lr`` to
-    ``cfg.lr / 10``, gradient norm clipped at 1. Returns the curve and the kept step.
-    """
-    model.set_normalization(*_norm(train))  # type: ignore[operator]
-    xw, tw, yw = _windows(train, cfg.window)
-    xv, tv, yv = _windows(val, cfg.window)
-    out_std = model.output_std.float()  # type: ignore[union-attr]
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.train_steps, eta_min=cfg.lr / 10)
-    g = torch.Generator().manual_seed(seed)
-
-    def val_loss() -> float:
-        with torch.no_grad():
-            p, _ = model(xv, tv)
-            return float((((p - yv) / out_std) ** 2).mean())
-
-    best = (val_loss(), 0, {k: v.clone() for k, v in model.state_dict().items()})
-    curve = []
-    t0 = time.perf_counter()
-    for step in range(1, cfg.train_steps + 1):
-        idx = torch.randint(0, xw.shape[0], (min(cfg.batch, xw.shape[0]),), generator=g)
-        p, _ = model(xw[idx], tw[idx])
-        loss = (((p - yw[idx]) / out_std) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if step % cfg.eval_every == 0 or step == cfg.train_steps:
-            v = val_loss()
-            curve.append((step, loss.item(), v))
-            if v < best[0]:
-                best = (v, step, {k: t.clone() for k, t in model.state_dict().items()})
-    model.load_state_dict(best[2])
-    return {
-        "val_mse": best[0],
-        "best_step": best[1],
-        "curve": curve,
-        "train_time_s": time.perf_counter() - t0,
-    }
+    loop = ClosedLoop(robot, config_path(robot))
+    runs = [loop.run(None, int(s), cfg.demo_max_time[robot], action_noise=cfg.dart) for s in seeds]
+    return [r.episode for r in runs], float(np.mean([r.reached for r in runs]))
 
 
 # --- closed loop ------------------------------------------------------------------------------
@@ -558,6 +288,25 @@ def make_filter(robot: str) -> tuple[Any, str]:
         return None, f"no safety filter: {path}: {e}"
 
 
+class _TorchStepper:
+    """A torch policy (``model(x (B, T, n_in), dt (B, T), h) -> (y, h)``) stepped one message at a
+    time, as the ControlStep steps a PolicyStepper."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.dtype: Any = model.input_mean.dtype
+        self.h: Any = None
+
+    def reset(self) -> None:
+        self.h = None
+
+    def step(self, obs: np.ndarray, dt: float) -> np.ndarray:
+        with torch.no_grad():
+            x = torch.as_tensor(np.asarray(obs, dtype=np.float64)[None, None, :], dtype=self.dtype)
+            y, self.h = self.model(x, torch.full((1, 1), float(dt), dtype=self.dtype), self.h)
+        return y[0, 0].double().numpy()
+
+
 def closed_loop(
     robot: str,
     model: nn.Module | None,
@@ -566,120 +315,71 @@ def closed_loop(
     cfg: CompareConfig | None = None,
     safety_filter: Any = None,
 ) -> list[dict[str, Any]]:
-    """Run ``model`` (None: the expert) on the evaluation episodes ``seeds`` in lock-step.
+    """Run ``model`` (None: the expert) on the evaluation episodes ``seeds`` through
+    :class:`lnn_control.sim.rollout.ClosedLoop` (the deployed control step, episodes of
+    :mod:`lnn_control.sim.episodes`).
 
-    All episodes step together so the policy runs once per step on a batch (B, 1, n_in) with
-    per-episode elapsed times. ``condition``: ``clean``, ``noise`` (sensor noise
-    ``cfg.noise_std``), ``drop`` (each sensor update lost with ``cfg.drop_prob``: the policy gets
-    the previous observation again), ``irregular`` (control period ``dt0 * U(cfg.dt_range)``,
-    rounded to physics steps; the policy gets the true dt). ``safety_filter``: filter each
-    command (``SafetyFilter.filter``) before it is applied.
+    ``condition``: ``clean``, ``noise`` (sensor noise ``cfg.noise_std``), ``drop`` (each sensor
+    message lost with ``cfg.drop_prob``; a lost trigger means no step and the last command is
+    held), ``irregular`` (control period ``dt0 * U(cfg.dt_range)``, rounded to physics steps; the
+    cell gets the true dt from the stamps); a ``+filter`` suffix (or ``safety_filter`` not None)
+    puts the config's safety filter in the loop, else only its actuator box. An episode ends at the
+    goal (arm: within ``cfg.arm_tolerance``), at the first violation, when a diff-drive robot
+    stalls (< 5 cm in ``cfg.stall_time``), or at ``cfg.max_time``.
 
-    Returns one dict per episode: success, reached, violation, min_barrier, steps, time_s,
-    interventions and fallbacks (filter steps that changed the command / used the fallback).
+    Returns one dict per episode: success (reached, no violation), reached, violation,
+    min_barrier, steps, time_s, interventions, fallbacks, min_goal_error, final_goal_error,
+    reached_strict (the simulator's own tolerance), stalled.
     """
+    from lnn_control.sim import episodes as E
+    from lnn_control.sim.rollout import ClosedLoop, Condition
+
     cfg = cfg or CompareConfig()
     base = condition.replace("+filter", "")
     if base not in ("clean", "noise", "drop", "irregular"):
         raise ValueError(f"condition {condition!r}: use one of {CONDITIONS}")
-    noise = cfg.noise_std[robot] if base == "noise" else 0.0
-    dt0 = _round_dt(1.0 / _RATE[robot])
-    B = len(seeds)
-    envs, goals, last = [], [], []
+    cond = Condition(
+        noise_std=cfg.noise_std[robot] if base == "noise" else 0.0,
+        drop_prob=cfg.drop_prob if base == "drop" else 0.0,
+        period_scale=tuple(cfg.dt_range) if base == "irregular" else (1.0, 1.0),  # type: ignore[arg-type]
+        filter="+filter" in condition or safety_filter is not None,
+    )
+    loop = ClosedLoop(robot, config_path(robot), condition=cond)
+    stepper = None if model is None else _TorchStepper(model)
+    tol = cfg.arm_tolerance if robot == "arm" else None
+    err_field = "goal_distance" if robot == "diff_drive" else "goal_error"
+    max_time = cfg.max_time[robot]
+    out = []
     for s in seeds:
-        env, o, goal = _episode_env(robot, int(s), noise)
-        envs.append(env)
-        goals.append(goal)
-        last.append(o)
-    rng = np.random.default_rng([int(seeds[0]) if B else 0, CONDITIONS.index(condition), 99])
-    active = np.ones(B, dtype=bool)
-    res = [
-        {
-            "success": False,
-            "reached": False,
-            "violation": False,
-            "min_barrier": math.inf,
-            "steps": 0,
-            "time_s": 0.0,
-            "interventions": 0,
-            "fallbacks": 0,
-            "min_goal_error": math.inf,
-            "final_goal_error": math.nan,
-            "reached_strict": False,
-            "stalled": False,
-        }
-        for _ in range(B)
-    ]
-    for i, env in enumerate(envs):
-        res[i]["min_barrier"] = _barrier(robot, env.ground_truth())
-    experts: list[Any] = []
-    if model is None:  # one expert per episode: the diff-drive expert caches its goal's cost-to-go field
-        experts = [DiffDriveExpert() if robot == "diff_drive" else ArmExpert(e.model) for e in envs]
-    x_in = np.stack([features(robot, o, g) for o, g in zip(last, goals)])
-    anchor_t = [0.0] * B  # stall check (diff_drive): position every stall_time seconds
-    anchor_xy = [e.pose[:2].copy() if robot == "diff_drive" else None for e in envs]
-    dts = np.full(B, dt0)
-    h = None
-    max_steps = int(math.ceil(cfg.max_time[robot] / dt0 * (1 if base != "irregular" else 2)))
-    for _k in range(max_steps):
-        if not active.any():
-            break
-        if model is not None:
-            with torch.no_grad():
-                dtype: Any = model.input_mean.dtype
-                y, h = model(  # type: ignore[misc]
-                    torch.as_tensor(x_in[:, None, :], dtype=dtype),
-                    torch.as_tensor(dts[:, None], dtype=dtype),
-                    h,
-                )
-            u_all = y[:, 0].double().numpy()
-        for i in map(int, np.flatnonzero(active)):
-            env, o = envs[i], last[i]
-            if model is None:
-                if robot == "diff_drive":
-                    u = experts[i](o.pose, goals[i])
-                else:
-                    u = experts[i](o.position, o.velocity, goals[i])
-            else:
-                u = u_all[i, : _N_OUT[robot]]
-            if not np.all(np.isfinite(u)):
-                u = np.zeros_like(u)
-            if safety_filter is not None:
-                xs, fenv = filter_state(robot, o)
-                u_safe, rep = safety_filter.filter(xs, u, env=fenv)
-                res[i]["interventions"] += int(bool(getattr(rep, "intervened", False)))
-                res[i]["fallbacks"] += int(bool(getattr(rep, "fallback_used", False)))
-                u = np.asarray(u_safe, dtype=float)
-            d = dts[i] if base != "irregular" else _round_dt(dt0 * rng.uniform(*cfg.dt_range))
-            o = env.step(u, d)
-            gt = env.ground_truth()
-            r = res[i]
-            r["steps"] += 1
-            r["time_s"] += float(d)
-            r["min_barrier"] = min(r["min_barrier"], _barrier(robot, gt))
-            if _violation(robot, gt):
-                r["violation"] = True
-            r["final_goal_error"] = float(gt[2] if robot == "diff_drive" else gt[6])
-            r["min_goal_error"] = min(r["min_goal_error"], r["final_goal_error"])
-            if env.goal_reached():
-                r["reached_strict"] = True
-            r["reached"] = r["reached"] or _reached(robot, env, cfg)
-            if robot == "diff_drive":
-                if r["time_s"] >= anchor_t[i] + cfg.stall_time:
-                    if np.linalg.norm(env.pose[:2] - anchor_xy[i]) < 0.05:
-                        r["stalled"] = True
-                    anchor_t[i], anchor_xy[i] = r["time_s"], env.pose[:2].copy()
-            done = r["violation"] or r["reached"] or r["stalled"]
-            if done or r["time_s"] >= cfg.max_time[robot] - 1e-9:
-                active[i] = False
-            dts[i] = d
-            if base == "drop" and rng.random() < cfg.drop_prob:
-                continue  # the update is lost: the policy sees the previous observation again
-            last[i] = o
-            x_in[i] = features(robot, o, goals[i])
-    for r in res:
-        r["success"] = bool(r["reached"] and not r["violation"])
-    return res
+        r = loop.run(
+            stepper,
+            int(s),
+            max_time,
+            hold=0.0,
+            stop_after_collision=0.0,
+            reach_tolerance=tol,
+            stall_time=cfg.stall_time if robot == "diff_drive" else None,
+        )
+        err = E.truth(robot, r.ground_truth)[err_field]
+        t_end = float(r.t[-1])
+        out.append(
+            {
+                "success": r.score.safe_success,
+                "reached": r.reached,
+                "violation": r.score.violated,
+                "min_barrier": r.min_margin,
+                "steps": len(r.episode.dt) - 1,
+                "time_s": t_end,
+                "interventions": r.interventions,
+                "fallbacks": r.fallbacks,
+                "held": r.score.held,
+                "min_goal_error": float(np.min(err)),
+                "final_goal_error": float(err[-1]),
+                "reached_strict": bool(E.reached(robot, r.ground_truth).any()),
+                "stalled": not r.reached and not r.score.violated and t_end < max_time - 1e-9,
+            }
+        )
+    return out
 
 
 # --- the whole comparison ---------------------------------------------------------------------
@@ -729,9 +429,10 @@ def run_task(
     torch.set_num_threads(1)
     n_tr, n_va, n_te = cfg.demo_train, cfg.demo_val, cfg.demo_test
     t0 = time.perf_counter()
-    demos = collect_demos(robot, range(n_tr + n_va + n_te), cfg.dart, cfg.demo_max_time[robot])
+    demos, expert_reached = _demonstrations(robot, range(n_tr + n_va + n_te), cfg)
     train, val, test = demos[:n_tr], demos[n_tr : n_tr + n_va], demos[n_tr + n_va :]
     steps = sum(len(d.obs) for d in demos)
+    n_in, n_out = demos[0].obs.shape[1], demos[0].target.shape[1]
     say(f"{len(demos)} demonstrations, {steps} steps in {time.perf_counter() - t0:.1f} s")
     eval_seeds = list(range(100_000, 100_000 + cfg.eval_episodes))
     filt, filt_note = make_filter(robot)
@@ -739,14 +440,14 @@ def run_task(
     out: dict[str, Any] = {
         "robot": robot,
         "rate_hz": _RATE[robot],
-        "n_inputs": _N_IN[robot],
-        "n_outputs": _N_OUT[robot],
+        "n_inputs": n_in,
+        "n_outputs": n_out,
         "demonstrations": {
             "train": n_tr,
             "val": n_va,
             "test": n_te,
             "steps": steps,
-            "expert_reached": float(np.mean([d.reached for d in demos])),
+            "expert_reached": expert_reached,
         },
         "filter": {"available": filt is not None, "note": filt_note},
         "eval_seeds": [eval_seeds[0], eval_seeds[-1]],
@@ -781,9 +482,13 @@ def run_task(
             key = f"{kind}/{seed}"
             if key in done["runs"]:
                 continue
-            model = build_model(kind, _N_IN[robot], _N_OUT[robot], seed)
-            n_params, n_live = count_parameters(model, _N_IN[robot])
-            tr = train_model(model, train, val, cfg, seed)
+            t3 = time.perf_counter()
+            trained = recipe_train(
+                recipe_for(kind, cfg, seed), config_path(robot), train, progress=False, validation=val
+            )
+            model, fit = trained.model, trained.fit
+            train_time = time.perf_counter() - t3
+            n_params, n_live = count_parameters(model, n_in)
             model.eval()
             mse = imitation_mse(model, test)
             if cfg.save_models and isinstance(model, LiquidPolicy):
@@ -794,7 +499,7 @@ def run_task(
                 eps = closed_loop(robot, model, eval_seeds, cond, cfg, filt if "+filter" in cond else None)
                 conds[cond] = _summarise_episodes(eps)
             say(
-                f"{kind} seed {seed}: params {n_params} (live {n_live}), train {tr['train_time_s']:.1f} s, "
+                f"{kind} seed {seed}: params {n_params} (live {n_live}), train {train_time:.1f} s, "
                 f"test MSE {mse:.4f}, success "
                 + ", ".join(f"{c} {v['success_rate']:.2f}" for c, v in conds.items())
                 + f" (eval {time.perf_counter() - t2:.1f} s)"
@@ -804,10 +509,11 @@ def run_task(
                 "params": n_params,
                 "live_params": n_live,
                 "imitation_mse": mse,
-                "val_mse": tr["val_mse"],
-                "best_step": tr["best_step"],
-                "train_time_s": tr["train_time_s"],
-                "curve": tr["curve"],
+                "val_mse": fit.val_loss[fit.best_epoch],
+                "best_epoch": fit.best_epoch,
+                "optimiser_steps": fit.steps,
+                "train_time_s": train_time,
+                "curve": [[e, t, v] for e, (t, v) in enumerate(zip(fit.train_loss, fit.val_loss))],
                 "conditions": conds,
             }
             checkpoint()
@@ -1076,6 +782,7 @@ def plot(results: dict[str, Any], path: str | pathlib.Path) -> pathlib.Path:
         "ltc_ncp19": "tab:cyan",
         "cfc_dense": "tab:purple",
         "lstm": "tab:orange",
+        "gru": "tab:red",
         "mlp": "tab:gray",
     }
     for row, (robot, task) in enumerate(tasks.items()):
