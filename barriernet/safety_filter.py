@@ -623,6 +623,8 @@ class SafetyFilter:
         self._scalar = _ScalarRows(dyn, rows) if _ScalarRows.eligible(dyn, rows) else None
         self._ks_default, self._kp_default = self._K_default[0].tolist(), self._K_default[1].tolist()
         self._lo_l, self._hi_l = lo.tolist(), hi.tolist()
+        self._prio_l = prio.tolist()
+        self._gidx_l = list(zip(gidx[0].tolist(), gidx[1].tolist(), rel2.tolist()))
         self._Gflat = self._G.reshape(-1)
         self._u_buf = np.zeros(n)
         self._linear = None
@@ -832,16 +834,18 @@ class SafetyFilter:
             blocks = self._blocks_default
         else:
             gv = self._gain_vector(gains)
-            if not all(0.0 < g < math.inf for g in gv.tolist()):  # nan fails too
-                reason = f"gains must be finite and > 0, got {gv.tolist()}"
+            gl = gv.tolist()
+            if not all(0.0 < g < math.inf for g in gl):  # nan fails too
+                reason = f"gains must be finite and > 0, got {gl}"
                 return self._fallback(x, reason, "invalid_input", u_nom, None, t0)
+            if self._scalar is not None:  # per-row (ks, kp) as _set_row_gains, in plain floats
+                ks = [gl[i] + r * gl[j] for i, j, r in self._gidx_l]
+                kp = [gl[i] * gl[j] for i, j, _r in self._gidx_l]
+                return self._filter_scalar(x, u_nom, ul, ks, kp, t0)
             self._set_row_gains(gv, self._K_call)
             if self._linear is not None:
                 self._linear.rows_with_gains(x, self._K_call, self._h, self._hv)
                 return self._solve_checked(x, u_nom, ul, t0)
-            if self._scalar is not None:
-                ks, kp = self._K_call.tolist()
-                return self._filter_scalar(x, u_nom, ul, ks, kp, t0)
             blocks = self._blocks_call
         kin = self._kinematics(x, self._kin)
         try:
@@ -1017,28 +1021,13 @@ class SafetyFilter:
             raise ValueError(f"{name}: expected {size} values (shape ({size},)), got shape {a.shape}")
         return a.reshape(size)
 
-    def _rows_hold(self, res: np.ndarray, hard: np.ndarray | None = None) -> bool:
-        """Residuals ``res`` = A u - b within 1e-9 (1 + |b|) (nan fails); ``hard`` masks the QP rows."""
+    def _rows_hold(self, res: np.ndarray) -> bool:
+        """Residuals ``res`` = A u - b within 1e-9 (1 + |b|) (nan fails)."""
         tol = self._tol
         np.abs(self._b, out=tol)
         tol += 1.0
         tol *= _VERIFY_TOL
-        ok = res <= tol
-        if hard is not None:
-            ok[2 * self.n_controls :] |= ~hard
-        return bool(ok.all())
-
-    def _verified(self, sol: Any, hard: np.ndarray) -> np.ndarray | None:
-        """``sol`` clipped into the box if every ``hard`` row holds there (residuals in ``_res``)."""
-        u = np.asarray(sol, dtype=np.float64).reshape(-1)
-        if u.shape != (self.n_controls,):
-            return None
-        u = np.clip(u, self.lower, self.upper)
-        _dot(self._A, u, out=self._res)
-        self._res -= self._b
-        if not (np.isfinite(u).all() and self._rows_hold(self._res, hard)):
-            return None
-        return u
+        return bool((res <= tol).all())
 
     def _init_relaxed(self, n: int, m: int, w: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
         """Preallocated data of the relaxed QP in z = (u, s): H = diag(W, 1e-6 I), f = (-W u_nom,
@@ -1100,38 +1089,46 @@ class SafetyFilter:
 
     def _relaxed(self, x: np.ndarray, u_nom: np.ndarray, t0: float) -> tuple[np.ndarray, FilterReport]:
         """One relaxed QP (module docstring, step 3); the rows above the highest priority level
-        left with slack are hard and checked as such."""
+        left with slack are hard and checked as such (plain floats: m is small)."""
         n = self.n_controls
         z, status = self._solve_relaxed()
         if z is None:
             reason = "relaxed QP hit the iteration cap" if status == "iteration_cap" else "relaxed QP failed"
             return self._fallback(x, reason, "solver_error", u_nom, self._hv.copy(), t0)
-        tol = self._tol
-        np.abs(self._b, out=tol)
-        tol += 1.0
-        tol *= _VERIFY_TOL
-        slack = z[n:]
-        used = slack > tol[2 * n :]
-        top = int(self.priorities[used].max()) if used.any() else None
-        relax = self.priorities <= top if top is not None else np.zeros(self.n_rows, dtype=bool)
-        u = self._verified(z[:n], hard=~relax)
-        if u is None:
+        zl = z.tolist()
+        hl = self._h.tolist()
+        tol = [_VERIFY_TOL * (1.0 + abs(b)) for b in hl]
+        top = None  # the highest level with slack beyond the check's tolerance
+        for s_i, t_i, p_i in zip(zl[n:], tol, self._prio_l):
+            if s_i > t_i and (top is None or p_i > top):
+                top = p_i
+        ul = [a if v < a else (b if v > b else v) for a, v, b in zip(self._lo_l, zl[:n], self._hi_l)]
+        u = np.array(ul)
+        res = [g - b for g, b in zip((self._G @ u).tolist(), hl)]
+        viol = [0.0] * self.n_rows
+        ok = _isfinite(sum(ul) + sum(res))
+        for i, (r_i, t_i, p_i) in enumerate(zip(res, tol, self._prio_l)):
+            if r_i > t_i:
+                if top is None or p_i > top:
+                    ok = False  # a hard row violated
+                else:
+                    viol[i] = r_i
+        if not ok:
             reason = "relaxed solution failed the independent constraint check"
             return self._fallback(x, reason, "solver_error", u_nom, self._hv.copy(), t0)
-        viol = self._res_rows.copy()
-        viol[~relax | (viol <= tol[2 * n :])] = 0.0  # below the check's tolerance: none
         return u, FilterReport(
             self.constraint_names,
             self._hv.copy(),
-            self._res_rows >= -_ACTIVE_TOL,
-            viol,
-            float(viol.sum()),
+            None,
+            np.array(viol),
+            sum(viol),
             "relaxed",
             self.solver_name,
             _clock() - t0,
             False,
             "",
-            _differs(u.tolist(), u_nom.tolist()),
+            _differs(ul, u_nom.tolist()),
+            np.array(res),
         )
 
     def constraints(
@@ -1232,7 +1229,7 @@ class SafetyFilter:
         """The configured fallback command at state ``x``, clipped to the box (finite always)."""
         u = self._fb_value
         xa = np.asarray(x, dtype=np.float64).reshape(-1)
-        if xa.size == self.n_state and np.isfinite(xa).all():
+        if xa.size == self.n_state and all(map(_isfinite, xa.tolist())):
             try:
                 if self.fallback_type == "brake":
                     u = np.asarray(self.dynamics.brake(xa), dtype=np.float64).reshape(-1)
@@ -1245,9 +1242,11 @@ class SafetyFilter:
                     u = u - d * xa[k:]
             except Exception:  # a fallback must never raise: use the default point
                 u = self._fb_value
-        if u.shape != (self.n_controls,) or not np.isfinite(u).all():
-            u = np.clip(np.zeros(self.n_controls), self.lower, self.upper)
-        return np.clip(u, self.lower, self.upper)
+        ul = u.tolist() if u.shape == self._ushape else []
+        if len(ul) != self.n_controls or not all(map(_isfinite, ul)):
+            ul = [0.0] * self.n_controls
+        # clipped into the box (plain floats: numpy's per-call cost dominates at this size)
+        return np.array([a if v < a else (b if v > b else v) for a, v, b in zip(self._lo_l, ul, self._hi_l)])
 
     def fallback(self, x: Any, reason: str, status: str = "invalid_input") -> tuple[np.ndarray, FilterReport]:
         """Fallback command and report for a caller that knows the input is bad (``reason``)."""
@@ -1269,8 +1268,10 @@ class SafetyFilter:
         if hv is None:
             hv = self.barrier_values(x)
         intervened = True
-        if u_nom is not None and u_nom.shape == u.shape and np.isfinite(u_nom).all():
-            intervened = _differs(u.tolist(), u_nom.tolist())
+        if u_nom is not None and u_nom.shape == u.shape:
+            nl = u_nom.tolist()
+            if all(map(_isfinite, nl)):
+                intervened = _differs(u.tolist(), nl)
         return u, FilterReport(
             self.constraint_names,
             hv,

@@ -37,7 +37,7 @@ import numpy as np
 
 from bench.common import row, time_calls
 
-__all__ = ["make_filter_problems", "run", "verdicts"]
+__all__ = ["make_filter_problems", "path_problems", "paths", "run", "verdicts"]
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -198,6 +198,121 @@ def _cycled(fn: Callable[[int], Any], k: int) -> Callable[[], Any]:
     return call
 
 
+def paths_filter(slack: bool = True) -> Any:
+    """Issue 15's problem: 2-D double integrator (|a| <= 1), four walls of the unit box and a
+    disc (HOCBF rows), the disc of higher priority than the walls."""
+    from barriernet import SafetyFilter
+
+    walls = [([1.0, 0.0], 1.0), ([-1.0, 0.0], 1.0), ([0.0, 1.0], 1.0), ([0.0, -1.0], 1.0)]
+    cfg = {
+        "dynamics": {"type": "double_integrator", "dim": 2},
+        "controls": {"lower": [-1.0, -1.0], "upper": [1.0, 1.0]},
+        "barriers": [
+            {"type": "half_space", "name": f"wall{i}", "normal": nrm, "offset": off, "margin": 0.01,
+             "gains": [2.0, 2.0], "priority": 0}
+            for i, (nrm, off) in enumerate(walls)
+        ]
+        + [{"type": "circle_obstacle", "name": "disc", "center": [0.4, 0.1], "radius": 0.2,
+            "gains": [2.0, 2.0], "priority": 1}],
+        "slack": {"enabled": slack, "penalty": 1e4},
+        "fallback": {"type": "brake"},
+    }  # fmt: skip
+    return SafetyFilter.from_config(cfg)
+
+
+def path_problems(k: int, seed: int) -> dict[str, tuple[Any, list[dict[str, Any]]]]:
+    """Per path: (filter, K seeded calls) whose reports take that path: ``optimal`` (QP, the
+    command cut), ``per-call gains`` (the same with learned gains), ``relaxed``, ``infeasible ->
+    fallback`` (the relaxed states, slack disabled), ``scan rows`` (config/diff_drive.yaml,
+    72 scan points, the command cut)."""
+    from barriernet import SafetyFilter
+    from lnn_control.config import load_filter_config
+
+    rng = np.random.default_rng(seed)
+    f, f_hard = paths_filter(True), paths_filter(False)
+    scan = SafetyFilter.from_config(load_filter_config(ROOT / "config" / "diff_drive.yaml"))
+    out: dict[str, list[dict[str, Any]]] = {n: [] for n in PATHS}
+    for _ in range(2000 * k):
+        if all(len(v) >= k for v in out.values()):
+            break
+        x = np.concatenate([rng.uniform(-0.9, 0.9, 2), rng.uniform(-3.0, 3.0, 2)])
+        u_nom = rng.uniform(-1.0, 1.0, 2)
+        gains = rng.uniform(1.0, 3.0, f.n_gains)
+        _, rep = f.filter(x, u_nom)
+        if rep.status == "optimal" and rep.intervened and len(out["optimal"]) < k:
+            out["optimal"].append({"x": x, "u_nom": u_nom})
+        if rep.status == "relaxed" and len(out["relaxed"]) < k:
+            out["relaxed"].append({"x": x, "u_nom": u_nom})
+            out["infeasible -> fallback"].append({"x": x, "u_nom": u_nom})
+        _, rep = f.filter(x, u_nom, gains=gains)
+        if rep.status == "optimal" and rep.intervened and len(out["per-call gains"]) < k:
+            out["per-call gains"].append({"x": x, "u_nom": u_nom, "gains": gains})
+        xs = np.array([*rng.uniform(-2.0, 2.0, 2), rng.uniform(-np.pi, np.pi)])
+        ang, rad = rng.uniform(-np.pi, np.pi, 72), rng.uniform(0.3, 3.0, 72)
+        env = {"scan_points": xs[:2] + np.column_stack([rad * np.cos(ang), rad * np.sin(ang)])}
+        u_s = rng.uniform(scan.lower, scan.upper)
+        _, rep = scan.filter(xs, u_s, env=env)
+        if rep.status == "optimal" and rep.intervened and len(out["scan rows"]) < k:
+            out["scan rows"].append({"x": xs, "u_nom": u_s, "env": env})
+    if not all(len(v) >= k for v in out.values()):
+        counts = {n: len(v) for n, v in out.items()}
+        raise RuntimeError(f"could not sample every path: {counts}")
+    filt = {
+        "optimal": f,
+        "per-call gains": f,
+        "relaxed": f,
+        "infeasible -> fallback": f_hard,
+        "scan rows": scan,
+    }
+    want = {"infeasible -> fallback": "infeasible", "per-call gains": "optimal", "scan rows": "optimal"}
+    for name, probs in out.items():  # every sampled call takes its path
+        for p in probs[:k]:
+            _, rep = filt[name].filter(p["x"], p["u_nom"], gains=p.get("gains"), env=p.get("env"))
+            assert rep.status == want.get(name, name), (name, rep)
+    return {name: (filt[name], out[name][:k]) for name in PATHS}
+
+
+PATHS = ("optimal", "per-call gains", "relaxed", "infeasible -> fallback", "scan rows")
+#: issue 15: every path's p99 within this factor of the optimal path's median
+PATH_P99_FACTOR = 3.0
+
+
+def paths(n_calls: int, k: int = 16, blocks: int = 20) -> list[dict[str, Any]]:
+    """Issue 15's per-path table: median / p99 of the whole filter call on each path, timed in
+    interleaved blocks in one run, with p99 over the optimal path's median (target <= 3)."""
+    probs = path_problems(k, seed=15)
+    calls = {}
+    for name, (filt, ps) in probs.items():
+
+        def one(i: int, filt: Any = filt, ps: list[dict[str, Any]] = ps) -> Any:
+            p = ps[i]
+            return filt.filter(p["x"], p["u_nom"], gains=p.get("gains"), env=p.get("env"))
+
+        calls[name] = _cycled(one, k)
+    per = max(1, n_calls // blocks)
+    ts: dict[str, list[np.ndarray]] = {n: [] for n in PATHS}
+    for _ in range(blocks):
+        for name in PATHS:
+            ts[name].append(time_calls(calls[name], per, warmup=5))
+    t_opt = np.concatenate(ts["optimal"])
+    opt_median = float(np.median(t_opt))
+    rows = []
+    for name in PATHS:
+        t = np.concatenate(ts[name])
+        r = row("safety filter paths (issue 15)", name, t, t_opt, ref_name="optimal path",
+                target=f"p99 <= {PATH_P99_FACTOR:g}x optimal median")  # fmt: skip
+        ratio = r["ours_p99_s"] / opt_median
+        r["p99_over_optimal_median"] = ratio
+        r["passed"] = bool(ratio <= PATH_P99_FACTOR)
+        r["n_calls"] = len(t)
+        r["notes"] = f"p99 {ratio:.2f}x the optimal path's median ({opt_median * 1e6:.1f} us)" + (
+            "; config/diff_drive.yaml, 16 scan + 4 wall rows" if name == "scan rows" else
+            "; 2-D double integrator, 4 walls + disc (HOCBF)"
+        )  # fmt: skip
+        rows.append(r)
+    return rows
+
+
 #: issue 4 targets (s) and the anchor's DAQP-direct median on the same QP (ANCHORS.md)
 TARGET_MEDIAN_S, TARGET_P99_S, ANCHOR_DAQP_S = 20e-6, 50e-6, 3.5e-6
 
@@ -303,7 +418,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
     n_calls = 200 if quick else 3000  # the slow references (cvxpy, cvxopt: ~1 ms a call)
     n_target = 400 if quick else 20_000  # ours and DAQP direct: p99 from >= 200 samples beyond it
     all_refs = ("cvxpy+OSQP", "cvxpy+Clarabel", "raw OSQP", "cvxopt", "quadprog", "DAQP direct")
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = paths(2000 if quick else 20_000)
     group = "safety filter, whole call (rows + QP + check + report) vs the QP alone"
     sizes = [(n, m) for n in (2, 3, 5, 7) for m in (1, 4, 8)]
     for n, m in sizes:
@@ -359,7 +474,19 @@ def run(quick: bool) -> list[dict[str, Any]]:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    for r in run(ap.parse_args().quick):
+    ap.add_argument("--paths", action="store_true", help="only issue 15's per-path table")
+    args = ap.parse_args()
+    if args.paths:
+        for r in paths(2000 if args.quick else 20_000):
+            med, p99 = r["ours_median_s"] * 1e6, r["ours_p99_s"] * 1e6
+            verdict = "met" if r["passed"] else "MISSED"
+            ratio = r["p99_over_optimal_median"]
+            print(
+                f"{r['name']:24s} median {med:7.1f} us  p99 {p99:7.1f} us"
+                f"  p99/optimal median {ratio:.2f}  {verdict}"
+            )
+        raise SystemExit(0)
+    for r in run(args.quick):
         sp = "" if r["speedup"] is None else f"{r['speedup']:.1f}x"
         verdict = ""
         if "verdict_absolute" in r:

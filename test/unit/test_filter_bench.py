@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from bench.bench_filter import _box_filter, _compare, make_filter_problems, verdicts
+from bench.bench_filter import (
+    PATH_P99_FACTOR,
+    PATHS,
+    _box_filter,
+    _compare,
+    make_filter_problems,
+    paths,
+    verdicts,
+)
 from bench.run import validate_rows
 
 
@@ -37,3 +45,16 @@ def test_compare_rows_carry_both_verdicts_and_pass_the_runner_check() -> None:
     assert daqp[0]["verdict_absolute"] in ("met", "missed") and daqp[0]["verdict_scaled"] in ("met", "missed")
     assert "absolute:" in daqp[0]["notes"] and "scaled" in daqp[0]["notes"]
     assert all(r["passed"] is None for r in rows)  # pass/miss only on the cvxpy ratio rows
+
+
+def test_paths_rows_time_every_filter_path_against_the_optimal_median() -> None:
+    """Issue 15's table: one row per path, each sampled call taking its path (checked inside
+    ``path_problems``), p99 over the optimal path's median and its verdict."""
+    rows = paths(100, k=4, blocks=2)
+    validate_rows(rows, "bench_filter")
+    assert [r["name"] for r in rows] == list(PATHS)
+    opt = rows[0]["ours_median_s"]
+    for r in rows:
+        assert r["p99_over_optimal_median"] == r["ours_p99_s"] / opt
+        assert r["passed"] == (r["p99_over_optimal_median"] <= PATH_P99_FACTOR)
+        assert r["n_calls"] == 100
