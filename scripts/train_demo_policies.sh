@@ -12,7 +12,9 @@
 # <robot>_barriernet.npz, with the same noise / DAgger episodes (they record the filter state) but
 # no goal relabelling (relabelled episodes would pair new goals with old filter states).
 # models/diff_drive_barriernet.npz is `BARRIERNET=1 ROBOTS=diff_drive`; the other models/ are the
-# default recipe.
+# default recipe. Every run is `lnn-control train` (lnn_control.learn.recipe.train), seeded.
+# Smoke run (not the shipped models): EPISODES=N overrides the demonstrations per robot, and
+# EXTRA="--epochs 1 --dagger-rounds 0 ..." is appended to each train command line (last value wins).
 set -euo pipefail
 PY=${1:-.venv/bin/python}
 CONFIG_DIR=${CONFIG_DIR:-config}
@@ -20,11 +22,13 @@ DATA_DIR=${DATA_DIR:-out/demos}
 MODELS_DIR=${MODELS_DIR:-models}
 ROBOTS=${ROBOTS:-"diff_drive arm"}
 BARRIERNET=${BARRIERNET:-0}
+EPISODES=${EPISODES:-}
+read -r -a extra <<< "${EXTRA:-}"
 export OMP_NUM_THREADS=1  # bit-reproducible CPU training
 common=(--cell cfc --wiring ncp --units 32 --motor 10 --window 32 --batch 16 --lr 5e-3 --seed 0
         --dagger-beta 0.5 --eval-episodes 10 --no-progress)
 train() {
-  local robot=$1 episodes=$2; shift 2
+  local robot=$1 episodes=${EPISODES:-$2}; shift 2
   rm -rf "${DATA_DIR:?}/$robot"
   "$PY" -m lnn_control.learn.record --robot "$robot" --episodes "$episodes" --out "$DATA_DIR/$robot" --seed 100 \
     > "$DATA_DIR/$robot.record.log"
@@ -40,7 +44,7 @@ train() {
     out="$MODELS_DIR/${robot}_barriernet.npz"
   fi
   "$PY" -m lnn_control.cli train --config "$CONFIG_DIR/$robot.yaml" --data "$DATA_DIR/$robot" \
-    "${common[@]}" "$@" --out "$out"
+    "${common[@]}" "$@" ${extra[@]+"${extra[@]}"} --out "$out"
 }
 mkdir -p "$DATA_DIR" "$MODELS_DIR"
 pids=()

@@ -234,7 +234,6 @@ def recipe_for(kind: str, cfg: CompareConfig, seed: int) -> Recipe:
         batch=cfg.batch,
         window=cfg.window,
         lr=cfg.lr,
-        patience=10**9,
         seed=seed,
     )
 

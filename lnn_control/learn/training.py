@@ -107,7 +107,8 @@ class TrainConfig:
     output; more widen the wiring's last layer, which otherwise bottlenecks the map to the outputs);
     backbone_units: CfC backbone width (dense CfC only; a wired CfC has none); epochs;
     steps: optimiser-step budget; when > 0 exactly this many steps run (as many epochs as that
-    takes, the last one cut short; ``epochs`` is then ignored), the same for every model kind;
+    takes, the last one cut short; ``epochs`` and ``patience`` are then ignored), the same for
+    every model kind;
     window: truncated-BPTT window (steps); batch: windows per step; lr; weight_decay (Adam);
     patience: epochs without validation improvement before stopping; val_fraction: share of
     episodes held out; seed: split, initialisation and batch order; input_noise: std of Gaussian
@@ -496,7 +497,7 @@ def train_policy(
             va = evaluate(model, val_eps) if val_eps else tr_hist[-1]
         va_hist.append(va)
         bar.set_postfix(train=f"{tr_hist[-1]:.4f}", val=f"{va:.4f}")
-        if best.update(epoch, va, model):
+        if best.update(epoch, va, model) and not cfg.steps:  # a steps budget runs in full
             break
     assert best.state is not None
     model.load_state_dict(best.state)
