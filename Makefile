@@ -40,6 +40,11 @@ $(VENV)/.built: $(VENV)/.deps CMakeLists.txt package.xml $(wildcard msg/*.msg) $
 	VIRTUAL_ENV=$(VENV) PATH=$(VENV)/bin:$$PATH cmake --build $(BUILD) -j2 >> $(BUILD).log 2>&1 || (cat $(BUILD).log; exit 1)
 	VIRTUAL_ENV=$(VENV) PATH=$(VENV)/bin:$$PATH cmake --install $(BUILD) >> $(BUILD).log 2>&1 || (cat $(BUILD).log; exit 1)
 	cd /tmp && $(PY) -c "from lnn_control.msg import SafetyStatus"
+	# the `lnn-control` console script (setup.py's entry point) for the CMake-installed package;
+	# written by hand: an editable pip install would shadow that package (and its msg/) with the source tree
+	printf '#!%s\nimport sys\n\nfrom lnn_control.cli import main\n\nsys.exit(main())\n' "$(PY)" > $(VENV)/bin/lnn-control
+	chmod +x $(VENV)/bin/lnn-control
+	cd /tmp && $(VENV)/bin/lnn-control --help > /dev/null
 	touch $@
 
 test: build
