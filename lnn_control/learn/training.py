@@ -287,7 +287,7 @@ def filter_terms(layer: FilterQPLayer, episode: Episode) -> tuple[torch.Tensor, 
 
 
 def safe_command_error(
-    model: LiquidPolicy,
+    model: Policy,
     layer: FilterQPLayer,
     y: torch.Tensor,
     target: torch.Tensor,
@@ -316,7 +316,7 @@ def safe_command_error(
 
 @torch.no_grad()
 def evaluate_safe(
-    model: LiquidPolicy,
+    model: Policy,
     layer: FilterQPLayer,
     episodes: Sequence[Episode],
     terms: Sequence[Sequence[torch.Tensor]],
