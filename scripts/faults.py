@@ -49,6 +49,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 __all__ = [
     "BAD_KINDS",
+    "Fuzzer",
     "ROBOTS",
     "Rig",
     "cpu_hog",
@@ -58,6 +59,7 @@ __all__ = [
     "start_controller",
     "start_sim",
     "stop",
+    "Trajectory",
 ]
 
 
@@ -572,7 +574,7 @@ def _q(a: list[float], p: float) -> float | None:
     return float(np.percentile(a, p)) if a else None
 
 
-class _Fuzzer:
+class Fuzzer:
     """Lock-step driver: each step publishes the other inputs, then the trigger, and waits for the
     ``~/safety_status`` carrying the trigger's stamp."""
 
@@ -770,7 +772,7 @@ def fuzz(
     out: dict[str, Any] = {"robot": robot, "seed": seed}
     try:
         rig.bring_up()
-        f = _Fuzzer(rig, Trajectory(robot, seed), seed)
+        f = Fuzzer(rig, Trajectory(robot, seed), seed)
         if f.good_steps(5, 10.0)[0] is None:
             raise RuntimeError(f"no filtered command from lnn_controller ({robot}) on valid data")
         while f.sent < n_messages and time.monotonic() - t_start < budget_s:
