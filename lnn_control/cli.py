@@ -19,7 +19,11 @@ import sys
 
 __all__ = ["main", "train_main"]
 
-_SUBMODULES = {"inspect": "lnn_control.analysis.interpret", "compare": "lnn_control.analysis.compare"}
+_SUBMODULES = {
+    "inspect": "lnn_control.analysis.interpret",
+    "compare": "lnn_control.analysis.compare",
+    "evaluate": "lnn_control.analysis.evaluate",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -168,10 +172,10 @@ def train_main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``lnn-control``: ``train`` | ``inspect`` | ``compare``."""
+    """Entry point of ``lnn-control``: ``train`` | ``inspect`` | ``compare`` | ``evaluate``."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
-        print("usage: lnn-control {train,inspect,compare} ...")
+        print("usage: lnn-control {train,inspect,compare,evaluate} ...")
         return 0 if args else 2
     cmd, rest = args[0], args[1:]
     if cmd == "train":
@@ -183,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: '{cmd}' needs {_SUBMODULES[cmd]}, which is not available ({e})", file=sys.stderr)
             return 2
         return int(mod.main(rest))
-    print(f"error: unknown command {cmd!r}; use train, inspect or compare", file=sys.stderr)
+    print(f"error: unknown command {cmd!r}; use train, inspect, compare or evaluate", file=sys.stderr)
     return 2
 
 

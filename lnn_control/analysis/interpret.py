@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import pathlib
 import sys
 from collections.abc import Sequence
@@ -239,6 +240,26 @@ def read_recording(
     return np.array(rows), dt
 
 
+class _Recording:
+    """The stepper as ControlStep steps it, keeping every input, output, neuron state and dt."""
+
+    def __init__(self, stepper: Any) -> None:
+        self.stepper = stepper
+        self.n_inputs = stepper.n_inputs
+        self.n_gains = int(getattr(stepper, "n_gains", 0) or 0)
+        self.gain_names = list(getattr(stepper, "gain_names", []) or [])
+        self.rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]] = []
+
+    def reset(self) -> None:
+        self.stepper.reset()
+        self.rows = []
+
+    def step(self, obs: np.ndarray, dt: float) -> np.ndarray:
+        y = np.asarray(self.stepper.step(obs, dt), dtype=np.float64)
+        self.rows.append((np.array(obs, dtype=np.float64), y.copy(), np.array(self.stepper.state), float(dt)))
+        return y
+
+
 def rollout_activity(
     stepper: Any,
     robot: str,
@@ -247,71 +268,46 @@ def rollout_activity(
     config: Any = None,
     rate: float | None = None,
 ) -> ActivityTrace:
-    """Closed-loop episode ``seed`` of the simulator driven by ``stepper`` (its commands, clipped
-    by the plant), recording every neuron. The episode ends at the goal or at ``max_time``
-    (a collision or limit violation is recorded in ``info`` and the rollout goes on).
+    """Closed-loop episode ``seed`` (:func:`lnn_control.sim.episodes.draw`) driven by ``stepper``
+    through :class:`lnn_control.sim.rollout.ClosedLoop` (the deployed control step with only the
+    actuator box of the config's filter: the policy's own commands), recording every neuron. The
+    episode ends at the goal or at ``max_time`` (default the episode's time limit); violations
+    (:mod:`lnn_control.sim.episodes`) are recorded in ``info`` and the rollout goes on.
     """
-    from lnn_control.analysis.compare import _barrier, _episode_env, _violation
     from lnn_control.sim import topics as T
+    from lnn_control.sim.rollout import ClosedLoop, Condition
 
     if robot not in T.TOPICS:
         raise ValueError(f"robot must be one of {sorted(T.TOPICS)}, got {robot!r}")
     om = observation_map(stepper, robot, config)
     rate = float(rate or (stepper.metadata or {}).get("rate_hz") or T.PUBLISH_RATE[robot])
-    max_time = float(max_time if max_time is not None else (30.0 if robot == "diff_drive" else 6.0))
-    env, o, goal = _episode_env(robot, seed)
-    dt = max(1, round(1.0 / rate / env.dt)) * env.dt
+    loop = ClosedLoop(robot, config or config_path(robot), rate, condition=Condition(filter=False))
+    rec = _Recording(stepper)
+    res = loop.run(rec, seed, max_time, hold=0.0, stop_after_collision=math.inf)
+    if not rec.rows:
+        raise ValueError(f"episode {seed}: the policy never ran")
+    obs, outs, states, dts = (np.array(c) for c in zip(*rec.rows))
     n_cmd = stepper.n_commands
-    stepper.reset()
-    obs, outs, states, dts = [], [], [], []
-    min_h = _barrier(robot, env.ground_truth())
-    reached = violated = False
-    k = 0
-    while True:
-        t_ns = round(k * dt * 1e9)
-        if robot == "diff_drive":
-            om.update("/odom", T.odometry(o, t_ns), t_ns)
-            om.update("/scan", T.laser_scan(o, t_ns, dt), t_ns)
-            om.update("/goal_pose", T.pose_stamped(goal[0], goal[1], t_ns), t_ns)
-        else:
-            om.update("/joint_states", T.joint_state(o, t_ns), t_ns)
-            om.update(
-                "/goal_joints",
-                {"header": T.header(t_ns, "base_link"), "name": [], "position": list(goal)},
-                t_ns,
-            )
-        x = om.observation()
-        y = stepper.step(x, dt)
-        obs.append(x)
-        outs.append(y)
-        states.append(stepper.state)
-        dts.append(dt)
-        o = env.step(np.nan_to_num(y[:n_cmd]), dt)
-        gt = env.ground_truth()
-        min_h = min(min_h, _barrier(robot, gt))
-        violated = violated or _violation(robot, gt)
-        reached = reached or env.goal_reached()
-        k += 1
-        if reached or k * dt >= max_time - 1e-9:  # a violation is recorded, the rollout goes on
-            break
     names = list(om.names)
-    if list(stepper.input_names) == [f"x{i}" for i in range(stepper.n_inputs)] and len(names) == len(obs[0]):
+    if list(stepper.input_names) == [f"x{i}" for i in range(stepper.n_inputs)] and len(names) == obs.shape[1]:
         stepper.input_names = names  # a model saved without names: the observation mapping's
     if list(stepper.output_names) == [f"u{i}" for i in range(n_cmd)] and len(_COMMANDS[robot]) == n_cmd:
         stepper.output_names = list(_COMMANDS[robot])
+    sc = res.score
     info = {
         "source": "simulator",
         "robot": robot,
         "seed": int(seed),
         "rate_hz": rate,
-        "duration_s": k * dt,
-        "reached": bool(reached),
-        "violation": bool(violated),
-        "success": bool(reached and not violated),
-        "min_barrier": float(min_h),
-        "goal": [float(g) for g in goal],
+        "duration_s": float(res.t[-1]),
+        "reached": sc.reached,
+        "violation": sc.violated,
+        "violations": dict(sc.violations),
+        "success": sc.safe_success,
+        "min_barrier": sc.min_margin,
+        "goal": [float(g) for g in res.goal],
     }
-    return _trace(stepper, np.array(obs), np.array(dts), np.array(outs), np.array(states), info)
+    return _trace(stepper, obs, dts, outs, states, info)
 
 
 # --- decision tree ----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import torch
 
 from lnn_control.analysis import compare as C
 from lnn_control.config import config_path, load_observation_config
+from lnn_control.sim import episodes
 from lnn_control.sim import topics as T
 
 
@@ -20,7 +21,9 @@ def test_features_match_the_node_observation_map(robot: str) -> None:
     from lnn_control.sim import models as M
 
     om = load_observation_config(config_path(robot))
-    env, o, goal = C._episode_env(robot, 3, noise_std=0.02)
+    spec = episodes.draw(robot, 3)
+    env = episodes.make_env(robot, noise_std=0.02)
+    o, goal = spec.reset(env), spec.goal
     rng = np.random.default_rng(0)
     lim = (
         np.array([M.DIFF_DRIVE_V_LIMIT, M.DIFF_DRIVE_OMEGA_LIMIT])
