@@ -30,7 +30,7 @@ from barriernet.dynamics import (
     register_dynamics,
 )
 from barriernet.qp import SOLVERS, QPResult, register_solver, solve_qp
-from barriernet.safety_filter import FilterReport, SafetyFilter
+from barriernet.safety_filter import KERNELS, FilterReport, SafetyFilter
 
 
 def __getattr__(name: str) -> Any:
@@ -45,6 +45,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "BARRIERS",
     "DYNAMICS",
+    "KERNELS",
     "SOLVERS",
     "ActuatorBox",
     "Barrier",

@@ -89,7 +89,7 @@ from barriernet.barriers import (
 from barriernet.dynamics import ControlAffine, DiffDrive, DoubleIntegrator, Unicycle, make_dynamics
 from barriernet.qp import SOLVERS, solve_qp
 
-__all__ = ["FilterReport", "SafetyFilter", "STATUSES", "FALLBACKS"]
+__all__ = ["FilterReport", "SafetyFilter", "STATUSES", "FALLBACKS", "KERNELS"]
 
 #: FilterReport.status values (SafetyStatus.msg constants, lower case).
 STATUSES = ("optimal", "relaxed", "infeasible", "invalid_input", "stale_input", "solver_error")
@@ -109,7 +109,18 @@ _LEVEL_RATIO = 1e3  # slack weight ratio between consecutive priority levels
 _MAX_WEIGHT_SPAN = 1e9  # the largest slack weight over the smallest, at most
 _ITER_CAP = 200  # DAQP iterations per solve (beyond: fallback; these QPs need < 2 (n + m))
 _DAQP_STATUS = {1: "optimal", 2: "optimal", -1: "infeasible", -4: "iteration_cap"}  # exit flags
-_TOP_KEYS = ("dynamics", "controls", "barriers", "slack", "fallback", "solver")
+_TOP_KEYS = ("dynamics", "controls", "barriers", "slack", "fallback", "solver", "kernel")
+#: ``kernel=`` values: how the CBF rows are computed per call (every kernel gives the rows of
+#: ``generic``; the tests compare them). ``auto``: ``affine`` where the rows allow it, else
+#: ``scalar``, else ``generic``.
+KERNELS = {
+    "auto": "the fastest kernel the rows allow",
+    "affine": "rows affine in the state with a constant G (half-space / joint-limit rows on a "
+    "double integrator): [h; h(x)] = M x + c, one matvec, a DAQP workspace set up once",
+    "scalar": "plain floats for point models (diff_drive, unicycle, double_integrator) with <= 32 "
+    "half_space / circle_obstacle / speed_limit rows",
+    "generic": "the barrier blocks, vectorised (any dynamics and barrier, scan rows included)",
+}
 
 
 class FilterReport:
@@ -467,6 +478,8 @@ class SafetyFilter:
         fallback: one of :data:`FALLBACKS`; fallback_value: (n_controls,) for ``constant``;
         fallback_damping: N m s/rad for ``gravity_compensation`` (default: the dynamics' damping).
         solver: a name in :data:`barriernet.qp.SOLVERS` (``daqp`` uses the direct fast path).
+        kernel: a name in :data:`KERNELS` (YAML ``kernel``); the one in use is :attr:`kernel`.
+            Asking for one the rows do not allow raises ``ValueError``.
 
     A filter reuses preallocated buffers between calls: use one instance per thread.
     """
@@ -485,6 +498,7 @@ class SafetyFilter:
         fallback_value: Any = None,
         fallback_damping: float | None = None,
         solver: str = "daqp",
+        kernel: str = "auto",
     ) -> None:
         if not isinstance(dynamics, ControlAffine):
             raise ValueError(f"dynamics: expected a ControlAffine, got {type(dynamics).__name__}")
@@ -498,7 +512,7 @@ class SafetyFilter:
             "dynamics": dynamics, "barriers": unbound, "lower": lower, "upper": upper, "names": names,
             "weights": weights, "slack_enabled": slack_enabled, "slack_penalty": slack_penalty,
             "fallback": fallback, "fallback_value": fallback_value, "fallback_damping": fallback_damping,
-            "solver": solver,
+            "solver": solver, "kernel": kernel,
         }  # fmt: skip
         self.dynamics = dyn = dynamics
         n = self.n_controls = dyn.n_controls
@@ -620,7 +634,12 @@ class SafetyFilter:
         self._blocks_call = [self._block_call(b, r0, r1, self._K_call) for b, r0, r1 in blocks]
         self._levels = sorted(set(prio.tolist()))
         self._init_relaxed(n, m, w, lo, hi)
-        self._scalar = _ScalarRows(dyn, rows) if _ScalarRows.eligible(dyn, rows) else None
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel: {kernel!r} unknown; choose one of {list(KERNELS)}")
+        scalar_ok = _ScalarRows.eligible(dyn, rows)
+        if kernel == "scalar" and not scalar_ok:
+            raise ValueError(f"kernel: 'scalar' is for {KERNELS['scalar']}; use kernel 'auto' or 'generic'")
+        self._scalar = _ScalarRows(dyn, rows) if scalar_ok and kernel in ("auto", "scalar") else None
         self._ks_default, self._kp_default = self._K_default[0].tolist(), self._K_default[1].tolist()
         self._lo_l, self._hi_l = lo.tolist(), hi.tolist()
         self._prio_l = prio.tolist()
@@ -628,10 +647,14 @@ class SafetyFilter:
         self._Gflat = self._G.reshape(-1)
         self._u_buf = np.zeros(n)
         self._linear = None
-        if _LinearRows.eligible(dyn, rows):
+        if kernel in ("auto", "affine") and _LinearRows.eligible(dyn, rows):
             self._linear = _LinearRows.build(self._evaluate_rows, self.n_state, self._K_default)
             if self._linear is not None:
                 self._G[:] = self._linear.G  # constant: written once, never refilled per call
+        if kernel == "affine" and self._linear is None:
+            raise ValueError(f"kernel: 'affine' is for {KERNELS['affine']}; use kernel 'auto' or 'generic'")
+        #: the row kernel in use (a name in KERNELS other than auto)
+        self.kernel = "affine" if self._linear is not None else ("scalar" if self._scalar else "generic")
         self._model: Any = None
         self._setup_model()
 
@@ -728,6 +751,7 @@ class SafetyFilter:
             fallback_value=f.get("value"),
             fallback_damping=f.get("damping"),
             solver=str(cfg.get("solver", "daqp")),
+            kernel=str(cfg.get("kernel", "auto")),
         )
 
     def _init_fallback(self, kind: str, value: Any, damping: Any) -> None:

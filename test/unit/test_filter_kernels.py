@@ -1,11 +1,10 @@
-"""The safety filter's fast kernels against its generic barrier blocks and daqp.solve.
+"""The safety filter's row kernels (``kernel=``) against its generic barrier blocks.
 
-``_LinearRows`` (white-box: half-space and joint-limit rows on a double integrator, affine in
-the state with a constant G, precomputed when the filter is built) must give the rows of the
-generic blocks at any state and gains (float64, 1e-12), and the filter must return the same
-commands and reports with and without it (and its DAQP workspace, set up once, the same as
-``daqp.solve`` on freshly filled rows). The QP matrix it writes once must survive every
-call (DAQP, the relaxation, fallbacks)."""
+``kernel="affine"`` (half-space and joint-limit rows on a double integrator, affine in the
+state with a constant G, precomputed when the filter is built) must give the barrier values
+of ``kernel="generic"`` at any state and gains (float64, 1e-12), and the same commands and
+reports (its DAQP workspace, set up once, against ``daqp.solve`` on freshly filled rows),
+through every path (QP, relaxation, fallbacks) in any order of calls."""
 
 from __future__ import annotations
 
@@ -46,27 +45,25 @@ CASES = [(2, 1, False), (3, 8, False), (7, 8, False), (2, 2, True), (4, 3, True)
 
 
 @pytest.mark.parametrize(("dim", "walls", "joints"), CASES)
-def test_linear_rows_equal_generic_rows(dim: int, walls: int, joints: bool) -> None:
-    filt = SafetyFilter.from_config(linear_cfg(dim, walls, seed=dim * 10 + walls, joints=joints))
-    lin = filt._linear
-    assert lin is not None  # white-box: the kernel under test is in use
-    m = filt.n_rows
+def test_affine_kernel_rows_equal_generic_rows(dim: int, walls: int, joints: bool) -> None:
+    """kernel="affine" against kernel="generic" on seeded states, default and learned gains:
+    the same barrier values (1e-12) and, where the QP's answer is a vertex of the rows and the
+    box, the same command."""
+    cfg = linear_cfg(dim, walls, seed=dim * 10 + walls, joints=joints)
+    fast = SafetyFilter.from_config({**cfg, "kernel": "affine"})
+    slow = SafetyFilter.from_config({**cfg, "kernel": "generic"})
+    assert (fast.kernel, slow.kernel) == ("affine", "generic")
+    assert SafetyFilter.from_config(cfg).kernel == "affine"  # auto picks it
     rng = np.random.default_rng(5)
     for i in range(200):
-        x = rng.standard_normal(filt.n_state) * (10.0 if i % 4 == 0 else 1.0)
-        G, h, hv = filt.constraints(x)  # the generic blocks
-        got = lin.M @ x + lin.c
-        np.testing.assert_array_equal(lin.G, G)
-        np.testing.assert_allclose(got[:m], h, rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(got[m:], hv, rtol=1e-12, atol=1e-12)
-        gains = rng.uniform(0.1, 4.0, filt.n_gains)
-        G, h, hv = filt.constraints(x, gains=gains)
-        h2, hv2 = np.zeros(m), np.zeros(m)
-        K = np.zeros((2, m))
-        filt._set_row_gains(gains, K)
-        lin.rows_with_gains(x, K, h2, hv2)
-        np.testing.assert_allclose(h2, h, rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(hv2, hv, rtol=1e-12, atol=1e-12)
+        x = rng.standard_normal(fast.n_state) * (10.0 if i % 4 == 0 else 1.0)
+        u_nom = rng.uniform(fast.lower, fast.upper)
+        gains = rng.uniform(0.1, 4.0, fast.n_gains) if i % 2 else None
+        a, ra = fast.filter(x, u_nom, gains=gains)
+        b, rb = slow.filter(x, u_nom, gains=gains)
+        np.testing.assert_allclose(ra.barrier_values, rb.barrier_values, rtol=1e-12, atol=1e-12)
+        assert (ra.status, ra.intervened, ra.fallback_used) == (rb.status, rb.intervened, rb.fallback_used)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize(("dim", "walls", "joints"), CASES)
@@ -75,11 +72,8 @@ def test_filter_same_with_and_without_the_linear_kernel(
     dim: int, walls: int, joints: bool, slack: bool
 ) -> None:
     cfg = linear_cfg(dim, walls, seed=dim * 10 + walls, joints=joints, slack=slack)
-    fast, slow = SafetyFilter.from_config(cfg), SafetyFilter.from_config(cfg)
-    assert fast._model is not None  # white-box: DAQP workspace set up once (constant H, G)
-    slow._linear = slow._model = None  # the generic blocks and daqp.solve on refilled rows
-    slow._scalar = None
-    G0 = fast._G.copy()
+    fast = SafetyFilter.from_config({**cfg, "kernel": "affine"})  # DAQP workspace set up once
+    slow = SafetyFilter.from_config({**cfg, "kernel": "generic"})  # daqp.solve on refilled rows
     rng = np.random.default_rng(17)
     kinds: set[str] = set()
     for i in range(300):
@@ -98,22 +92,32 @@ def test_filter_same_with_and_without_the_linear_kernel(
             G, h, _ = slow.constraints(x, gains=gains)
             assert (G @ a <= h + 1e-9 * (1 + np.abs(h))).all()
         kinds.add(ra.status + ("+cut" if ra.intervened else ""))
-        np.testing.assert_array_equal(fast._G, G0)  # the constant rows are never overwritten
     assert {"optimal", "optimal+cut"} <= kinds, kinds
     assert kinds & {"relaxed+cut", "infeasible+cut"}, kinds
 
 
-def test_linear_kernel_only_for_affine_rows() -> None:
+def test_affine_kernel_only_for_affine_rows() -> None:
     cfg = linear_cfg(2, 2, seed=1)
-    assert SafetyFilter.from_config(cfg)._linear is not None
+    assert SafetyFilter.from_config(cfg).kernel == "affine"
     speed = {"type": "speed_limit", "name": "speed", "max": 1.0, "gains": [1.0]}  # |v|^2: not affine
-    assert SafetyFilter.from_config({**cfg, "barriers": cfg["barriers"] + [speed]})._linear is None
     disc = {"type": "circle_obstacle", "name": "o", "center": [2.0, 0.0], "radius": 0.3, "gains": [1.0, 1.0]}
-    assert SafetyFilter.from_config({**cfg, "barriers": cfg["barriers"] + [disc]})._linear is None
     wall = {"type": "half_space", "name": "w", "normal": [1, 0], "offset": 1.0, "gains": [1, 1]}
     box = {"lower": [-1, -1], "upper": [1, 1]}
-    uni = {"dynamics": {"type": "unicycle"}, "controls": box, "barriers": [wall]}
-    assert SafetyFilter.from_config(uni)._linear is None  # rows depend on cos/sin(theta)
+    uni = {"dynamics": {"type": "unicycle"}, "controls": box, "barriers": [wall]}  # rows in cos/sin(theta)
+    for other in (
+        {**cfg, "barriers": cfg["barriers"] + [speed]},
+        {**cfg, "barriers": cfg["barriers"] + [disc]},
+        uni,
+    ):
+        assert SafetyFilter.from_config(other).kernel == "scalar"  # auto: the next fastest
+        with pytest.raises(ValueError, match="kernel: 'affine' is for"):
+            SafetyFilter.from_config({**other, "kernel": "affine"})
+    assert SafetyFilter.from_config({**cfg, "kernel": "generic"}).kernel == "generic"
+    with pytest.raises(ValueError, match=r"kernel: 'fast' unknown; choose one of \['auto'"):
+        SafetyFilter.from_config({**cfg, "kernel": "fast"})
+    scan = {"type": "laser_scan", "name": "s", "radius": 0.2, "max_points": 4, "gains": [1.0, 1.0]}
+    with pytest.raises(ValueError, match="kernel: 'scalar' is for"):
+        SafetyFilter.from_config({**cfg, "barriers": cfg["barriers"] + [scan], "kernel": "scalar"})
 
 
 def test_linear_kernel_non_finite_and_huge_inputs_fall_back_or_stay_in_the_box() -> None:
@@ -192,7 +196,7 @@ def test_bad_learned_gains_fall_back_with_the_reason(bad: float, kind: str) -> N
     if kind == "generic":
         cfg["barriers"].append({"type": "speed_limit", "name": "speed", "max": 1.0, "gains": [1.0]})
     filt = SafetyFilter.from_config(cfg)
-    assert (filt._linear is not None) == (kind == "linear")
+    assert filt.kernel == ("affine" if kind == "linear" else "scalar")
     gains = np.full(filt.n_gains, 1.5)
     u, rep = filt.filter(np.zeros(4), [0.1, 0.2], gains=gains)
     assert rep.status == "optimal" and not rep.fallback_used
@@ -236,7 +240,7 @@ def test_copies_and_pickles_are_working_filters(which: str) -> None:
     ]
     kinds = set()
     for other in copies:
-        assert other is not filt and other._G is not filt._G
+        assert other is not filt and other.kernel == filt.kernel
         assert other.constraint_names == filt.constraint_names and other.gain_names == filt.gain_names
         for x, u_nom, env in cases:
             a, ra = filt.filter(x, u_nom, env=env)
