@@ -1,0 +1,197 @@
+"""Camera policies: a small conv head in front of a liquid network (the NCP lane-keeping shape).
+
+    images (B, T, H, W, C) pixels 0..255 (channels last, as sensor_msgs/Image rgb8 / mono8)
+    z = x * pixel_scale + pixel_offset                        (default: to [-1, 1])
+    conv_i: z <- relu(conv2d(z, W_i, b_i, stride_i))          (no padding), i = 1..L
+    last conv: n_maps channels of Ho x Wo; each map m through its own linear layer:
+        f_m = A_m vec(z_m) + a_m                               (features_per_map features each)
+    features = [f_1, ..., f_n_maps]                            (n_maps * features_per_map)
+    y, h = LiquidPolicy(features, timespans, h)                (e.g. CfC / LTC on AutoNCP(19, k))
+
+With the defaults (3 conv layers 16/24/8 channels, kernels 5/3/3, strides 2/2/1, 4 features
+per map) a 64x48 image gives 8 maps of 12x8 -> 32 features -> a 19-neuron NCP: the shape of
+Lechner et al. 2020 (last conv layer 8 channels, each map to 4 features, 32 sensory inputs,
+19 neurons), scaled to a 64x48 camera.
+
+:meth:`VisionPolicy.runtime` gives the torch-free stepper
+(:class:`lnn_control.runtime.vision.VisionStepper`), which computes the same numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lnn_control.nn.policy import LiquidPolicy
+from lnn_control.nn.wiring import AutoNCP
+
+__all__ = ["ConvHead", "VisionPolicy", "conv_output_shape"]
+
+
+def conv_output_shape(height: int, width: int, kernels: Any, strides: Any) -> tuple[int, int]:
+    """(Ho, Wo) after unpadded convolutions with these kernel sizes and strides."""
+    h, w = int(height), int(width)
+    for k, s in zip(kernels, strides):
+        h, w = (h - k) // s + 1, (w - k) // s + 1
+    return h, w
+
+
+def _ints(name: str, v: Any) -> list[int]:
+    out = [int(a) for a in v]
+    if not out or any(a < 1 or a != b for a, b in zip(out, v)):
+        raise ValueError(f"{name} must be a non-empty list of positive ints, got {v!r}")
+    return out
+
+
+class ConvHead(nn.Module):
+    """Conv layers, then one linear map per channel of the last layer (see the module docstring).
+
+    Args:
+        height, width, in_channels: image size (pixels) and channels (3 rgb8, 1 mono8).
+        channels, kernels, strides: one entry per conv layer (no padding; ReLU after each).
+        features_per_map: features each last-layer channel's map is reduced to.
+        pixel_scale, pixel_offset: z = pixel * scale + offset before the first conv.
+    """
+
+    def __init__(
+        self,
+        height: int = 48,
+        width: int = 64,
+        in_channels: int = 3,
+        channels: Any = (16, 24, 8),
+        kernels: Any = (5, 3, 3),
+        strides: Any = (2, 2, 1),
+        features_per_map: int = 4,
+        pixel_scale: float = 2.0 / 255.0,
+        pixel_offset: float = -1.0,
+    ) -> None:
+        super().__init__()
+        ch, ks, st = _ints("channels", channels), _ints("kernels", kernels), _ints("strides", strides)
+        if not len(ch) == len(ks) == len(st):
+            raise ValueError(f"channels, kernels, strides need one entry per layer, got {ch}, {ks}, {st}")
+        height, width, in_channels, fpm = _ints("height, width, in_channels, features_per_map",
+                                                [height, width, in_channels, features_per_map])  # fmt: skip
+        ho, wo = conv_output_shape(height, width, ks, st)
+        if ho < 1 or wo < 1:
+            raise ValueError(f"a {height}x{width} image is too small for kernels {ks} / strides {st}")
+        self.convs = nn.ModuleList()
+        c_in = in_channels
+        for c, k, s in zip(ch, ks, st):
+            self.convs.append(nn.Conv2d(c_in, c, k, stride=s))
+            c_in = c
+        self.n_maps, self.map_size, self.features_per_map = ch[-1], ho * wo, fpm
+        bound = 1.0 / self.map_size**0.5
+        self.map_weight = nn.Parameter(torch.empty(ch[-1], fpm, ho * wo).uniform_(-bound, bound))
+        self.map_bias = nn.Parameter(torch.empty(ch[-1], fpm).uniform_(-bound, bound))
+        self.n_features = ch[-1] * fpm
+        self.image_shape = (height, width, in_channels)
+        self.pixel_scale, self.pixel_offset = float(pixel_scale), float(pixel_offset)
+        self._config = {
+            "height": height,
+            "width": width,
+            "in_channels": in_channels,
+            "channels": ch,
+            "kernels": ks,
+            "strides": st,
+            "features_per_map": fpm,
+            "pixel_scale": float(pixel_scale),
+            "pixel_offset": float(pixel_offset),
+        }
+
+    def get_config(self) -> dict[str, Any]:
+        return copy.deepcopy(self._config)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, H, W, C) pixels -> (N, n_features)."""
+        z = images.to(self.map_weight.dtype).permute(0, 3, 1, 2)
+        z = z * self.pixel_scale + self.pixel_offset
+        for conv in self.convs:
+            z = torch.relu(conv(z))
+        z = z.flatten(2)  # (N, n_maps, Ho*Wo)
+        f = torch.einsum("ncp,cfp->ncf", z, self.map_weight) + self.map_bias
+        return f.flatten(1)
+
+
+class VisionPolicy(nn.Module):
+    """:class:`ConvHead` -> :class:`~lnn_control.nn.policy.LiquidPolicy` on its features.
+
+    Args:
+        head: a :class:`ConvHead` config dict (or None for the defaults).
+        cell: ``"cfc"`` or ``"ltc"``; units: NCP neurons (19); n_outputs: motor neurons
+            (commands, e.g. 1 for omega or 2 for v, omega); wiring_seed: the AutoNCP draw.
+        **policy_options: more :class:`LiquidPolicy` arguments (output_names, mode, ...).
+    """
+
+    def __init__(
+        self,
+        head: dict[str, Any] | None = None,
+        cell: str = "cfc",
+        units: int = 19,
+        n_outputs: int = 1,
+        wiring_seed: int = 22222,
+        **policy_options: Any,
+    ) -> None:
+        super().__init__()
+        self.head = ConvHead(**(head or {}))
+        wiring = AutoNCP(units, n_outputs, seed=wiring_seed)
+        self.policy = LiquidPolicy(self.head.n_features, cell, wiring, **policy_options)
+        self.n_outputs = self.policy.n_outputs
+        self.state_size = self.policy.state_size
+        self.image_shape = self.head.image_shape
+
+    def get_config(self) -> dict[str, Any]:
+        """{"head": ConvHead config, "policy": LiquidPolicy config}: what the runtime needs."""
+        return {"head": self.head.get_config(), "policy": self.policy.get_config()}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> VisionPolicy:
+        """Rebuild the architecture from :meth:`get_config` (weights not included)."""
+        try:
+            head, pol = dict(config["head"]), dict(config["policy"])
+        except (KeyError, TypeError):
+            raise ValueError("vision policy config needs 'head' and 'policy' mappings") from None
+        out = cls.__new__(cls)
+        nn.Module.__init__(out)
+        out.head = ConvHead(**head)
+        out.policy = LiquidPolicy.from_config(pol)
+        out.n_outputs, out.state_size = out.policy.n_outputs, out.policy.state_size
+        out.image_shape = out.head.image_shape
+        return out
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, T, H, W, C) pixels -> (B, T, n_features)."""
+        B, T = images.shape[:2]
+        return self.head(images.reshape(B * T, *images.shape[2:])).reshape(B, T, -1)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        timespans: torch.Tensor | float | None = None,
+        hx: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, T, H, W, C) pixels (mono8: C = 1) -> y (B, T, n_outputs), h (B, state_size)."""
+        if (
+            not isinstance(images, torch.Tensor)
+            or images.dim() != 5
+            or tuple(images.shape[2:]) != self.image_shape
+        ):
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(
+                f"images must be a tensor (batch, time, {', '.join(map(str, self.image_shape))}), got {shape}"
+            )
+        return self.policy(self.features(images), timespans, hx, mask)
+
+    def numpy_state(self) -> dict[str, np.ndarray]:
+        """Every parameter and buffer as float64 numpy, by state-dict name (``head.*``, ``policy.*``)."""
+        return {k: v.detach().cpu().double().numpy().copy() for k, v in self.state_dict().items()}
+
+    def runtime(self, dtype: Any = np.float64) -> Any:
+        """A torch-free :class:`~lnn_control.runtime.vision.VisionStepper` with these weights."""
+        from lnn_control.runtime.vision import VisionStepper
+
+        return VisionStepper(self.get_config(), self.numpy_state(), dtype=dtype)
