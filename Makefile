@@ -2,6 +2,8 @@
 # `make demo`  set up, then the closed-loop demo on the built-in simulator.
 # `make test`  set up, then every test tier (unit, ros, lint).
 # `make bench` set up, then the benchmarks (BENCH_MODE=quick for the CI smoke run).
+# `make faults` fault injection over DDS: FAULT_MESSAGES (100000) fuzzed messages per robot + CPU hog.
+# `make soak`   the node at 1 kHz across processes for SOAK_MINUTES (60); SOAK_MINUTES=5 short.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -11,11 +13,13 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 BUILD := $(CURDIR)/build
 FILTER ?= on
 BENCH_MODE ?= full
+FAULT_MESSAGES ?= 100000
+SOAK_MINUTES ?= 60
 
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv build demo test test-unit test-ros test-lint bench bench-quick clean distclean
+.PHONY: venv build demo test test-unit test-ros test-lint bench bench-quick faults soak clean distclean
 
 venv: $(VENV)/.deps
 
@@ -67,6 +71,12 @@ bench: build
 
 bench-quick:
 	$(MAKE) bench BENCH_MODE=quick
+
+faults: build
+	$(PY) scripts/faults.py --messages $(FAULT_MESSAGES) --hog
+
+soak: build
+	$(PY) scripts/soak.py --minutes $(SOAK_MINUTES)
 
 clean:
 	rm -rf $(BUILD) $(BUILD).log out .pytest_cache .mypy_cache .ruff_cache
