@@ -41,6 +41,7 @@ from barriernet.bnet import BarrierNetHead, DiscObstacle, UnicycleBarrierNet  # 
 from barriernet.qp import solve_qp  # noqa: E402
 from lnn_control.nn.policy import LiquidPolicy  # noqa: E402
 from lnn_control.nn.wiring import AutoNCP  # noqa: E402
+from lnn_control.sim.episodes import wilson  # noqa: E402
 
 # --- the scene (the task's description; the layer itself holds no constants) ------------------
 OBSTACLE = DiscObstacle(2.0, 0.0, 0.6)
@@ -284,14 +285,21 @@ def train(
 
 # --- pipeline ------------------------------------------------------------------------------
 def summarize(roll: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Counts with the words of :mod:`lnn_control.sim.episodes`: success = goal reached in the
+    horizon, safe success = and the barrier never negative (a collision), Wilson 95 % intervals."""
     b = barrier(roll["states"])  # (N, steps+1)
     min_b = b.min(axis=1)
+    n = int(b.shape[0])
+    reached = int((roll["goal_step"] > 0).sum())
+    safe = int(((roll["goal_step"] > 0) & (min_b >= 0)).sum())
     return {
-        "starts": int(b.shape[0]),
+        "starts": n,
         "collisions": int((min_b < 0).sum()),
         "min_barrier": float(min_b.min()),
-        "goal_reached": int((roll["goal_step"] > 0).sum()),
-        "goal_reached_safely": int(((roll["goal_step"] > 0) & (min_b >= 0)).sum()),
+        "goal_reached": reached,
+        "goal_reached_safely": safe,
+        "success_ci95": list(wilson(reached, n)),
+        "safe_success_ci95": list(wilson(safe, n)),
         "min_barrier_per_start": min_b.tolist(),
     }
 

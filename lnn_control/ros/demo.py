@@ -705,7 +705,7 @@ def _plots(
             gt = np.asarray(ep.gt, dtype=float).reshape(-1, len(fields))
             t = np.asarray(ep.gt_t) - (ep.gt_t[0] if ep.gt_t else 0.0)
             for j in range(3):
-                q = np.minimum(gt[:, j], 99)  # margins -> plotted as margins per joint
+                q = np.minimum(E.truth(robot, gt, fields)[f"margin_joint{j + 1}"], 99)
                 ax.plot(
                     t,
                     q,

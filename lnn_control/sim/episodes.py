@@ -112,12 +112,13 @@ class EpisodeSpec:
         return env.reset(seed=self.seed, q0=self.start, goal=self.goal)
 
 
-def make_env(robot: str, noise_std: float = 0.0) -> DiffDriveEnv | ArmEnv:
-    """The plain environment of ``robot``; ``noise_std`` on every sensor (m, rad, rad/s)."""
+def make_env(robot: str, noise_std: float = 0.0, seed: int | None = None) -> DiffDriveEnv | ArmEnv:
+    """The plain environment of ``robot`` by name; ``noise_std`` on every sensor (m, rad, rad/s),
+    ``seed`` for its noise generator and ``reset`` without a seed."""
     _check_robot(robot)
     if robot == "diff_drive":
-        return DiffDriveEnv(noise_std, noise_std)
-    return ArmEnv(noise_std)
+        return DiffDriveEnv(scan_noise_std=noise_std, odom_noise_std=noise_std, seed=seed)
+    return ArmEnv(noise_std=noise_std, seed=seed)
 
 
 @functools.cache
