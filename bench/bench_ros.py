@@ -40,7 +40,8 @@ backlog limit and a loss limit (absolute: < 1 % of commands; scaled: < 1 % beyon
 node's own loss in the same run). ``passed`` is the absolute verdict; the notes spell out both.
 
 Run length: full 60 s per cross-process run, quick 3 s.
-``python -m bench.bench_ros [--quick]``; ``--echo`` runs the echo node (a child of this module).
+``python -m bench.bench_ros [--quick] [--in-process]`` (``--in-process``: the node step rows
+only); ``--echo`` runs the echo node (a child of this module).
 """
 
 from __future__ import annotations
@@ -735,26 +736,28 @@ def _across_processes(quick: bool, model_path: pathlib.Path) -> list[dict[str, A
         d.close()
 
 
-def run(quick: bool) -> list[dict[str, Any]]:
+def run(quick: bool, in_process_only: bool = False) -> list[dict[str, Any]]:
     _ros_env()
     with tempfile.TemporaryDirectory(prefix="lnn_bench_ros_") as tmp:
         model_path = pathlib.Path(tmp) / "cfc_ncp19.npz"
         ncps_model = _make_model(model_path)
         rows = _in_process(quick, model_path, ncps_model)
-        rows += _across_processes(quick, model_path)
+        if not in_process_only:
+            rows += _across_processes(quick, model_path)
     return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--in-process", action="store_true", help="only the two node step in-process rows")
     ap.add_argument("--echo", action="store_true", help="run the echo node (used by the benchmark)")
     ap.add_argument("--executor", default="inputs", choices=("inputs", "single"), help="echo node's spin")
     args = ap.parse_args()
     if args.echo:
         _echo_main(args.executor)
         return
-    for r in run(args.quick):
+    for r in run(args.quick, args.in_process):
         print(
             f"{r['name']}: median {r['ours_median_s'] * 1e6:.1f} us, p99 {r['ours_p99_s'] * 1e6:.1f} us"
             + (

@@ -207,7 +207,7 @@ class ControlStep:
         self._stepper = stepper
         self._n = n_ctl
         self._filter: Any = None
-        self._names: list[str] = []
+        self._names: tuple[str, ...] = ()
         self._lo: list[float] = []
         self._hi: list[float] = []
         self._set_filter(safety_filter, command_names)
@@ -277,9 +277,9 @@ class ControlStep:
         return self._filter
 
     @property
-    def command_names(self) -> list[str]:
+    def command_names(self) -> tuple[str, ...]:
         """Names of the command channels (n_controls)."""
-        return list(self._names)
+        return self._names
 
     @property
     def n_controls(self) -> int:
@@ -293,9 +293,9 @@ class ControlStep:
         names = list(command_names) if command_names is not None else list(safety_filter.control_names)
         self._filter = safety_filter
         if len(names) == self._n:
-            self._names = [str(n) for n in names]
+            self._names = tuple(str(n) for n in names)
         elif not self._names:
-            self._names = [f"u{i}" for i in range(self._n)]
+            self._names = tuple(f"u{i}" for i in range(self._n))
         # the box as plain floats, once per filter (checked on every command)
         self._lo = np.asarray(safety_filter.lower, dtype=np.float64).reshape(-1).tolist()
         self._hi = np.asarray(safety_filter.upper, dtype=np.float64).reshape(-1).tolist()

@@ -266,19 +266,26 @@ class MujocoSimNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run the simulator node until Ctrl-C / shutdown."""
-    rclpy.init(args=sys.argv if args is None else args)
+    """Run the simulator node until SIGINT / SIGTERM (one or several, e.g. Ctrl-C on ``ros2 launch``,
+    which forwards a second SIGINT), then shut down cleanly and return 0."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    from lnn_control.ros.spinner import stop_on_signals
+
+    stop = stop_on_signals()  # signals only end the loop below: no KeyboardInterrupt mid-teardown
+    rclpy.init(args=sys.argv if args is None else args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
+    executor = SingleThreadedExecutor()
     try:
         node = MujocoSimNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        executor.add_node(node)
+        while rclpy.ok() and not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)  # bounded wait: a signal is seen within 0.1 s
+    except ExternalShutdownException:
         pass
-    except Exception:
-        # SIGTERM shuts the context down under a running wait: that is a clean stop, not an error.
-        if rclpy.ok():
-            raise
     finally:
+        executor.shutdown()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

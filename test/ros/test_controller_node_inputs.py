@@ -314,7 +314,9 @@ def test_live_filter_sets_are_atomic_and_checked_against_the_command(rig: Rig) -
         ]
     )
     assert res.successful, res.reason
-    assert rig.node.control_step.safety_filter is before, "the filter must change between steps, not inside the set"
+    core = rig.node.control_step
+    assert core is not None
+    assert core.safety_filter is before, "the filter must change between steps, not inside the set"
     rig.send(40.02, wait_for=2)
     assert rig.node.control_step.safety_filter is not before
     c = rig.cmds[-1].twist
@@ -413,7 +415,8 @@ def test_arm_effort_commands_and_gravity_compensation_fallback(tmp_path: pathlib
         pub_js.publish(js)
         assert spin_until(lambda: len(status) >= 6 and len(cmds) > n_cmds, 3.0), "no command / status"
         assert status[-1].fallback_used and status[-1].fallback_reason.startswith("non_finite")
-        expected_new, _ = node.control_step.safety_filter.fallback(np.array([*q_new, 0.0, 0.3, -0.1]), "check")
+        x_new = np.array([*q_new, 0.0, 0.3, -0.1])
+        expected_new, _ = node.control_step.safety_filter.fallback(x_new, "check")
         np.testing.assert_allclose(cmds[-1], expected_new, rtol=1e-12, atol=1e-12)
         assert np.abs(expected_new - expected).max() > 0.1  # the two poses need different torques
     finally:

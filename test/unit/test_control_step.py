@@ -74,7 +74,7 @@ def test_normal_step_is_the_policy_through_the_filter_inside_the_box() -> None:
     np.testing.assert_allclose(out.command, u, rtol=0, atol=1e-9)
     assert out.report.status == report.status
     assert core.counters["steps"] == 1 and core.counters["commands"] == 1 and core.counters["fallbacks"] == 0
-    assert core.command_names == ["v", "omega"]
+    assert core.command_names == ("v", "omega")
 
 
 def test_nan_field_gives_the_fallback_with_the_reason() -> None:

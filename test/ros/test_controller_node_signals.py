@@ -1,0 +1,192 @@
+"""Clean exit on signals (issue 15): Ctrl-C on ``ros2 launch`` sends SIGINT to the process group
+and launch forwards another milliseconds later. ``lnn_controller`` and ``mujoco_sim`` run as real
+processes in their own process group; two signals 5 ms apart must give exit code 0, no
+traceback, and (controller, active) the filter's fallback command on the command topic."""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("barriernet.safety_filter")
+
+import ros_rig  # noqa: E402
+from geometry_msgs.msg import PoseStamped, Twist  # noqa: E402
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from lnn_control.msg import SafetyStatus  # noqa: E402
+from nav_msgs.msg import Odometry  # noqa: E402
+from rclpy.context import Context  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import LaserScan  # noqa: E402
+
+from barriernet.safety_filter import SafetyFilter  # noqa: E402
+from lnn_control.config import load_filter_config  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "config" / "diff_drive.yaml"
+X0 = np.array([-1.0, 0.5, 0.0])  # the pose the test's odometry reports (px, py, theta)
+
+
+def _start(module: str, *ros_args: str) -> subprocess.Popen[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([p for p in (str(ROOT), env.get("PYTHONPATH")) if p])
+    return subprocess.Popen(
+        [sys.executable, "-m", module, "--ros-args", *ros_args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as launch's children share one
+    )
+
+
+def _signal_twice(proc: subprocess.Popen[str], sig: int) -> None:
+    os.killpg(proc.pid, sig)
+    time.sleep(0.005)
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:  # already gone after the first: fine
+        pass
+
+
+def _finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    try:
+        _, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        raise AssertionError(f"process did not exit after the signals; stderr:\n{err[-3000:]}") from None
+    return proc.returncode, err
+
+
+class Probe:
+    """Test-side node: diff_drive sensors out, command and status in, lifecycle client."""
+
+    def __init__(self) -> None:
+        self.ctx = Context()
+        rclpy.init(context=self.ctx)
+        n = self.node = rclpy.create_node("signal_probe", context=self.ctx)
+        self.ex = SingleThreadedExecutor(context=self.ctx)
+        self.ex.add_node(n)
+        self.pub_odom = n.create_publisher(Odometry, "/odom", qos_profile_sensor_data)
+        self.pub_scan = n.create_publisher(LaserScan, "/scan", qos_profile_sensor_data)
+        self.pub_goal = n.create_publisher(PoseStamped, "/goal_pose", qos_profile_sensor_data)
+        rel = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        self.cmds: list[Twist] = []
+        self.status: list[SafetyStatus] = []
+        self.odom: list[Odometry] = []
+        n.create_subscription(Twist, "/cmd_vel", self.cmds.append, rel)
+        n.create_subscription(SafetyStatus, "/lnn_controller/safety_status", self.status.append, rel)
+        self.change = n.create_client(ChangeState, "/lnn_controller/change_state")
+        self.get_state = n.create_client(GetState, "/lnn_controller/get_state")
+        self.t = 50.0
+
+    def spin_until(self, cond: Callable[[], bool], timeout: float) -> bool:
+        return ros_rig.spin_until(lambda: self.ex.spin_once(timeout_sec=0.01), cond, timeout)
+
+    def call(self, client: Any, req: Any, timeout: float = 30.0) -> Any:
+        assert client.wait_for_service(timeout_sec=timeout), f"service {client.srv_name} not available"
+        fut = client.call_async(req)
+        assert self.spin_until(fut.done, timeout), f"no reply from {client.srv_name}"
+        return fut.result()
+
+    def transition(self, tid: int) -> bool:
+        return bool(self.call(self.change, ChangeState.Request(transition=Transition(id=tid))).success)
+
+    def publish(self) -> None:
+        self.t += 0.02
+        sec, nsec = int(self.t), int(round((self.t % 1) * 1e9))
+        g = PoseStamped()
+        g.header.frame_id = "odom"
+        g.pose.position.x, g.pose.position.y = 2.0, 1.5
+        self.pub_goal.publish(g)
+        s = LaserScan()
+        s.header.stamp.sec, s.header.stamp.nanosec = sec, nsec
+        s.angle_min, s.angle_increment = 0.0, 2 * math.pi / 72
+        s.range_min, s.range_max = 0.05, 4.0
+        s.ranges = [2.5] * 72
+        self.pub_scan.publish(s)
+        o = Odometry()
+        o.header.stamp.sec, o.header.stamp.nanosec = sec, nsec
+        o.pose.pose.position.x, o.pose.pose.position.y = float(X0[0]), float(X0[1])
+        o.pose.pose.orientation.w = 1.0
+        o.twist.twist.linear.x = 0.2
+        self.pub_odom.publish(o)
+
+    def drive(self, cond: Callable[[], bool], timeout: float = 10.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self.publish()
+            if self.spin_until(cond, 0.02):
+                return True
+        return False
+
+    def close(self) -> None:
+        self.ex.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.ctx)
+
+
+@pytest.fixture
+def probe() -> Any:
+    p = Probe()
+    yield p
+    p.close()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_controller_exits_cleanly_on_two_signals_after_its_fallback(
+    probe: Probe, model: pathlib.Path, sig: int
+) -> None:
+    proc = _start(
+        "lnn_control.ros.controller_node",
+        "--params-file", str(CONFIG), "-p", f"model_file:={model}", "-p", "sensor_timeout:=1.0",
+    )  # fmt: skip
+    try:
+        assert probe.transition(Transition.TRANSITION_CONFIGURE)
+        assert probe.transition(Transition.TRANSITION_ACTIVATE)
+        assert probe.drive(lambda: any(not s.fallback_used for s in probe.status)), "no filtered command"
+        n_cmds = len(probe.cmds)
+        _signal_twice(proc, sig)
+        # no more sensor messages: the next command can only be the goodbye fallback
+        assert probe.spin_until(
+            lambda: len(probe.cmds) > n_cmds and any(s.fallback_reason == "shutdown" for s in probe.status),
+            15.0,
+        ), "no fallback command after the signals"
+    finally:
+        code, err = _finish(proc)
+    assert code == 0, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    expected = SafetyFilter.from_config(load_filter_config(CONFIG)).fallback_command(X0)
+    last = probe.cmds[-1]
+    np.testing.assert_array_equal([last.linear.x, last.angular.z], expected)
+    assert len(probe.cmds) == n_cmds + 1, "one fallback command, nothing after it"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_sim_exits_cleanly_on_two_signals(probe: Probe, sig: int) -> None:
+    probe.node.create_subscription(Odometry, "/odom", probe.odom.append, qos_profile_sensor_data)
+    proc = _start("lnn_control.ros.sim_node", "-p", "robot:=diff_drive")
+    try:
+        assert probe.spin_until(lambda: len(probe.odom) > 3, 60.0), "the simulator never published /odom"
+        _signal_twice(proc, sig)
+    finally:
+        code, err = _finish(proc)
+    assert code == 0, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
