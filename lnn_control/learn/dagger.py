@@ -28,7 +28,7 @@ from lnn_control.learn.training import Episode
 from lnn_control.sim import topics as T
 from lnn_control.sim.rollout import ClosedLoop, RolloutResult
 
-__all__ = ["RolloutResult", "ClosedLoop", "success_rate", "dagger", "relabel_goals"]
+__all__ = ["success_rate", "dagger", "relabel_goals"]
 
 
 def success_rate(results: Sequence[RolloutResult]) -> dict[str, float]:

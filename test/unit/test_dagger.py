@@ -11,6 +11,7 @@ import torch
 from lnn_control.config import load_observation_config
 from lnn_control.learn import dagger, record
 from lnn_control.learn import training as tr
+from lnn_control.sim.rollout import ClosedLoop
 
 torch.set_num_threads(1)
 CONFIG = pathlib.Path(__file__).resolve().parents[2] / "config"
@@ -18,7 +19,7 @@ CONFIG = pathlib.Path(__file__).resolve().parents[2] / "config"
 
 def test_expert_rollout_equals_the_recorded_bag(tmp_path) -> None:
     """Same seed: the in-process episode has exactly the observations and commands the bag pipeline gives."""
-    loop = dagger.ClosedLoop("arm", CONFIG / "arm.yaml")
+    loop = ClosedLoop("arm", CONFIG / "arm.yaml")
     res = loop.run(None, seed=3)
     assert res.reached and not res.collided and res.min_margin > 0
     rec = record.record_episode("arm", tmp_path / "ep", seed=3)
@@ -46,7 +47,7 @@ class _Replay:
 
 
 def test_policy_rollout_is_labelled_by_the_expert_and_mixture_is_seeded() -> None:
-    loop = dagger.ClosedLoop("diff_drive", CONFIG / "diff_drive.yaml")
+    loop = ClosedLoop("diff_drive", CONFIG / "diff_drive.yaml")
     still = _Replay(np.zeros(2))
     res = loop.run(still, seed=5, max_time=1.0)
     assert not res.reached and still.calls == len(res.episode.dt) - 1
@@ -60,7 +61,7 @@ def test_policy_rollout_is_labelled_by_the_expert_and_mixture_is_seeded() -> Non
     with pytest.raises(ValueError, match="beta"):
         loop.run(still, seed=5, beta=1.5)
     with pytest.raises(ValueError, match="robot"):
-        dagger.ClosedLoop("tank", CONFIG / "arm.yaml")
+        ClosedLoop("tank", CONFIG / "arm.yaml")
 
 
 def test_filter_in_the_loop_applies_the_configs_filter_and_records_its_inputs() -> None:
@@ -69,8 +70,8 @@ def test_filter_in_the_loop_applies_the_configs_filter_and_records_its_inputs() 
     from barriernet.safety_filter import SafetyFilter
     from lnn_control.config import load_filter_config
 
-    plain = dagger.ClosedLoop("diff_drive", CONFIG / "diff_drive.yaml")
-    loop = dagger.ClosedLoop("diff_drive", CONFIG / "diff_drive.yaml", safety_filter=True)
+    plain = ClosedLoop("diff_drive", CONFIG / "diff_drive.yaml")
+    loop = ClosedLoop("diff_drive", CONFIG / "diff_drive.yaml", safety_filter=True)
     assert plain.safety_filter is None and isinstance(loop.safety_filter, SafetyFilter)
     full = np.array([0.6, 0.0])  # full speed straight ahead, whatever is there
     res = loop.run(_Replay(full), seed=4, max_time=6.0, record_filter=True)
@@ -93,13 +94,13 @@ def test_filter_in_the_loop_applies_the_configs_filter_and_records_its_inputs() 
 def test_filtered_expert_reaches_its_goals() -> None:
     """The expert's paths keep outside the band where the filter acts, so filtering it as deployed
     does not stall it (with 0.12 m clearance it stalled in half of the episodes)."""
-    loop = dagger.ClosedLoop("diff_drive", CONFIG / "diff_drive.yaml", safety_filter=True)
+    loop = ClosedLoop("diff_drive", CONFIG / "diff_drive.yaml", safety_filter=True)
     res = [loop.run(None, 10_000 + i) for i in range(1, 5)]
     assert all(r.reached and not r.collided for r in res), [(r.reached, r.min_margin) for r in res]
 
 
 def test_dagger_aggregates_policy_rollouts() -> None:
-    loop = dagger.ClosedLoop("arm", CONFIG / "arm.yaml")
+    loop = ClosedLoop("arm", CONFIG / "arm.yaml")
     demos = [loop.run(None, s).episode for s in (1, 2)]
     sizes: list[int] = []
 
@@ -118,7 +119,7 @@ def test_dagger_aggregates_policy_rollouts() -> None:
 def test_arm_pd_expert_reaches_goals_within_limits_and_rejects_bad_gains() -> None:
     from lnn_control.sim.experts import ArmPDExpert
 
-    loop = dagger.ClosedLoop("arm", CONFIG / "arm.yaml")
+    loop = ClosedLoop("arm", CONFIG / "arm.yaml")
     results = [loop.run(None, seed=s) for s in range(20, 24)]
     assert all(r.reached and not r.collided and r.min_margin > 0 for r in results)
     assert max(r.time_s for r in results) < 4.0
@@ -129,7 +130,7 @@ def test_arm_pd_expert_reaches_goals_within_limits_and_rejects_bad_gains() -> No
 
 
 def test_goal_relabelling_gives_expert_labels_for_new_goals() -> None:
-    loop = dagger.ClosedLoop("arm", CONFIG / "arm.yaml")
+    loop = ClosedLoop("arm", CONFIG / "arm.yaml")
     demo = loop.run(None, seed=4).episode
     out = dagger.relabel_goals(loop, [demo], copies=2, seed=0)
     assert len(out) == 2
@@ -140,7 +141,7 @@ def test_goal_relabelling_gives_expert_labels_for_new_goals() -> None:
         k = len(e.dt) // 2
         np.testing.assert_allclose(e.target[k], loop.expert(e.obs[k, :3], e.obs[k, 3:6], goal))
     with pytest.raises(ValueError, match="arm"):
-        dagger.relabel_goals(dagger.ClosedLoop("diff_drive", CONFIG / "diff_drive.yaml"), [demo], 1, 0)
+        dagger.relabel_goals(ClosedLoop("diff_drive", CONFIG / "diff_drive.yaml"), [demo], 1, 0)
 
 
 def test_committed_barriernet_policy_drives_through_the_filter_with_its_gains() -> None:
@@ -148,7 +149,7 @@ def test_committed_barriernet_policy_drives_through_the_filter_with_its_gains() 
     outputs are named as the config's filter gains and are what the filter uses in the loop."""
     from lnn_control.runtime.model_file import load_stepper
 
-    loop = dagger.ClosedLoop("diff_drive", CONFIG / "diff_drive.yaml", safety_filter=True)
+    loop = ClosedLoop("diff_drive", CONFIG / "diff_drive.yaml", safety_filter=True)
     policy = load_stepper(CONFIG.parent / "models" / "diff_drive_barriernet.npz")
     assert policy.gain_names == list(loop.safety_filter.gain_names)
     y = policy.step(np.zeros(policy.n_inputs), 0.02)
