@@ -47,7 +47,7 @@ def test_diff_drive_draw_is_free_and_far_enough_and_reset_puts_the_env_there() -
         spec = E.draw("diff_drive", seed)
         assert clearance(spec.start[:2]) >= 0.15 and clearance(spec.goal) >= 0.15
         assert np.linalg.norm(spec.goal - spec.start[:2]) >= 1.0
-    env = E.make_env("diff_drive")
+    env = DiffDriveEnv()
     spec.reset(env)
     np.testing.assert_allclose(env.pose, spec.start, atol=1e-12)
     gt = E.truth("diff_drive", env.ground_truth())

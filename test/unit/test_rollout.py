@@ -22,7 +22,8 @@ class _Logged:
     """A policy that sends a fixed command and logs the dt the control step gives it."""
 
     def __init__(self, u: np.ndarray) -> None:
-        self.u, self.dts = u, []
+        self.u = u
+        self.dts: list[float] = []
 
     def reset(self) -> None:
         self.dts = []
