@@ -748,6 +748,9 @@ class Fuzzer:
             "missed_fallbacks": missed,
             "late_fallbacks": late,
             "worst_time_to_fallback_s": max(self.t_fallback, default=None),
+            "control_period_s": self.spec.period,
+            "fallbacks_later_than_one_period": sum(1 for t in self.t_fallback if t > self.spec.period),
+            "bursts_timed": len(self.t_fallback),
             "p99_time_to_fallback_s": _q(self.t_fallback, 99),
             "median_time_to_fallback_s": _q(self.t_fallback, 50),
             "worst_time_to_recover_s": max(self.t_recover, default=None),
@@ -889,14 +892,15 @@ def _table(results: list[dict[str, Any]]) -> str:
 
     rows = [
         "| robot | messages | bad | crashes | unverified | missed / late fallbacks | worst fallback ms "
-        "| worst recover ms (steps) | not recovered | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| fallback > 1 period | worst recover ms (steps) | not recovered | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         rows.append(
             f"| {r['robot']} | {r.get('messages_sent', 0)} | {r.get('bad_messages', 0)} | {r['crashes']} | "
             f"{r.get('unverified_commands', '-')} | {sum(r.get('missed_fallbacks', {}).values())} / "
             f"{sum(r.get('late_fallbacks', {}).values())} | {ms(r.get('worst_time_to_fallback_s'))} | "
+            f"{r.get('fallbacks_later_than_one_period', '-')} / {r.get('bursts_timed', '-')} | "
             f"{ms(r.get('worst_time_to_recover_s'))} ({r.get('worst_steps_to_recover')}) | "
             f"{r.get('n_not_recovered', '-')} | {r['wall_s']:.0f} |"
         )
@@ -937,7 +941,11 @@ def main(argv: list[str] | None = None) -> int:
     bad = any(r["crashes"] or r["unverified_commands"] or r["node_log_problems"] for r in summary["fuzz"])
     hog = summary["cpu_hog"]
     bad = bad or bool(hog and (hog["unverified_commands"] or not hog["node_alive"]))
-    print(f"summary written to {args.out}; {'PROBLEMS FOUND' if bad else 'no crash, every command verified'}")
+    missed = sorted({k for r in summary["fuzz"] for k in r.get("missed_fallbacks", {})})
+    print(
+        f"summary written to {args.out}; {'PROBLEMS FOUND' if bad else 'no crash, every command verified'}"
+        + (f"; bad inputs the node used instead of falling back: {missed}" if missed else "")
+    )
     return 1 if bad else 0
 
 
