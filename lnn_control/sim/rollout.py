@@ -287,6 +287,7 @@ class ClosedLoop:
         record_filter: bool | None = None,
         reach_tolerance: tuple[float, float] | None = None,
         stall_time: float | None = None,
+        controller: Any | None = None,
     ) -> RolloutResult:
         """One episode driven by ``policy`` through the ControlStep, labelled by the expert.
 
@@ -309,11 +310,25 @@ class ClosedLoop:
                 loop's ``record_filter``).
             reach_tolerance: goal tolerance instead of the simulator's (``episodes.reached``).
             stall_time: diff_drive: end (unreached) when the robot moved < 5 cm in this many s.
+            controller: run the same episode against a controller elsewhere (e.g. a real
+                ``lnn_controller`` node over DDS: test/ros/test_node_rollout_equivalence.py) instead
+                of the in-process ControlStep. It needs ControlStep's ``reset(now)``,
+                ``receive(topic, msg, now)``, ``step(now, stamp) -> StepOutput | None`` and
+                ``watchdog(now)``, called exactly as here (sim time in s, message dicts of
+                :mod:`lnn_control.sim.topics`). Policy and filter are then the controller's:
+                ``policy`` must be None, ``beta`` and ``action_noise`` 0, ``condition.filter`` is not
+                applied here; the rows (DAgger data) come from a local ObservationMap fed the same
+                messages.
         """
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {beta}")
         if action_noise < 0:
             raise ValueError(f"action_noise must be >= 0, got {action_noise}")
+        if controller is not None and (policy is not None or beta > 0 or action_noise > 0):
+            raise ValueError(
+                "controller: the policy runs in the controller; pass policy=None, beta=0 and "
+                "action_noise=0 with it"
+            )
         cond = self.condition if condition is None else condition
         record_filter = self.record_filter if record_filter is None else record_filter
         spec = E.draw(self.robot, seed, max_time)
@@ -338,11 +353,19 @@ class ClosedLoop:
             self.limits,
             math.exp(-1.0 / (0.3 * self.rate)),
         )
-        step = ControlStep(self.observation_map(), actor, filt, self.settings)
-        om = step.observation
+        step: Any
+        if controller is None:
+            step = ControlStep(self.observation_map(), actor, filt, self.settings)
+            om, mirror = step.observation, None
+        else:  # the controller's own map is out of reach: rows from a copy fed the same messages
+            step = controller
+            om = mirror = self.observation_map()
         step.reset(0.0)
         goal_topic = T.GOAL_TOPIC[self.robot][0]
-        step.receive(goal_topic, E.goal_message(self.robot, goal, 0), 0.0)
+        goal_msg = E.goal_message(self.robot, goal, 0)
+        step.receive(goal_topic, goal_msg, 0.0)
+        if mirror is not None:
+            mirror.update(goal_topic, goal_msg)
         rng = np.random.default_rng([seed, 4])
         irregular = cond.period_scale != (1.0, 1.0)
         obs_rows: list[np.ndarray] = []
@@ -372,6 +395,8 @@ class ClosedLoop:
                 if cond.drop_prob > 0 and rng.random() < cond.drop_prob:
                     continue
                 step.receive(topic, msg, t)
+                if mirror is not None:
+                    mirror.update(topic, msg)
                 triggered = triggered or topic == self.trigger or not self.trigger
             u_exp = self._expert(ob, goal)
             if triggered and om.ready():
