@@ -102,7 +102,7 @@ def test_simulator_killed_then_restarted(tmp_path: pathlib.Path) -> None:
     period; a new simulator: filtered commands again, from the same controller process."""
     timeout = faults.ROBOTS["diff_drive"].sensor_timeout
     sim = faults.start_sim("diff_drive", tmp_path / "sim1.log")
-    proc, rig = _bring_up("diff_drive", tmp_path)
+    proc, rig = _bring_up("diff_drive", tmp_path, diagnostics_rate=10.0)
     sim2 = None
     try:
         rig.publish("/goal_pose", faults.Trajectory("diff_drive", 0).goal_message())
@@ -122,13 +122,17 @@ def test_simulator_killed_then_restarted(tmp_path: pathlib.Path) -> None:
         assert rig.spin_until(lambda: bool(stale_after(t_kill)), 5.0), "no fallback after the simulator died"
         t_fb = stale_after(t_kill)[0] - t_kill
         print(f"fallback {t_fb * 1e3:.0f} ms after SIGKILL (sensor_timeout {timeout * 1e3:.0f} ms)")
-        # watchdog period = sensor_timeout / 2; 0.15 s for scheduling on the shared machine
-        assert t_fb <= timeout + timeout / 2 + 0.15
+        # watchdog period = sensor_timeout / 2; 0.25 s for scheduling on the shared 2-core machine
+        # (measured 0.28-0.48 s at load 2-4)
+        assert t_fb <= timeout + timeout / 2 + 0.25
         rig.spin_until(lambda: False, 0.5)
         after = [u for t, u in rig.commands if t > t_kill + t_fb + 0.05]
         assert after and all(u == [0.0, 0.0] for u in after), (
             "commands other than the zero fallback while stale"
         )
+        # /diagnostics says WARN with the reason while the simulator is gone
+        warn = [d for d in rig.diags if d[0] > t_kill + t_fb and d[1] == 1 and "stale" in d[2]]
+        assert warn, [d[1:3] for d in rig.diags[-5:]]
 
         t_restart = time.monotonic()
         sim2 = faults.start_sim("diff_drive", tmp_path / "sim2.log")
