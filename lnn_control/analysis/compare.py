@@ -198,11 +198,18 @@ def features(robot: str, obs: Any, goal: np.ndarray) -> np.ndarray:
         th = math.atan2(math.sin(th), math.cos(th))
         c, s = math.cos(th), math.sin(th)
         dx, dy = goal[0] - x, goal[1] - y
-        r = np.asarray(obs.scan, dtype=float)
-        r = np.where(np.isfinite(r) & (r >= M.SCAN_RANGE_MIN) & (r <= M.SCAN_RANGE_MAX), r, M.SCAN_RANGE_MAX)
+        r, rmin, rmax = _scan_as_sent(obs)
+        r = np.where(np.isfinite(r) & (r >= rmin) & (r <= rmax), r, rmax)
         sectors = r.reshape(8, -1).min(axis=1)
         return np.concatenate([[c * dx + s * dy, -s * dx + c * dy, obs.twist[0], obs.twist[1]], sectors])
     return np.concatenate([obs.position, obs.velocity, goal])
+
+
+def _scan_as_sent(obs: Any) -> tuple[np.ndarray, float, float]:
+    """Ranges, range_min, range_max as a LaserScan carries them (float32 fields, as
+    ``topics.laser_scan`` gives them)."""
+    r = np.asarray(obs.scan, dtype=np.float32).astype(np.float64)
+    return r, float(np.float32(M.SCAN_RANGE_MIN)), float(np.float32(M.SCAN_RANGE_MAX))
 
 
 def filter_state(robot: str, obs: Any) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
@@ -210,9 +217,9 @@ def filter_state(robot: str, obs: Any) -> tuple[np.ndarray, dict[str, np.ndarray
     if robot == "diff_drive":
         x, y, th = (float(v) for v in obs.pose)
         th = math.atan2(math.sin(th), math.cos(th))
-        r = np.asarray(obs.scan, dtype=float)
-        valid = np.isfinite(r) & (r >= M.SCAN_RANGE_MIN) & (r <= M.SCAN_RANGE_MAX)
-        ang = np.arange(r.size) * (2 * math.pi / M.SCAN_BEAMS) + th
+        r, rmin, rmax = _scan_as_sent(obs)
+        valid = np.isfinite(r) & (r >= rmin) & (r <= rmax)
+        ang = np.arange(r.size) * float(np.float32(2 * math.pi / M.SCAN_BEAMS)) + th
         pts = np.stack([x + r[valid] * np.cos(ang[valid]), y + r[valid] * np.sin(ang[valid])], axis=1)
         return np.array([x, y, th]), {"scan_points": pts}
     return np.concatenate([obs.position, obs.velocity]), None

@@ -391,13 +391,16 @@ class ClosedLoop:
                 t_reached = t
             t_ns = round(t * _NS)
             triggered = False
+            stamp: float | None = None
             for topic, msg in self._messages(ob, t_ns):
                 if cond.drop_prob > 0 and rng.random() < cond.drop_prob:
                     continue
-                step.receive(topic, msg, t)
+                st = step.receive(topic, msg, t)
                 if mirror is not None:
                     mirror.update(topic, msg)
-                triggered = triggered or topic == self.trigger or not self.trigger
+                if topic == self.trigger:  # as the node: dt from the trigger's stamp as received
+                    triggered, stamp = True, st
+                triggered = triggered or not self.trigger
             u_exp = self._expert(ob, goal)
             if triggered and om.ready():
                 obs_rows.append(om.observation())
@@ -417,7 +420,7 @@ class ClosedLoop:
                     break
                 anchor = (t, gt)
             actor.expert_command = u_exp
-            out = step.step(t, t) if triggered else step.watchdog(t)
+            out = step.step(t, stamp) if triggered else step.watchdog(t)
             if out is None or out.command is None:
                 held += 1
             else:

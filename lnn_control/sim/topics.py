@@ -98,20 +98,28 @@ def odometry(obs: DiffDriveObservation, t_ns: int) -> dict[str, Any]:
 
 
 def laser_scan(obs: DiffDriveObservation, t_ns: int, scan_time: float) -> dict[str, Any]:
-    """sensor_msgs/LaserScan in base_link: beam k at angle k * 2 pi / SCAN_BEAMS; ``scan_time`` s."""
+    """sensor_msgs/LaserScan in base_link: beam k at angle k * 2 pi / SCAN_BEAMS; ``scan_time`` s.
+
+    Its fields are float32 in ROS: every value is given rounded to float32 (as a Python float), so
+    the in-process rollout sees exactly the numbers a published or recorded scan carries."""
     inc = 2 * math.pi / M.SCAN_BEAMS
     return {
         "header": header(t_ns, "base_link"),
         "angle_min": 0.0,
-        "angle_max": inc * (M.SCAN_BEAMS - 1),
-        "angle_increment": inc,
+        "angle_max": _f32(inc * (M.SCAN_BEAMS - 1)),
+        "angle_increment": _f32(inc),
         "time_increment": 0.0,
-        "scan_time": float(scan_time),
-        "range_min": M.SCAN_RANGE_MIN,
-        "range_max": M.SCAN_RANGE_MAX,
-        "ranges": [float(r) for r in obs.scan],
+        "scan_time": _f32(scan_time),
+        "range_min": _f32(M.SCAN_RANGE_MIN),
+        "range_max": _f32(M.SCAN_RANGE_MAX),
+        "ranges": np.asarray(obs.scan, dtype=np.float32).astype(np.float64).tolist(),
         "intensities": [],
     }
+
+
+def _f32(v: float) -> float:
+    """``v`` rounded to float32 (a ROS float32 field carries no more)."""
+    return float(np.float32(v))
 
 
 def joint_state(obs: ArmObservation, t_ns: int) -> dict[str, Any]:
