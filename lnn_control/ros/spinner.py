@@ -29,12 +29,18 @@ def stop_on_signals(signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) ->
     milliseconds later; Python's default handler raises KeyboardInterrupt wherever the second
     lands (e.g. in ``destroy_node``), and rclpy's own handler shuts the context down before an
     active controller could send its fallback command. With these handlers the spin loop sees
-    the event within its wait timeout and the clean exit runs once; further signals are no-ops.
+    the event within its wait timeout and the clean exit runs once; the first signal sets them
+    to SIG_IGN, so further ones are ignored until the process has exited (launch escalates to
+    SIGKILL should the clean exit hang).
     """
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
         stop.set()
+        # ignored from now on: a Python handler would be reset to the default (terminate) while
+        # the interpreter finalises, so a late signal of a burst would still kill the process
+        for s in signals:
+            signal.signal(s, signal.SIG_IGN)
 
     for s in signals:
         signal.signal(s, on_signal)
