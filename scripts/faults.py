@@ -607,6 +607,7 @@ class Fuzzer:
         self.spurious: list[str] = []
         self.accepted: dict[str, int] = {}  # topic -> stamp of its last message the node took as in order
         self._stamp_kind = False
+        self.slowest_fallback = ""
 
     def step(self, bad: tuple[str, dict[str, Any]] | None = None, goal: bool = False) -> tuple[float, Any]:
         """One control step; returns (publish time of the first message, its status or None)."""
@@ -717,6 +718,8 @@ class Fuzzer:
                 pk["missed"] += 1
         if t_fb is not None and t_first is not None and any(e in ("fallback", "stamp") for e in expects):
             self.t_fallback.append(t_fb - t_first)
+            if t_fb - t_first >= max(self.t_fallback):
+                self.slowest_fallback = f"{burst}: {(t_fb - t_first) * 1e3:.1f} ms"
         if st_next is not None and not st_next.fallback_used:
             n, t_rec = 1, time.monotonic()
             if self.rig.commands:
@@ -748,6 +751,7 @@ class Fuzzer:
             "missed_fallbacks": missed,
             "late_fallbacks": late,
             "worst_time_to_fallback_s": max(self.t_fallback, default=None),
+            "slowest_fallback_burst": self.slowest_fallback,
             "control_period_s": self.spec.period,
             "fallbacks_later_than_one_period": sum(1 for t in self.t_fallback if t > self.spec.period),
             "bursts_timed": len(self.t_fallback),
