@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from barriernet import SafetyFilter
+from barriernet import KERNELS, SafetyFilter
+from barriernet.filter_kernels import RowKernel
 
 
 def linear_cfg(dim: int, n_walls: int, seed: int, joints: bool = False, slack: bool = True) -> dict[str, Any]:
@@ -118,6 +119,31 @@ def test_affine_kernel_only_for_affine_rows() -> None:
     scan = {"type": "laser_scan", "name": "s", "radius": 0.2, "max_points": 4, "gains": [1.0, 1.0]}
     with pytest.raises(ValueError, match="kernel: 'scalar' is for"):
         SafetyFilter.from_config({**cfg, "barriers": cfg["barriers"] + [scan], "kernel": "scalar"})
+
+
+def test_auto_takes_the_first_kernel_in_KERNELS_that_the_rows_allow() -> None:
+    """KERNELS maps each name to its RowKernel class, in the order ``auto`` tries them; a
+    kernel the rows do not allow raises naming the argument and the reason."""
+    assert list(KERNELS) == ["affine", "scalar", "generic"]
+    assert all(issubclass(cls, RowKernel) and cls.name == name for name, cls in KERNELS.items())
+    scan = {"type": "laser_scan", "name": "s", "radius": 0.2, "max_points": 4, "gains": [1.0, 1.0]}
+    disc = {"type": "circle_obstacle", "name": "o", "center": [2.0, 0.0], "radius": 0.3, "gains": [1.0, 1.0]}
+    affine = linear_cfg(2, 2, seed=1)
+    cases = {
+        "affine": (affine, ["affine", "scalar", "generic"]),
+        "scalar": ({**affine, "barriers": affine["barriers"] + [disc]}, ["scalar", "generic"]),
+        "generic": ({**affine, "barriers": affine["barriers"] + [scan]}, ["generic"]),
+    }
+    for want, (cfg, allowed) in cases.items():
+        got = []
+        for name in KERNELS:
+            try:
+                assert SafetyFilter.from_config({**cfg, "kernel": name}).kernel == name
+                got.append(name)
+            except ValueError as e:
+                assert str(e).startswith(f"kernel: {name!r} is for ") and "use kernel 'auto'" in str(e)
+        assert got == allowed
+        assert SafetyFilter.from_config(cfg).kernel == want == got[0]
 
 
 def test_linear_kernel_non_finite_and_huge_inputs_fall_back_or_stay_in_the_box() -> None:
