@@ -149,16 +149,20 @@ def read_model_file(path: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return config, arrays
 
 
-def load_stepper(path: Any, dtype: Any = np.float64) -> Any:
+def load_stepper(path: Any, dtype: Any = np.float64, kernel: str = "auto") -> Any:
     """A torch-free :class:`~lnn_control.runtime.stepper.PolicyStepper` from a model file.
 
-    The stepper's ``observation`` and ``metadata`` attributes carry the file's sections.
+    ``dtype`` and ``kernel`` are the stepper's (``kernel``: ``"auto"`` or a name in
+    ``KERNELS``). The stepper's ``observation`` and ``metadata`` attributes carry the file's
+    sections.
     """
-    from lnn_control.runtime.stepper import PolicyStepper
+    from lnn_control.runtime.stepper import KERNELS, PolicyStepper
 
+    if not (kernel == "auto" or (isinstance(kernel, str) and kernel in KERNELS)):  # the caller's mistake
+        raise ValueError(f"kernel {kernel!r} is unknown; use one of {['auto', *KERNELS]}")
     config, arrays = read_model_file(path)
     try:
-        stepper = PolicyStepper(config["policy"], arrays, dtype=dtype)
+        stepper = PolicyStepper(config["policy"], arrays, dtype=dtype, kernel=kernel)
     except (ValueError, KeyError, TypeError, IndexError) as e:
         raise ModelFileError(f"{os.fspath(path)}: the arrays do not fit the policy config: {e}") from None
     stepper.observation = config.get("observation")

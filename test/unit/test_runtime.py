@@ -1,4 +1,4 @@
-"""PolicyStepper: same numbers as the torch model (float64, 1,000 irregular steps), torch-free, errors."""
+"""PolicyStepper: every kernel gives torch's numbers (float64, 1,000 irregular steps), torch-free, errors."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import torch
 
 from lnn_control.nn.policy import LiquidPolicy
 from lnn_control.nn.wiring import AutoNCP, FullyConnected, RandomSparse
+from lnn_control.runtime import KERNELS, PolicyStepper, load_stepper, save_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,57 +69,91 @@ def _trained_looking(cfg: dict, n_in: int = 8) -> LiquidPolicy:
     return p
 
 
+def _irregular(T: int, seed: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(1, T, 8)) * 2, rng.uniform(0.005, 0.6, size=(1, T))
+
+
+def _run(s: PolicyStepper, x: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    return np.stack([s.step(x[0, t], ts[0, t]) for t in range(x.shape[1])])
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal to float64 round-off: 1e-13 of the outputs' scale (measured: <= 3e-14)."""
+    return bool(np.abs(a - b).max() <= 1e-13 * max(1.0, np.abs(b).max()))
+
+
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_stepper_matches_torch_over_1000_irregular_steps(name: str) -> None:
     p = _trained_looking(CONFIGS[name])
-    rng = np.random.default_rng(2)
-    T = 1000
-    x = rng.normal(size=(1, T, 8)) * 2
-    ts = rng.uniform(0.005, 0.6, size=(1, T))
+    x, ts = _irregular(1000)
     with torch.no_grad():
         y, h = p(torch.tensor(x), torch.tensor(ts))
     s = p.runtime()
-    ys = np.stack([s.step(x[0, t], ts[0, t]) for t in range(T)])
-    assert ys.shape == (T, p.n_outputs)
-    assert np.abs(ys - y[0].numpy()).max() <= 1e-9  # contract: 1e-6
-    assert np.abs(s.state - h[0].numpy()).max() <= 1e-9
-    if p.cell == "ltc":  # both LTC kernels, whichever "auto" picked
-        from lnn_control.runtime.stepper import PolicyStepper
-
-        for kernel in ("dense", "sparse", "split"):
-            try:
-                sk = PolicyStepper(p.get_config(), p.numpy_state(), ltc_kernel=kernel)
-            except ValueError as e:  # split needs a fused, unmixed NCP-like wiring
-                assert kernel == "split" and "needs the fused solver" in str(e)
-                continue
-            yk = np.stack([sk.step(x[0, t], ts[0, t]) for t in range(T)])
-            assert np.abs(yk - y[0].numpy()).max() <= 1e-9, kernel
-            assert np.abs(sk.state - h[0].numpy()).max() <= 1e-9, kernel
-            sk.state = h[0].numpy()  # state is set/read in the torch model's neuron order
-            assert np.abs(sk.state - h[0].numpy()).max() == 0.0, kernel
+    assert s.kernel in KERNELS
+    ys = _run(s, x, ts)
+    assert ys.shape == (1000, p.n_outputs)
+    assert _close(ys, y[0].numpy())  # contract: 1e-6
+    assert _close(s.state, h[0].numpy())
 
 
-def test_ltc_split_kernel_matches_torch_on_large_ncp() -> None:
-    """The split kernel (free inter neurons in closed form) gives the torch numbers on AutoNCP(64)."""
-    from lnn_control.nn.wiring import AutoNCP
-    from lnn_control.runtime.stepper import PolicyStepper
+# which kernels run which configs (any other raises ValueError naming ``kernel``)
+_FITS = {
+    "ltc_ncp_fused": {"ltc_dense", "ltc_sparse", "ltc_split"},
+    "ltc_ncp64_auto_sparse": {"ltc_dense", "ltc_sparse", "ltc_split"},
+}
 
-    torch.manual_seed(3)
-    p = LiquidPolicy(8, cell="ltc", wiring=AutoNCP(64, 2, seed=5)).double().eval()
-    rng = np.random.default_rng(3)
-    T = 200
-    x, ts = rng.normal(size=(1, T, 8)), rng.uniform(0.005, 0.6, size=(1, T))
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_every_kernel_equals_the_reference_kernel(name: str) -> None:
+    """Each kernel that runs a config gives the reference kernel's numbers (and torch's), state included."""
+    p = _trained_looking(CONFIGS[name])
+    x, ts = _irregular(1000, seed=5)
     with torch.no_grad():
         y, h = p(torch.tensor(x), torch.tensor(ts))
-    s = PolicyStepper(p.get_config(), p.numpy_state(), ltc_kernel="split")
-    assert s._split
-    ys = np.stack([s.step(x[0, t], ts[0, t]) for t in range(T)])
-    assert np.abs(ys - y[0].numpy()).max() <= 1e-9
-    assert np.abs(s.state - h[0].numpy()).max() <= 1e-9
-    # float32 mode: same function, single precision
-    s32 = p.runtime(dtype=np.float32)
-    y32 = np.stack([s32.step(x[0, t], ts[0, t]) for t in range(50)])
-    np.testing.assert_allclose(y32, y[0, :50].numpy(), atol=1e-3, rtol=1e-3)
+    cfg, arrays = p.get_config(), p.numpy_state()
+    mode = cfg.get("mode", "default")
+    reference = f"cfc_{mode}" if p.cell == "cfc" else "ltc_dense"
+    ref = PolicyStepper(cfg, arrays, kernel=reference)
+    y_ref, h_ref = _run(ref, x, ts), ref.state
+    ran = set()
+    for kernel in KERNELS:
+        try:
+            s = PolicyStepper(cfg, arrays, kernel=kernel)
+        except ValueError as e:
+            assert f"kernel {kernel!r} cannot run this policy" in str(e)
+            continue
+        ran.add(kernel)
+        assert s.kernel == kernel
+        yk = _run(s, x, ts)
+        assert _close(yk, y_ref) and _close(yk, y[0].numpy()), kernel
+        assert _close(s.state, h_ref) and _close(s.state, h[0].numpy()), kernel
+        s.state = h[0].numpy()  # state is set/read in the torch model's neuron order
+        assert np.array_equal(s.state, h[0].numpy()), kernel
+    default = {reference} if p.cell == "cfc" else {"ltc_dense", "ltc_sparse"}
+    assert ran == _FITS.get(name, default)
+    assert p.runtime().kernel in ran
+
+
+def test_auto_kernel_follows_network_size() -> None:
+    """auto: dense for a small LTC, split for a large NCP, sparse for a large net without free neurons."""
+    torch.manual_seed(3)
+    small = LiquidPolicy(8, cell="ltc", wiring=AutoNCP(19, 2, seed=1))
+    ncp = LiquidPolicy(8, cell="ltc", wiring=AutoNCP(64, 2, seed=5))
+    dense = LiquidPolicy(8, cell="ltc", wiring=FullyConnected(64, 2))
+    assert [q.runtime().kernel for q in (small, ncp, dense)] == ["ltc_dense", "ltc_split", "ltc_sparse"]
+    assert LiquidPolicy(8, cell="cfc", units=8, mode="pure").runtime().kernel == "cfc_pure"
+
+
+def test_ltc_split_kernel_float32_matches_torch_on_large_ncp() -> None:
+    """The split kernel (free inter neurons in closed form) in float32: same function, single precision."""
+    torch.manual_seed(3)
+    p = LiquidPolicy(8, cell="ltc", wiring=AutoNCP(64, 2, seed=5)).double().eval()
+    x, ts = _irregular(50, seed=3)
+    with torch.no_grad():
+        y, _ = p(torch.tensor(x), torch.tensor(ts))
+    s32 = PolicyStepper(p.get_config(), p.numpy_state(), dtype=np.float32, kernel="ltc_split")
+    np.testing.assert_allclose(_run(s32, x, ts), y[0].numpy(), atol=1e-3, rtol=1e-3)
 
 
 def test_state_reset_and_restore() -> None:
@@ -138,10 +174,14 @@ def test_state_reset_and_restore() -> None:
     st = s.state
     st[:] = 99.0
     assert not (s.state == 99.0).any()
-    # outputs are copies too
+    # outputs are copies too: the next step does not change the last one's, writing to it changes nothing
     y = s.step(obs[0], 0.05)
-    y[:] = 0.0
-    assert s._y.any()
+    kept = y.copy()
+    y2 = s.step(obs[1], 0.05)
+    np.testing.assert_array_equal(y, kept)
+    y2[:] = 0.0
+    s.state = saved
+    np.testing.assert_array_equal(s.step(obs[0], 0.05), later[0])
 
 
 def test_bad_input_names_the_argument_and_keeps_state() -> None:
@@ -171,16 +211,78 @@ def test_bad_input_names_the_argument_and_keeps_state() -> None:
         s.state = np.zeros(18)
     with pytest.raises(ValueError, match="dtype must be float64 or float32"):
         p.runtime(dtype=np.int32)
-    from lnn_control.runtime.stepper import PolicyStepper
 
-    with pytest.raises(ValueError, match="ltc_kernel 'gpu'"):
-        PolicyStepper(p.get_config(), p.numpy_state(), ltc_kernel="gpu")
+
+def test_bad_kernel_names_the_argument_and_the_choices(tmp_path: Path) -> None:
+    ltc = _trained_looking(CONFIGS["ltc_ncp_fused"])
+    cfc = _trained_looking(CONFIGS["cfc_ncp_default"])
+    cases: list[tuple[LiquidPolicy, Any, str]] = [
+        (ltc, "gpu", r"kernel 'gpu' is unknown; use one of \['auto', 'cfc_default', 'cfc_no_gate'"),
+        (ltc, 3, r"kernel must be 'auto' or one of \['cfc_default'"),
+        (
+            cfc,
+            "ltc_dense",
+            r"kernel 'ltc_dense' cannot run this policy: it runs ltc cells.*'auto' or a cfc kernel",
+        ),
+        (
+            cfc,
+            "cfc_pure",
+            r"kernel 'cfc_pure' cannot run this policy: it runs CfC mode 'pure'.*mode 'default'",
+        ),
+        (
+            _trained_looking(CONFIGS["ltc_fc"]),
+            "ltc_split",
+            "kernel 'ltc_split' cannot run this policy: .*an NCP",
+        ),
+        (
+            _trained_looking(CONFIGS["ltc_ncp_mixed_gain"]),
+            "ltc_split",
+            "ltc_split' .*does not run mixed memory",
+        ),
+        (_trained_looking(CONFIGS["ltc_fc_wiring_euler"]), "ltc_split", r"ltc_split' .*needs solver 'fused'"),
+    ]
+    for p, kernel, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            PolicyStepper(p.get_config(), p.numpy_state(), kernel=kernel)
+    path = save_policy(tmp_path / "ltc.npz", ltc)
+    assert load_stepper(path, kernel="ltc_sparse").kernel == "ltc_sparse"
+    with pytest.raises(ValueError, match="kernel 'gpu' is unknown"):
+        load_stepper(path, kernel="gpu")
+    with pytest.raises(ValueError, match="config mode 'fast' is not a CfC mode"):
+        PolicyStepper(dict(cfc.get_config(), mode="fast"), cfc.numpy_state())
+    dense = _trained_looking(CONFIGS["cfc_dense_relu3_proj"])
+    with pytest.raises(ValueError, match="backbone activation 'swish' is not supported"):
+        PolicyStepper(dict(dense.get_config(), backbone_activation="swish"), dense.numpy_state())
+
+
+def test_runtime_package_exports_its_api_without_torch() -> None:
+    """import lnn_control.runtime loads no torch; load_policy / save_policy import it when called."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import lnn_control.runtime as rt
+        assert sorted(rt.__all__) == sorted(
+            ["KERNELS", "ModelFileError", "PolicyStepper", "load_policy", "load_stepper", "save_policy"]
+        ), rt.__all__
+        assert all(callable(getattr(rt, n)) for n in rt.__all__ if n != "KERNELS")
+        assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules), "torch imported"
+        print(sorted(rt.KERNELS))
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [
+        "['cfc_default',",
+        "'cfc_no_gate',",
+        "'cfc_pure',",
+        "'ltc_dense',",
+        "'ltc_sparse',",
+        "'ltc_split']",
+    ]
 
 
 def test_stepper_needs_no_torch(tmp_path: Path) -> None:
     """The run-time path imports without torch: torch is blocked in a fresh interpreter."""
-    from lnn_control.runtime.model_file import save_policy
-
     p = _trained_looking(CONFIGS["cfc_ncp_no_gate_gains"])
     path = save_policy(tmp_path / "m.npz", p)
     x = np.random.default_rng(4).normal(size=(20, 8))
@@ -192,9 +294,7 @@ def test_stepper_needs_no_torch(tmp_path: Path) -> None:
         import sys
         sys.modules["torch"] = None  # any 'import torch' now raises ImportError
         import numpy as np
-        from lnn_control.runtime.model_file import load_stepper
-        from lnn_control.runtime import stepper as runtime
-        from lnn_control.nn import wiring
+        from lnn_control.runtime import load_stepper
         s = load_stepper({str(path)!r})
         x = np.load({str(tmp_path / "x.npy")!r})
         np.save({str(tmp_path / "y.npy")!r}, np.stack([s.step(o, 0.1) for o in x]))
@@ -208,8 +308,6 @@ def test_stepper_needs_no_torch(tmp_path: Path) -> None:
 
 
 def test_bad_arrays_fail_at_construction() -> None:
-    from lnn_control.runtime.stepper import PolicyStepper
-
     p = _trained_looking(CONFIGS["ltc_fc"])
     arrays = p.numpy_state()
     bad = dict(arrays)
