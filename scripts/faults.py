@@ -482,7 +482,7 @@ BAD_KINDS: dict[str, dict[str, BadKind]] = {
         ),
         "odom_zero_quaternion": (
             "/odom",
-            "any",
+            "fallback",
             lambda r, m, p: m["pose"]["pose"].update(orientation={"x": 0.0, "y": 0.0, "z": 0.0, "w": 0.0}),
         ),
         "odom_huge": ("/odom", "any", _field(_POSE + _QUAT, lambda r: float(r.choice([1e300, -1e300])))),

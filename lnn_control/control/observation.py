@@ -148,7 +148,14 @@ def stamp_seconds(msg: Any) -> float | None:
 
 
 def _yaw(x: float, y: float, z: float, w: float) -> float:
-    # yaw of the ZYX Euler decomposition
+    # yaw of the ZYX Euler decomposition; an inf component can still give a finite angle and a
+    # zero quaternion gives 0, so both are refused here (one comparison chain also catches NaN)
+    n = x * x + y * y + z * z + w * w
+    if not 1e-6 < n < 1e12:
+        raise ObservationError(
+            "non_finite" if not math.isfinite(n) else "bad_message",
+            f"orientation quaternion ({x}, {y}, {z}, {w}) is not a rotation (squared norm {n})",
+        )
     return math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
 
 

@@ -34,9 +34,10 @@ def _load_faults():
 faults = _load_faults()
 from lnn_control.msg import SafetyStatus  # noqa: E402
 
-# Bad inputs the node does not detect today (each has a strict xfail test below that turns into a
-# failure once the node catches it, so this set cannot go stale).
-KNOWN_GAPS = {"odom_inf_quaternion"}
+# Bad inputs the node does not detect today (each with a strict xfail test below that turns into a
+# failure once the node catches it, so this set cannot go stale). The inf / zero quaternion gap
+# is closed: the yaw extractor refuses a quaternion whose squared norm is not in (1e-6, 1e12).
+KNOWN_GAPS: set[str] = set()
 
 
 @pytest.mark.parametrize("robot", ["diff_drive", "arm"])
@@ -82,9 +83,6 @@ def _close(proc, rig, log: pathlib.Path) -> None:
     assert not faults.node_log_problems(log)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="a quaternion with an inf component gives a finite yaw (atan2 of infs)"
-)
 def test_odometry_with_an_inf_quaternion_falls_back(tmp_path: pathlib.Path) -> None:
     proc, rig = _bring_up("diff_drive", tmp_path)
     try:

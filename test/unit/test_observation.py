@@ -437,3 +437,31 @@ def test_scan_reads_follow_a_mutated_scan_object(dd_map: ObservationMap) -> None
     dd_map.update("/scan", scan)  # the same object again, changed: every scan feature re-read
     assert dd_map.observation()[4:].tolist() == [1.0] + [4.0] * 7
     np.testing.assert_allclose(dd_map.env()["scan_points"], [[1.0, 0.0]], atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "quat,kind",
+    [
+        ({"x": 0.0, "y": 0.0, "z": 0.5, "w": float("inf")}, "non_finite"),
+        ({"x": 0.0, "y": 0.0, "z": float("nan"), "w": 1.0}, "non_finite"),
+        ({"x": 0.0, "y": 0.0, "z": 0.0, "w": 0.0}, "bad_message"),
+    ],
+)
+def test_yaw_refuses_a_quaternion_that_is_not_a_rotation(quat: dict[str, float], kind: str) -> None:
+    from lnn_control.sim import topics as T
+    from lnn_control.sim.diff_drive import DiffDriveEnv
+
+    om = load_observation_config(ROOT / "config" / "diff_drive.yaml")
+    env = DiffDriveEnv(seed=0)
+    ob = env.reset()
+    msg = T.odometry(ob, 1_000_000)
+    om.update("/odom", msg)
+    om.update("/scan", T.laser_scan(ob, 1_000_000, 0.02))
+    om.update("/goal_pose", T.pose_stamped(1.0, 1.0, 1_000_000))
+    om.observation()  # a valid quaternion maps
+    bad = T.odometry(ob, 2_000_000)
+    bad["pose"]["pose"]["orientation"] = quat
+    om.update("/odom", bad)
+    with pytest.raises(ObservationError) as e:
+        om.observation()
+    assert e.value.kind == kind and "quaternion" in str(e.value)
