@@ -23,6 +23,7 @@ Run: ``ros2 run lnn_control lnn_controller --ros-args --params-file config/diff_
 
 from __future__ import annotations
 
+import faulthandler
 import threading
 import time
 from collections import deque
@@ -158,6 +159,10 @@ class LnnController(LifecycleNode):
             if name in changes and changes[name] not in allowed:
                 return self._reject(f"{name} must be one of {allowed}, got {changes[name]!r}")
         core = self._core
+        if "model_file" in changes:
+            problem = self._model_problem(str(changes["model_file"]), changes)
+            if problem is not None:
+                return self._reject(f"model_file rejected: {problem}")
         if any(k.startswith("safety_filter.") for k in changes):
             try:
                 new_filter = self._build_filter(changes)
@@ -172,6 +177,24 @@ class LnnController(LifecycleNode):
             core.settings = StepSettings.from_params(self._p, self._dt_topic)
         self.counters["params_accepted"] += 1
         return SetParametersResult(successful=True)
+
+    def _model_problem(self, path: str, changes: Mapping[str, Any]) -> str | None:
+        """Why ``path`` cannot be this node's policy (None when it can): loaded and checked against
+        the observation mapping and the safety filter as configure would, so a broken file is
+        refused when it is set and the running model stays. A good file is used at the next
+        configure."""
+        if not path:
+            return "empty path: set it to a policy .npz (save_policy)"
+        from lnn_control.runtime.model_file import load_stepper
+
+        try:
+            stepper = load_stepper(path)
+            core = self._core
+            filt = core.safety_filter if core is not None else self._build_filter(changes)
+            ControlStep(ObservationMap(self._tree("observation")), stepper, filt)
+        except Exception as e:  # any reason the file cannot run here
+            return f"{path}: {e}"
+        return None
 
     def _reject(self, reason: str) -> SetParametersResult:
         self.counters["params_rejected"] += 1
@@ -510,13 +533,17 @@ def main(args: list[str] | None = None) -> int:
     except ExternalShutdownException:
         pass
     finally:
+        # the clean exit is bounded: should DDS teardown hang, dump every thread's stack to stderr
+        # and leave with status 1 after 10 s (launch would SIGKILL it without telling why)
+        faulthandler.dump_traceback_later(10.0, exit=True)
         if node is not None:
             node.stop()
         if executor is not None:
-            executor.shutdown()
+            executor.shutdown(timeout_sec=1.0)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        faulthandler.cancel_dump_traceback_later()
     return 0
 
 

@@ -44,7 +44,7 @@ NODE_PARAMS: dict[str, tuple[Any, str, float | None, float | None]] = {
     "robot": ("", "Robot name (informational; config/<robot>.yaml)", None, None),
     "model_file": (
         "",
-        "Policy .npz (lnn_control.runtime.model_file.save_policy); read on configure",
+        "Policy .npz (save_policy); checked when set, used from the next configure",
         None,
         None,
     ),

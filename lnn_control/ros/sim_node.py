@@ -21,6 +21,7 @@ Stepping: every 1 / (publish_rate * real_time_factor) s of wall time the physics
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import math
 import sys
@@ -285,10 +286,12 @@ def main(args: list[str] | None = None) -> int:
     except ExternalShutdownException:
         pass
     finally:
-        executor.shutdown()
+        faulthandler.dump_traceback_later(10.0, exit=True)  # bounded exit, as lnn_controller's
+        executor.shutdown(timeout_sec=1.0)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        faulthandler.cancel_dump_traceback_later()
     return 0
 
 

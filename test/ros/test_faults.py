@@ -203,7 +203,6 @@ def test_model_file_set_to_a_broken_file_keeps_the_old_model(tmp_path: pathlib.P
         _close(proc, rig, tmp_path / "controller.log")
 
 
-@pytest.mark.xfail(strict=True, reason="model_file is not validated on set (read on configure only)")
 def test_model_file_set_to_a_broken_file_is_rejected_with_the_reason(tmp_path: pathlib.Path) -> None:
     proc, rig = _bring_up("diff_drive", tmp_path)
     try:
