@@ -22,7 +22,6 @@ Writes ``<out>/summary.json`` and ``<out>/trajectories.png`` and prints a table.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import pathlib
 import sys
@@ -32,6 +31,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from lnn_control import strict_json
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -397,7 +398,7 @@ def run(cfg: EffectConfig, out_dir: pathlib.Path | None = None, log: Any = print
     log(f"BarrierNet starts outside the HOCBF safe set (b_dot + p1 b < 0 at t = 0): {outside}")
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        strict_json.write(out_dir / "summary.json", summary)
         plot(rolls, out_dir / "trajectories.png")
         log(f"wrote {out_dir / 'summary.json'} and {out_dir / 'trajectories.png'}")
     return summary

@@ -54,6 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lnn_control import strict_json
 from lnn_control.config import config_path
 from lnn_control.learn import training
 from lnn_control.learn.data import Episode
@@ -877,7 +878,7 @@ def write_reports(results: dict[str, Any], out: str | pathlib.Path) -> dict[str,
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "compare.json", "md": out / "compare.md", "png": out / "compare.png"}
-    paths["json"].write_text(json.dumps(results, indent=1, allow_nan=True) + "\n")
+    strict_json.write(paths["json"], results)
     paths["md"].write_text(markdown(results))
     plot(results, paths["png"])
     return paths

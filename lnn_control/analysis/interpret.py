@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import pathlib
 import sys
@@ -37,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from lnn_control import strict_json
 from lnn_control.config import config_path
 from lnn_control.nn.wiring import Wiring
 
@@ -867,7 +867,7 @@ def inspect(
         },
         "files": files,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=True) + "\n")
+    strict_json.write(out / "summary.json", summary)
     files["summary"] = str(out / "summary.json")
     return summary
 

@@ -37,7 +37,6 @@ the command, stamped with the trigger message's stamp) minus receipt of that tri
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import pathlib
@@ -51,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from lnn_control import strict_json
 from lnn_control.config import REPO
 
 __all__ = ["ROBOTS", "summarize", "missing_pieces", "run_robot", "main"]
@@ -877,10 +877,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     text = table(summaries)
     print(text)
-    (a.out / "summary.json").write_text(
-        json.dumps(
-            {"filter": a.filter, "robots": {s["robot"]: s for s in summaries}}, indent=1, default=float
-        )
+    strict_json.write(
+        a.out / "summary.json", {"filter": a.filter, "robots": {s["robot"]: s for s in summaries}}
     )
     print(f"wrote {a.out / 'summary.json'} and plots under {a.out}")
     violations = sum(s["violations"] for s in summaries)

@@ -44,6 +44,9 @@ def stop_on_signals(signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) ->
 
     for s in signals:
         signal.signal(s, on_signal)
+    # a blocked mask is inherited through fork/exec: a parent that blocked SIGINT (an rclpy
+    # process spawning us, as the test suite does) would leave this process deaf to Ctrl-C
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
     return stop
 
 

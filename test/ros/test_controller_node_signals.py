@@ -198,3 +198,26 @@ def test_sim_exits_cleanly_on_signals(probe: Probe, sig: int, burst: bool) -> No
         code, err = _finish(proc)
     assert code == 0, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
+
+
+def test_signals_reach_a_process_started_with_them_blocked() -> None:
+    """A blocked signal mask is inherited through fork/exec: a parent that blocked SIGINT (as an
+    rclpy process may) must not leave the node deaf to Ctrl-C (it hung in the full suite)."""
+    code = (
+        "import time\n"
+        "from lnn_control.ros.spinner import stop_on_signals\n"
+        "stop = stop_on_signals()\n"
+        "print('ready', flush=True)\n"
+        "t = time.monotonic()\n"
+        "while not stop.is_set() and time.monotonic() - t < 10: time.sleep(0.01)\n"
+        "print('stopped' if stop.is_set() else 'deaf', flush=True)\n"
+    )
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT, signal.SIGTERM])
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=20)
+    assert out.strip() == "stopped" and proc.returncode == 0

@@ -8,12 +8,12 @@ plots written, exit status 0.
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 import pytest
 
+from lnn_control import strict_json
 from lnn_control.ros import demo
 
 ARM_FIELDS = [
@@ -94,7 +94,7 @@ def test_short_real_demo_both_robots_filter_on(tmp_path) -> None:
     """Both robots closed loop over real DDS, one short episode each: no collision / limit crossing."""
     out = tmp_path / "demo"
     rc = demo.main(["--filter", "on", "--out", str(out), "--episodes", "1", "--max-time", "4"])
-    summary = json.loads((out / "summary.json").read_text())
+    summary = strict_json.loads((out / "summary.json").read_text())  # strict: no NaN tokens
     assert summary["filter"] == "on"
     assert set(summary["robots"]) == {"diff_drive", "arm"}
     for robot, s in summary["robots"].items():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from lnn_control import strict_json
 from lnn_control.analysis import compare as C
 from lnn_control.config import config_path, load_observation_config
 from lnn_control.sim import episodes
@@ -87,7 +88,7 @@ def test_expert_closed_loop_and_filter() -> None:
 def test_quick_run_writes_a_sane_table(tmp_path) -> None:
     out = tmp_path / "cmp"
     assert C.main(["--quick", "--tasks", "arm", "--out", str(out), "--save-models", str(tmp_path / "m")]) == 0
-    r = json.loads((out / "compare.json").read_text())
+    r = strict_json.loads((out / "compare.json").read_text())
     assert r["mode"] == "quick" and list(r["tasks"]) == ["arm"]
     task = r["tasks"]["arm"]
     assert set(task["models"]) == set(C.MODELS)

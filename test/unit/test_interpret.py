@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
 
+from lnn_control import strict_json
 from lnn_control.analysis import interpret
 from lnn_control.nn.policy import LiquidPolicy
 from lnn_control.nn.wiring import AutoNCP
@@ -165,7 +164,7 @@ def test_inspect_simulator_rollout_writes_every_file(tmp_path) -> None:
     for name in ("activity.png", "wiring.png", "tree.png", "saliency.png"):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
-    s = json.loads((out / "summary.json").read_text())
+    s = strict_json.loads((out / "summary.json").read_text())
     assert s["rollout"]["source"] == "simulator" and s["rollout"]["steps"] == 60
     assert s["wiring"]["layers"] == {"inter": 10, "command": 6, "motor": 3}
     assert (
