@@ -24,6 +24,7 @@ Run: ``ros2 run lnn_control lnn_controller --ros-args --params-file config/diff_
 from __future__ import annotations
 
 import faulthandler
+import signal
 import threading
 import time
 from collections import deque
@@ -514,6 +515,7 @@ def main(args: list[str] | None = None) -> int:
     # our own handlers: rclpy's would close the context before the fallback could go out, and
     # Python's would raise KeyboardInterrupt wherever the second signal of `ros2 launch` lands
     stop = stop_on_signals()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: every stack to stderr
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     executor = None

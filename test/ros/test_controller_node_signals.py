@@ -11,6 +11,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,15 +46,31 @@ _IDS = ["SIGINT-twice", "SIGTERM-twice", "SIGINT-burst"]
 def _start(module: str, *ros_args: str) -> subprocess.Popen[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([p for p in (str(ROOT), env.get("PYTHONPATH")) if p])
-    return subprocess.Popen(
+    # output to a file, not a pipe: nobody reads a pipe until the end, and a node that logs more
+    # than the pipe holds (64 KiB, e.g. warnings under load) blocks in its logger and never exits
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(
         [sys.executable, "-m", module, "--ros-args", *ros_args],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # its own process group, as launch's children share one
     )
+    _LOGS[proc.pid] = log
+    return proc
+
+
+_LOGS: dict[int, Any] = {}
+
+
+def _output(proc: subprocess.Popen[str]) -> str:
+    log = _LOGS.pop(proc.pid)
+    log.seek(0)
+    text = str(log.read())
+    log.close()
+    return text
 
 
 def _signal(proc: subprocess.Popen[str], sig: int, burst: bool) -> None:
@@ -73,12 +90,15 @@ def _signal(proc: subprocess.Popen[str], sig: int, burst: bool) -> None:
 
 def _finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
     try:
-        _, err = proc.communicate(timeout=20)
+        proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # the node dumps every thread's stack (faulthandler)
+        time.sleep(1.0)
         os.killpg(proc.pid, signal.SIGKILL)
-        _, err = proc.communicate()
-        raise AssertionError(f"process did not exit after the signals; stderr:\n{err[-3000:]}") from None
-    return proc.returncode, err
+        proc.wait()
+        out = _output(proc)[-3000:]
+        raise AssertionError(f"process did not exit after the signals; output:\n{out}") from None
+    return proc.returncode, _output(proc)
 
 
 class Probe:
