@@ -132,7 +132,20 @@ class Probe:
         assert self.spin_until(fut.done, timeout), f"no reply from {client.srv_name}"
         return fut.result()
 
+    def ready(self, timeout: float = 60.0) -> None:
+        """Ask get_state until answered: a request sent right after the service is discovered
+        can go unanswered (its reply reader not matched yet), which a transition must not risk."""
+        assert self.get_state.wait_for_service(timeout_sec=timeout), "no /lnn_controller/get_state"
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            fut = self.get_state.call_async(GetState.Request())
+            if self.spin_until(fut.done, 2.0):
+                return
+        raise AssertionError("/lnn_controller/get_state never answered")
+
     def transition(self, tid: int) -> bool:
+        if tid == Transition.TRANSITION_CONFIGURE:
+            self.ready()
         return bool(self.call(self.change, ChangeState.Request(transition=Transition(id=tid))).success)
 
     def publish(self) -> None:
@@ -185,19 +198,26 @@ def test_controller_exits_cleanly_on_signals_after_its_fallback(
         "lnn_control.ros.controller_node",
         "--params-file", str(CONFIG), "-p", f"model_file:={model}", "-p", "sensor_timeout:=1.0",
     )  # fmt: skip
+    signalled = False
     try:
         assert probe.transition(Transition.TRANSITION_CONFIGURE)
         assert probe.transition(Transition.TRANSITION_ACTIVATE)
         assert probe.drive(lambda: any(not s.fallback_used for s in probe.status)), "no filtered command"
         n_cmds = len(probe.cmds)
         _signal(proc, sig, burst)
+        signalled = True
         # no more sensor messages: the next command can only be the goodbye fallback
         assert probe.spin_until(
             lambda: len(probe.cmds) > n_cmds and any(s.fallback_reason == "shutdown" for s in probe.status),
             15.0,
         ), "no fallback command after the signals"
     finally:
-        code, err = _finish(proc)
+        if not signalled:  # the set-up failed: end the node and let that failure be reported
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            print(_output(proc)[-3000:])
+        else:
+            code, err = _finish(proc)
     assert code == 0, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
     expected = SafetyFilter.from_config(load_filter_config(CONFIG)).fallback_command(X0)
@@ -211,11 +231,18 @@ def test_controller_exits_cleanly_on_signals_after_its_fallback(
 def test_sim_exits_cleanly_on_signals(probe: Probe, sig: int, burst: bool) -> None:
     probe.node.create_subscription(Odometry, "/odom", probe.odom.append, qos_profile_sensor_data)
     proc = _start("lnn_control.ros.sim_node", "-p", "robot:=diff_drive")
+    signalled = False
     try:
         assert probe.spin_until(lambda: len(probe.odom) > 3, 60.0), "the simulator never published /odom"
         _signal(proc, sig, burst)
+        signalled = True
     finally:
-        code, err = _finish(proc)
+        if not signalled:  # the set-up failed: end the node and let that failure be reported
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            print(_output(proc)[-3000:])
+        else:
+            code, err = _finish(proc)
     assert code == 0, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
 
