@@ -276,28 +276,19 @@ class Rig:
             self.ex.spin_once(timeout_sec=0.002)
         return cond()
 
+    def _spin_once(self) -> None:
+        self.ex.spin_once(timeout_sec=0.002)
+
     def call(self, name: str, req: Any, timeout: float = 20.0) -> Any:
-        cli = self.clients[name]
-        if not cli.wait_for_service(timeout_sec=timeout):
-            raise RuntimeError(f"service {cli.srv_name} not available")
-        fut = cli.call_async(req)
-        if not self.spin_until(fut.done, timeout):
-            raise RuntimeError(f"no reply from {cli.srv_name} within {timeout:.0f} s")
-        return fut.result()
+        from lnn_control.ros.service_calls import call_service
+
+        return call_service(self.clients[name], req, self._spin_once, timeout)
 
     def wait_ready(self, timeout: float = 60.0) -> str:
-        """Poll get_state until the node answers (a request sent before its service exists is lost)."""
-        from lifecycle_msgs.srv import GetState
+        """Ask get_state until the node answers (see ``lnn_control.ros.service_calls``)."""
+        from lnn_control.ros.service_calls import wait_lifecycle_ready
 
-        cli, end = self.clients["get_state"], time.monotonic() + timeout
-        while time.monotonic() < end:
-            if cli.wait_for_service(timeout_sec=1.0):
-                fut = cli.call_async(GetState.Request())
-                if self.spin_until(fut.done, 1.0):
-                    res: Any = fut.result()
-                    return str(res.current_state.label)
-                cli.remove_pending_request(fut)
-        raise RuntimeError("lnn_controller never answered get_state")
+        return wait_lifecycle_ready(self.clients["get_state"], self._spin_once, timeout)
 
     def transition(self, tid: int) -> bool:
         from lifecycle_msgs.msg import Transition

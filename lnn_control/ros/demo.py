@@ -52,6 +52,7 @@ import numpy as np
 
 from lnn_control import strict_json
 from lnn_control.config import REPO
+from lnn_control.ros.service_calls import call_service, wait_lifecycle_ready
 
 __all__ = ["ROBOTS", "summarize", "missing_pieces", "run_robot", "main"]
 
@@ -315,37 +316,16 @@ class _Watcher:
         while time.monotonic() < end:
             self.executor.spin_once(timeout_sec=min(0.01, max(0.0, end - time.monotonic())))
 
+    def _spin_once(self) -> None:
+        self.executor.spin_once(timeout_sec=0.01)
+
     def call(self, client: Any, request: Any, timeout: float = 20.0) -> Any:
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise RuntimeError(f"service {client.srv_name} not available after {timeout} s")
-        fut = client.call_async(request)
-        end = time.monotonic() + timeout
-        while not fut.done():
-            if time.monotonic() > end:
-                raise RuntimeError(f"service {client.srv_name} did not answer within {timeout} s")
-            self.executor.spin_once(timeout_sec=0.01)
-        return fut.result()
+        return call_service(client, request, self._spin_once, timeout)
 
     def wait_ready(self, timeout: float = 90.0) -> str:
-        """Ask the controller for its lifecycle state until it answers; returns the state's label.
-
-        A service can be discovered before the reply path is matched, and a request sent then may
-        never be answered (seen on a loaded machine); get_state is idempotent, so it is asked again
-        every 2 s, and the first (non-idempotent) transition is only sent once it answers.
-        """
-        from lifecycle_msgs.srv import GetState
-
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if not self.get_state.wait_for_service(timeout_sec=min(2.0, max(0.0, end - time.monotonic()))):
-                continue
-            fut = self.get_state.call_async(GetState.Request())
-            t_try = time.monotonic() + 2.0
-            while not fut.done() and time.monotonic() < min(t_try, end):
-                self.executor.spin_once(timeout_sec=0.01)
-            if fut.done():
-                return str(fut.result().current_state.label)
-        raise RuntimeError(f"lnn_controller did not answer {self.get_state.srv_name} within {timeout} s")
+        """Ask the controller for its lifecycle state until it answers; returns the state's label
+        (the first, non-idempotent transition is only sent after that: see ``service_calls``)."""
+        return wait_lifecycle_ready(self.get_state, self._spin_once, timeout)
 
     def transition(self, label: str) -> None:
         from lifecycle_msgs.msg import Transition

@@ -39,6 +39,8 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import LaserScan  # noqa: E402
 
+from lnn_control.ros.service_calls import call_service, wait_lifecycle_ready  # noqa: E402
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TIMEOUT = 0.3  # sensor_timeout given to the node, s
 V_MAX, W_MAX = 0.6, 2.0  # config/diff_drive.yaml control box
@@ -94,22 +96,10 @@ class Harness:
         return ros_rig.spin_until(lambda: self.ex.spin_once(timeout_sec=0.01), cond, timeout)
 
     def call(self, client: Any, req: Any, timeout: float = 10.0) -> Any:
-        assert client.wait_for_service(timeout_sec=timeout), f"service {client.srv_name} not available"
-        fut = client.call_async(req)
-        assert self.spin_until(fut.done, timeout), f"no reply from {client.srv_name}"
-        return fut.result()
+        return call_service(client, req, lambda: self.ex.spin_once(timeout_sec=0.01), timeout)
 
     def wait_ready(self, timeout: float = 60.0) -> str:
-        """Poll get_state until the node process answers: a request sent before its service
-        exists is lost, and the graph may still list an lnn_controller that has just gone."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.get_state.wait_for_service(timeout_sec=1.0):
-                fut = self.get_state.call_async(GetState.Request())
-                if self.spin_until(fut.done, 1.0):
-                    return str(fut.result().current_state.label)
-                self.get_state.remove_pending_request(fut)
-        raise AssertionError("lnn_controller never answered get_state")
+        return wait_lifecycle_ready(self.get_state, lambda: self.ex.spin_once(timeout_sec=0.01), timeout)
 
     def transition(self, tid: int) -> bool:
         return bool(self.call(self.change, ChangeState.Request(transition=Transition(id=tid))).success)

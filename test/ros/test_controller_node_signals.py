@@ -35,6 +35,7 @@ from sensor_msgs.msg import LaserScan  # noqa: E402
 
 from barriernet.safety_filter import SafetyFilter  # noqa: E402
 from lnn_control.config import load_filter_config  # noqa: E402
+from lnn_control.ros.service_calls import call_service, wait_lifecycle_ready  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "diff_drive.yaml"
@@ -127,21 +128,10 @@ class Probe:
         return ros_rig.spin_until(lambda: self.ex.spin_once(timeout_sec=0.01), cond, timeout)
 
     def call(self, client: Any, req: Any, timeout: float = 30.0) -> Any:
-        assert client.wait_for_service(timeout_sec=timeout), f"service {client.srv_name} not available"
-        fut = client.call_async(req)
-        assert self.spin_until(fut.done, timeout), f"no reply from {client.srv_name}"
-        return fut.result()
+        return call_service(client, req, lambda: self.ex.spin_once(timeout_sec=0.01), timeout)
 
     def ready(self, timeout: float = 60.0) -> None:
-        """Ask get_state until answered: a request sent right after the service is discovered
-        can go unanswered (its reply reader not matched yet), which a transition must not risk."""
-        assert self.get_state.wait_for_service(timeout_sec=timeout), "no /lnn_controller/get_state"
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            fut = self.get_state.call_async(GetState.Request())
-            if self.spin_until(fut.done, 2.0):
-                return
-        raise AssertionError("/lnn_controller/get_state never answered")
+        wait_lifecycle_ready(self.get_state, lambda: self.ex.spin_once(timeout_sec=0.01), timeout)
 
     def transition(self, tid: int) -> bool:
         if tid == Transition.TRANSITION_CONFIGURE:

@@ -46,6 +46,7 @@ from lnn_control.config import load_observation_config, read_robot_config  # noq
 from lnn_control.control.observation import stamp_seconds  # noqa: E402
 from lnn_control.control.step import ControlStep, StepOutput  # noqa: E402
 from lnn_control.ros.conversions import message_class  # noqa: E402
+from lnn_control.ros.service_calls import call_service, wait_lifecycle_ready  # noqa: E402
 from lnn_control.ros.sim_node import fill_message  # noqa: E402
 from lnn_control.runtime.model_file import load_stepper  # noqa: E402
 from lnn_control.sim import topics as T  # noqa: E402
@@ -155,10 +156,7 @@ class RemoteStep:
         return ros_rig.spin_until(lambda: self.ex.spin_once(timeout_sec=0.001), cond, timeout)
 
     def call(self, client: Any, req: Any, timeout: float = 20.0) -> Any:
-        assert client.wait_for_service(timeout_sec=timeout), f"service {client.srv_name} not available"
-        fut = client.call_async(req)
-        assert self.spin_until(fut.done, timeout), f"no reply from {client.srv_name}"
-        return fut.result()
+        return call_service(client, req, lambda: self.ex.spin_once(timeout_sec=0.001), timeout)
 
     def transition(self, tid: int) -> None:
         res = self.call(self.change, ChangeState.Request(transition=Transition(id=tid)))
@@ -166,9 +164,8 @@ class RemoteStep:
 
     def configure(self, timeout: float = 60.0) -> None:
         """Wait for the node, configure it, and wait until every topic is matched both ways."""
-        end = time.monotonic() + timeout
-        while not self.get_state.wait_for_service(timeout_sec=1.0):
-            assert time.monotonic() < end, "lnn_controller never offered get_state"
+        # a request sent right after discovery can go unanswered: get_state first, until answered
+        wait_lifecycle_ready(self.get_state, lambda: self.ex.spin_once(timeout_sec=0.001), timeout)
         self.transition(Transition.TRANSITION_CONFIGURE)
         n = self.node
 
