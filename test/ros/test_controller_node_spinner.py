@@ -19,7 +19,7 @@ import ros_rig  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PoseStamped, TwistStamped  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
-from lifecycle_msgs.srv import ChangeState  # noqa: E402
+from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from lnn_control.msg import SafetyStatus  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
@@ -30,6 +30,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # 
 from sensor_msgs.msg import LaserScan  # noqa: E402
 
 from lnn_control.ros.controller_node import InputFirstSpinner, LnnController  # noqa: E402
+from lnn_control.ros.service_calls import wait_lifecycle_ready  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "diff_drive.yaml"
@@ -85,6 +86,10 @@ class Rig:
         return fut.result()
 
     def transition(self, tid: int) -> None:
+        if tid == Transition.TRANSITION_CONFIGURE:  # a request right after discovery can be lost
+            wait_lifecycle_ready(
+                self.peer.create_client(GetState, "/lnn_controller/get_state"), self._spin_both, 10.0
+            )
         req = ChangeState.Request(transition=Transition(id=tid))
         assert self.call(ChangeState, "/lnn_controller/change_state", req).success
 
