@@ -42,30 +42,29 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from itertools import combinations
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from barriernet.qp_layer_common import (
+    INACCURATE,
+    INFEASIBLE,
+    OPTIMAL,
+    STATUS_NAMES,
+    _expand,
+    _indexed_dual_solve,
+    _masked_dual_solve,
+    _mm,
+    _solve_with,
+    _SPDSolver,
+)
+from barriernet.qp_layer_enumerate import _solve_enumerate, _use_enumeration
+from barriernet.qp_layer_ipm import _solve_ipm_polished
+
 __all__ = ["INACCURATE", "INFEASIBLE", "OPTIMAL", "STATUS_NAMES", "QPLayer", "QPLayerResult"]
 
-OPTIMAL, INFEASIBLE, INACCURATE = 0, 1, 2
-STATUS_NAMES = ("optimal", "infeasible", "inaccurate")
-
 _METHODS = ("auto", "enumerate", "ipm")
-# ``auto`` enumerates when the candidate active sets are few enough: measured (fwd + bwd, CPU,
-# one thread) faster than the interior-point path for n = 2 up to p = 36 rows (667 candidates)
-# at batch 1 and 1,024, and for n = 3 up to p = 10 (176) at batch 1,024, up to p = 18 at batch 1.
-_ENUM_MAX_CANDIDATES = {1: 10**9, 2: 700, 3: 180}
-_ENUM_MAX_CANDIDATES_X_BATCH = 20_000
-
-
-def _use_enumeration(n: int, p: int, batch: int) -> bool:
-    if n > 3:
-        return False
-    c = _n_candidates(n, p)
-    return c <= _ENUM_MAX_CANDIDATES[n] or c * batch <= _ENUM_MAX_CANDIDATES_X_BATCH
 
 
 @dataclass
@@ -93,10 +92,6 @@ class _Config:
 
 def _default_tol(dtype: torch.dtype) -> float:
     return 1e-10 if dtype == torch.float64 else 1e-5
-
-
-def _n_candidates(n: int, p: int) -> int:
-    return sum(math.comb(p, k) for k in range(min(n, p) + 1))
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -163,10 +158,6 @@ def _check_inputs(
     return batch, n, m, tuple(batched), dtype, device
 
 
-def _expand(t: Tensor, batched: bool, batch: int, tail: tuple[int, ...]) -> Tensor:
-    return t.expand(batch, *tail) if batched else t.unsqueeze(0).expand(batch, *tail)
-
-
 def _assemble(
     G: Tensor | None, h: Tensor | None, lb: Tensor | None, ub: Tensor | None, cfg: _Config, dtype, device
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -207,559 +198,6 @@ def _assemble(
         A = A * present.unsqueeze(-1)
         b = torch.where(present, b, torch.ones((), dtype=dtype, device=device))
     return A, b, present, bad
-
-
-# ----------------------------------------------------------------------------- small dense algebra
-
-
-def _inv_small(M: Tensor) -> tuple[Tensor, Tensor]:
-    """Inverse and determinant of (..., k, k) matrices, k <= 3, by cofactors.
-
-    Batched LAPACK calls cost about a microsecond per 2 x 2 matrix; a dozen elementwise ops
-    on the whole batch are far cheaper at the sizes this layer is for.
-    """
-    k = M.shape[-1]
-    if k == 1:
-        d = M[..., 0, 0]
-        return (1.0 / d)[..., None, None], d
-    if k == 2:
-        a, b, c, d = M[..., 0, 0], M[..., 0, 1], M[..., 1, 0], M[..., 1, 1]
-        det = a * d - b * c
-        adj = torch.stack([d, -b, -c, a], -1).unflatten(-1, (2, 2))
-        return adj / det[..., None, None], det
-    m = [[M[..., i, j] for j in range(3)] for i in range(3)]
-    cof = [
-        [
-            m[(i + 1) % 3][(j + 1) % 3] * m[(i + 2) % 3][(j + 2) % 3]
-            - m[(i + 1) % 3][(j + 2) % 3] * m[(i + 2) % 3][(j + 1) % 3]
-            for j in range(3)
-        ]
-        for i in range(3)
-    ]
-    det = m[0][0] * cof[0][0] + m[0][1] * cof[0][1] + m[0][2] * cof[0][2]
-    adj = torch.stack([cof[j][i] for i in range(3) for j in range(3)], -1).unflatten(-1, (3, 3))
-    return adj / det[..., None, None], det
-
-
-def _mm(X: Tensor, Y: Tensor) -> Tensor:
-    """X @ Y (batched, broadcasting); inner dimension <= 3 as a sum of outer products (batched
-    BLAS calls on tiny matrices are slow on CPU)."""
-    k = X.shape[-1]
-    if k > 3:
-        return X @ Y
-    out = X[..., 0:1] * Y[..., 0:1, :]
-    for j in range(1, k):
-        out = out + X[..., j : j + 1] * Y[..., j : j + 1, :]
-    return out
-
-
-class _SPDSolver:
-    """Solves with a batch of SPD matrices P (..., n, n): explicit inverse for n <= 3, else Cholesky."""
-
-    def __init__(self, P: Tensor) -> None:
-        n = P.shape[-1]
-        self.inv: Tensor | None = None
-        self.chol: Tensor | None = None
-        if n <= 3:
-            inv, det = _inv_small(P)
-            pd = P[..., 0, 0] > 0
-            if n >= 2:
-                pd = pd & (P[..., 0, 0] * P[..., 1, 1] - P[..., 0, 1] * P[..., 1, 0] > 0)
-            if n == 3:
-                pd = pd & (det > 0)
-            self.inv, self.bad = inv, ~pd
-        else:
-            L, info = torch.linalg.cholesky_ex(P)
-            self.chol, self.bad = L, info != 0
-
-    def expand(self, batched: bool, batch: int) -> _SPDSolver:
-        for name in ("inv", "chol"):
-            t = getattr(self, name)
-            if t is not None:
-                setattr(self, name, _expand(t, batched, batch, tuple(t.shape[-2:])))
-        return self
-
-    def solve(self, X: Tensor) -> Tensor:
-        """P^-1 X for X (B, n, r)."""
-        if self.inv is not None:
-            return _mm(self.inv, X)
-        assert self.chol is not None
-        return torch.cholesky_solve(X, self.chol)
-
-    def factor(self) -> Tensor:
-        return self.inv if self.inv is not None else self.chol  # type: ignore[return-value]
-
-
-def _solve_with(factor: Tensor, is_inv: bool, X: Tensor) -> Tensor:
-    return _mm(factor, X) if is_inv else torch.cholesky_solve(X, factor)
-
-
-# ----------------------------------------------------------------------------- active-set algebra
-
-
-def _masked_dual_solve(H: Tensor, rhs: Tensor, mask: Tensor, jitter: float) -> tuple[Tensor, Tensor]:
-    """Solve (H_SS) z_S = rhs_S for the rows in ``mask`` (B, p), z = 0 elsewhere, by Cholesky.
-
-    Returns z (B, p) and ok (B,) bool (False where H_SS is singular even with ``jitter``).
-    """
-    p = H.shape[-1]
-    zero = torch.zeros((), dtype=H.dtype, device=H.device)
-    mm = mask.unsqueeze(-1) & mask.unsqueeze(-2)
-    eye = torch.eye(p, dtype=H.dtype, device=H.device)
-    Hd = torch.where(mm, H, zero) + eye * (~mask).unsqueeze(-1)
-    r = torch.where(mask, rhs, zero)
-    L, info = torch.linalg.cholesky_ex(Hd)
-    ok = info == 0
-    if not bool(ok.all()) and jitter > 0:
-        scale = torch.diagonal(Hd, dim1=-2, dim2=-1).abs().amax(-1, keepdim=True).clamp_min(1e-300)
-        L2, info2 = torch.linalg.cholesky_ex(Hd + torch.diag_embed(jitter * scale * mask))
-        L = torch.where(ok.view(-1, 1, 1), L, L2)
-        ok = ok | (info2 == 0)
-    L = torch.where(ok.view(-1, 1, 1), L, eye)
-    z = torch.cholesky_solve(r.unsqueeze(-1), L).squeeze(-1)
-    return z * mask, ok
-
-
-def _indexed_dual_solve(H: Tensor, rhs: Tensor, rows: Tensor) -> Tensor:
-    """Like :func:`_masked_dual_solve` for active sets given as row indices (B, k), k <= 3,
-    padded with p (no row); closed form. Returns z (B, p)."""
-    B, p = rhs.shape
-    k = rows.shape[1]
-    valid = rows < p
-    r = rows.clamp(max=p - 1)
-    Hf = H.reshape(B, p * p)
-    cs = torch.where(valid, rhs.gather(1, r), 0.0)
-    if k == 1:
-        zs = cs / torch.where(valid, Hf.gather(1, r * (p + 1)), 1.0)
-    elif k == 2:
-        # closed form; a padded (absent) second row gets h = 1, no coupling
-        r0, r1 = r[:, 0:1], r[:, 1:2]
-        h = Hf.gather(1, torch.cat([r0 * (p + 1), r0 * p + r1, r1 * (p + 1)], 1))
-        v0, v1 = valid[:, 0:1], valid[:, 1:2]
-        hii = torch.where(v0, h[:, 0:1], 1.0)
-        hjj = torch.where(v1, h[:, 2:3], 1.0)
-        hij = torch.where(v0 & v1, h[:, 1:2], 0.0)
-        det = hii * hjj - hij * hij
-        c0, c1 = cs[:, 0:1], cs[:, 1:2]
-        zs = torch.cat([hjj * c0 - hij * c1, hii * c1 - hij * c0], 1) / det
-    else:
-        flat = (r.unsqueeze(-1) * p + r.unsqueeze(-2)).reshape(B, k * k)
-        Hs = Hf.gather(1, flat).view(B, k, k)
-        vv = valid.unsqueeze(-1) & valid.unsqueeze(-2)
-        Hs = torch.where(vv, Hs, torch.eye(k, dtype=H.dtype, device=H.device))
-        inv, _ = _inv_small(Hs)
-        zs = _mm(inv, cs.unsqueeze(-1)).squeeze(-1)
-    z = torch.zeros(B, p + 1, dtype=H.dtype, device=H.device)
-    z.scatter_(1, torch.where(valid, rows, p), zs * valid)
-    return z[:, :p]
-
-
-def _kkt_score(
-    u: Tensor, z: Tensor, An: Tensor, bn: Tensor, qscale: Tensor, complementarity: bool
-) -> tuple[Tensor, Tensor]:
-    """Relative primal (+ complementarity) and dual violation, (B, C) each, of candidates
-    u (B, C, n), z (B, C, k) on unit-norm rows An u <= bn (z: their multipliers; with
-    ``complementarity`` z is (B, C, p), one per row)."""
-    slack = _mm(u, An.mT) - bn.unsqueeze(1)  # (B, C, p)
-    pviol = slack.amax(-1).clamp_min(0)
-    if complementarity:  # rows with a multiplier must hold with equality
-        pviol = torch.maximum(pviol, torch.where(z != 0, slack.abs(), 0.0).amax(-1))
-    pviol = pviol / (1 + u.abs().amax(-1))
-    dviol = (-z).amax(-1).clamp_min(0) / qscale.unsqueeze(1) if z.shape[-1] else torch.zeros_like(pviol)
-    return pviol, dviol
-
-
-# ----------------------------------------------------------------------------- forward solvers
-
-_COMBO_CACHE: dict[tuple[int, int, str], Tensor] = {}
-_TABLE_CACHE: dict[tuple[int, int, str], Tensor] = {}
-
-
-def _candidate_table(p: int, kmax: int, device: torch.device) -> Tensor:
-    """Rows of every candidate active set, in enumeration order, padded with p: (C, kmax)."""
-    key = (p, kmax, str(device))
-    t = _TABLE_CACHE.get(key)
-    if t is None:
-        parts = [torch.full((1, kmax), p, dtype=torch.long, device=device)]
-        parts += [
-            torch.nn.functional.pad(_combos(p, k, device), (0, kmax - k), value=p) for k in range(1, kmax + 1)
-        ]
-        t = torch.cat(parts, 0)
-        _TABLE_CACHE[key] = t
-    return t
-
-
-def _combos(p: int, k: int, device: torch.device) -> Tensor:
-    key = (p, k, str(device))
-    t = _COMBO_CACHE.get(key)
-    if t is None:
-        t = torch.tensor(list(combinations(range(p), k)), dtype=torch.long, device=device).reshape(-1, k)
-        _COMBO_CACHE[key] = t
-    return t
-
-
-def _solve_enumerate_scored(
-    u0: Tensor,
-    V: Tensor,
-    H: Tensor,
-    c: Tensor,
-    An: Tensor,
-    bn: Tensor,
-    present: Tensor,
-    qscale: Tensor,
-    tol: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Every active set of <= n independent rows, solved in closed form; keep the one that
-    meets the KKT conditions best (every candidate's primal slack is evaluated: (B, C, p) work).
-
-    Args (rows scaled to unit norm): u0 = -P^-1 q (B, n); V = P^-1 An' (B, n, p);
-    H = An P^-1 An' (B, p, p); c = An u0 - bn (B, p).
-    Returns u (B, n), z (B, p) (unit-row multipliers), rows (B, kmax) (active rows, padded
-    with p), status (B,).
-    """
-    B, n = u0.shape
-    p = An.shape[1]
-    kmax = min(n, p)
-    dtype, device = u0.dtype, u0.device
-    eps = torch.finfo(dtype).eps
-    Vt = V.mT  # (B, p, n): row i = P^-1 An_i'
-    us = [u0.unsqueeze(1)]
-    zs = [torch.zeros(B, 1, kmax, dtype=dtype, device=device)]
-    oks = [torch.ones(B, 1, dtype=torch.bool, device=device)]
-    tables = [torch.full((1, kmax), p, dtype=torch.long, device=device)]
-    hd = torch.diagonal(H, dim1=-2, dim2=-1)
-    for k in range(1, kmax + 1):
-        S = _combos(p, k, device)  # (C, k)
-        C = S.shape[0]
-        if k == 1:
-            zk = (c / torch.where(present, hd, 1.0)).unsqueeze(-1)  # (B, p, 1)
-            ok = present
-            uk = u0.unsqueeze(1) - zk * Vt
-        else:
-            # H_SS and c_S by index_select on flattened indices (cheaper than advanced indexing)
-            flat = S.reshape(-1)
-            pairs = (S.unsqueeze(-1) * p + S.unsqueeze(-2)).reshape(-1)
-            Hs = H.reshape(B, p * p).index_select(1, pairs).view(B, C, k, k)
-            ok = present.index_select(1, flat).view(B, C, k).all(-1)
-            cs = c.index_select(1, flat).view(B, C, k)
-            if k == 2:
-                hii, hij, hjj = Hs[..., 0, 0], Hs[..., 0, 1], Hs[..., 1, 1]
-                det = hii * hjj - hij * hij
-                ok = ok & (det > 1e3 * eps * hii * hjj)
-                det = torch.where(ok, det, 1.0)
-                ci, cj = cs[..., 0], cs[..., 1]
-                zk = torch.stack([(hjj * ci - hij * cj) / det, (hii * cj - hij * ci) / det], -1)
-            else:
-                inv, det = _inv_small(Hs)
-                ok = ok & (det > 1e3 * eps * torch.diagonal(Hs, dim1=-2, dim2=-1).prod(-1))
-                zk = _mm(inv, cs.unsqueeze(-1)).squeeze(-1)
-            zk = torch.where(ok.unsqueeze(-1), zk, 0.0)
-            Vs = Vt.index_select(1, flat).view(B, C, k, n)
-            uk = u0.unsqueeze(1) - zk[..., 0:1] * Vs[:, :, 0]
-            for j in range(1, k):
-                uk = uk - zk[..., j : j + 1] * Vs[:, :, j]
-        us.append(uk)
-        zs.append(torch.nn.functional.pad(zk, (0, kmax - k)))
-        oks.append(ok)
-        tables.append(torch.nn.functional.pad(S, (0, kmax - k), value=p))
-    U, Z, OK, T = torch.cat(us, 1), torch.cat(zs, 1), torch.cat(oks, 1), torch.cat(tables, 0)
-    pviol, dviol = _kkt_score(U, Z, An, bn, qscale, complementarity=False)
-    inf = torch.full((), math.inf, dtype=dtype, device=device)
-    score = torch.where(OK, torch.maximum(pviol, dviol), inf)
-    sbest, best = score.min(1)
-    u = U.gather(1, best[:, None, None].expand(B, 1, n)).squeeze(1)
-    zb = Z.gather(1, best[:, None, None].expand(B, 1, kmax)).squeeze(1)
-    rows = T.index_select(0, best)
-    z = torch.zeros(B, p + 1, dtype=dtype, device=device).scatter_(1, rows, zb)[:, :p]
-    status = torch.where(sbest > tol, INACCURATE, OPTIMAL)
-    # No candidate point satisfies the constraints: the problem has no feasible point (a
-    # feasible strictly convex QP's optimum is one of the candidates).
-    minp = torch.where(OK, pviol, inf).amin(1)
-    status = torch.where((sbest > tol) & (minp > tol), INFEASIBLE, status)
-    return u, z, rows, status
-
-
-def _pair_solve(Hs: Tensor, cs: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    """z = H_SS^-1 c_S for candidate sets (B, C, k, k), (B, C, k); and ok (independent rows)."""
-    k = Hs.shape[-1]
-    if k == 2:
-        hii, hij, hjj = Hs[..., 0, 0], Hs[..., 0, 1], Hs[..., 1, 1]
-        det = hii * hjj - hij * hij
-        ok = det > 1e3 * eps * hii * hjj
-        det = torch.where(ok, det, 1.0)
-        ci, cj = cs[..., 0], cs[..., 1]
-        return torch.stack([(hjj * ci - hij * cj) / det, (hii * cj - hij * ci) / det], -1), ok
-    inv, det = _inv_small(Hs)
-    ok = det > 1e3 * eps * torch.diagonal(Hs, dim1=-2, dim2=-1).prod(-1)
-    return _mm(inv, cs.unsqueeze(-1)).squeeze(-1), ok
-
-
-def _solve_enumerate(
-    u0: Tensor,
-    V: Tensor,
-    H: Tensor,
-    c: Tensor,
-    An: Tensor,
-    bn: Tensor,
-    present: Tensor,
-    qscale: Tensor,
-    tol: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Every active set S of <= n independent rows, solved in closed form; keep the best one.
-
-    Each candidate's multipliers z_S = H_SS^-1 c_S give the Lagrangian stationary point
-    u_S = u0 - P^-1 An_S' z_S with A_S u_S = b_S, so its dual value is f(u0) + z_S'c_S / 2.
-    Every dual-feasible candidate (z_S >= 0) bounds the optimum from below and the optimum
-    is one of them: the answer is the dual-feasible candidate of largest z_S'c_S, found in
-    (B, C) work without evaluating any candidate's primal slack. Only the winner's slack is
-    checked; samples where it fails (an infeasible problem, or rounding) are settled by
-    :func:`_solve_enumerate_scored` (every candidate's full KKT residual).
-
-    Args and returns as :func:`_solve_enumerate_scored`.
-    """
-    B, n = u0.shape
-    p = An.shape[1]
-    kmax = min(n, p)
-    dtype, device = u0.dtype, u0.device
-    eps = torch.finfo(dtype).eps
-    # Batch-last layout: per-candidate gathers become contiguous row copies, and the
-    # reductions run across the batch (torch on CPU is slow at tiny trailing dimensions).
-    Ht = H.reshape(B, p * p).T.contiguous()  # (p*p, B)
-    ct = c.T.contiguous()  # (p, B)
-    all_present = bool(present.all())
-    pt = present.T
-    zneg = -tol * qscale  # (B,): rounding allowance on z >= 0
-    ninf = torch.full((), -math.inf, dtype=dtype, device=device)
-    hd = Ht.index_select(0, torch.arange(p, device=device) * (p + 1))  # (p, B)
-    if not all_present:
-        hd = torch.where(pt, hd, 1.0)
-    vals = [torch.zeros(1, B, dtype=dtype, device=device)]
-    for k in range(1, kmax + 1):
-        S = _combos(p, k, device)  # (C, k)
-        C = S.shape[0]
-        if k == 1:
-            zk = ct / hd  # (p, B)
-            ok = zk >= zneg
-            val = zk * ct
-        elif k == 2:
-            i, j = S[:, 0], S[:, 1]
-            hii, hjj = hd.index_select(0, i), hd.index_select(0, j)
-            hij = Ht.index_select(0, i * p + j)
-            ci, cj = ct.index_select(0, i), ct.index_select(0, j)
-            det = hii * hjj - hij * hij
-            ok = det > 1e3 * eps * hii * hjj
-            det = torch.where(ok, det, 1.0)
-            zi, zj = (hjj * ci - hij * cj) / det, (hii * cj - hij * ci) / det
-            ok = ok & (zi >= zneg) & (zj >= zneg)
-            val = zi * ci + zj * cj
-        else:
-            pairs = (S.unsqueeze(-1) * p + S.unsqueeze(-2)).reshape(-1)
-            Hs = Ht.index_select(0, pairs).view(C, k, k, B).permute(0, 3, 1, 2)  # (C, B, k, k)
-            cs = ct.index_select(0, S.reshape(-1)).view(C, k, B).transpose(1, 2)  # (C, B, k)
-            zk, ok = _pair_solve(Hs, cs, eps)
-            ok = ok & (zk.amin(-1) >= zneg)
-            val = (zk * cs).sum(-1)
-        if not all_present:
-            ok = ok & pt.index_select(0, S.reshape(-1)).view(C, k, B).all(1)
-        vals.append(torch.where(ok, val, ninf))
-    val, T = torch.cat(vals, 0), _candidate_table(p, kmax, device)
-    best = val.argmax(0)  # (B,)
-    rows = T.index_select(0, best)  # (B, kmax), padded with p
-    # the winner's multipliers, solved again for its rows alone (cheaper than keeping all)
-    z = _indexed_dual_solve(H, c, rows)
-    zb = z.gather(1, rows.clamp(max=p - 1)) * (rows < p)
-    u = u0 - (V * z.unsqueeze(-2)).sum(-1)
-    pviol, dviol = _kkt_score(u.unsqueeze(1), zb.unsqueeze(1), An, bn, qscale, complementarity=False)
-    status = torch.where(torch.maximum(pviol, dviol).squeeze(1) > tol, INACCURATE, OPTIMAL)
-    bad = torch.nonzero(status != OPTIMAL).reshape(-1)
-    if bad.numel():
-        ix = bad
-        u2, z2, rows2, st2 = _solve_enumerate_scored(
-            u0[ix], V[ix], H[ix], c[ix], An[ix], bn[ix], present[ix], qscale[ix], tol
-        )
-        u, z, rows, status = u.clone(), z.clone(), rows.clone(), status.clone()
-        u[ix], z[ix], rows[ix], status[ix] = u2, z2, rows2, st2
-    return u, z, rows, status
-
-
-def _solve_ipm(
-    Psym: Tensor,
-    q: Tensor,
-    An: Tensor,
-    bn: Tensor,
-    tol: float,
-    max_iter: int,
-    start: tuple[Tensor, Tensor, Tensor] | None = None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
-    """Mehrotra predictor-corrector on rows An u <= bn (unit-norm rows), from ``start`` =
-    (u, s, z) if given; returns u, z (multipliers), slack s, status, iterations."""
-    B, n = q.shape
-    p = An.shape[1]
-    dtype, device = q.dtype, q.device
-    At = An.mT
-    qs = 1 + q.abs().amax(-1)
-    bs = 1 + bn.abs().amax(-1)
-    if start is None:
-        # Least squares on the KKT system with S = Z = I, then shift s, z inside the cone.
-        M0 = Psym + At @ An
-        L0 = torch.linalg.cholesky(M0)
-        u = torch.cholesky_solve((At @ bn.unsqueeze(-1)) - q.unsqueeze(-1), L0).squeeze(-1)
-        s = bn - (An @ u.unsqueeze(-1)).squeeze(-1)
-        z = -s
-        ap = (-s).amax(-1, keepdim=True)
-        s = torch.where(ap < 0, s, s + 1 + ap)
-        ad = (-z).amax(-1, keepdim=True)
-        z = torch.where(ad < 0, z, z + 1 + ad)
-    else:
-        u, s, z = start
-    done = torch.zeros(B, dtype=torch.bool, device=device)
-    infeas = torch.zeros(B, dtype=torch.bool, device=device)
-    it = 0
-
-    def step_len(v: Tensor, dv: Tensor) -> Tensor:
-        ratio = torch.where(dv < 0, -v / dv, torch.full((), math.inf, dtype=dtype, device=device))
-        return ratio.amin(-1).clamp(max=1.0)
-
-    for it in range(1, max_iter + 1):  # noqa: B007
-        Pu = (Psym @ u.unsqueeze(-1)).squeeze(-1)
-        rd = Pu + q + (At @ z.unsqueeze(-1)).squeeze(-1)
-        rp = (An @ u.unsqueeze(-1)).squeeze(-1) + s - bn
-        gap = (s * z).sum(-1)
-        obj = 1 + (0.5 * (u * Pu).sum(-1) + (q * u).sum(-1)).abs()
-        conv = (rd.abs().amax(-1) <= tol * qs) & (rp.abs().amax(-1) <= tol * bs) & (gap <= tol * obj)
-        # Farkas certificate of infeasibility: y >= 0, A'y = 0, b'y < 0 (y = z / sum z).
-        y = z / z.sum(-1, keepdim=True)
-        aty = (At @ y.unsqueeze(-1)).squeeze(-1).abs().amax(-1)
-        cert = (aty <= tol * 10) & ((y * bn).sum(-1) < -tol * 10) & (z.sum(-1) > 1e6)
-        infeas = infeas | (cert & ~conv)
-        # Complementarity far below the tolerance while a residual is not: the normal
-        # equations have lost the accuracy to go on (z/s spans ~1/eps); polish decides.
-        stalled = gap <= 1e-4 * tol * obj
-        done = conv | infeas | stalled
-        if bool(done.all()):
-            break
-        mu = gap / p
-        W = z / s
-        M = Psym + At @ (W.unsqueeze(-1) * An)
-        L, info = torch.linalg.cholesky_ex(M)
-        bad = info != 0
-        if bool(bad.any()):
-            # Near the boundary z/s spans more than 1/eps: regularise instead of stopping.
-            dmax = torch.diagonal(M, dim1=-2, dim2=-1).amax(-1)
-            eye = torch.eye(n, dtype=dtype, device=device)
-            L2, info2 = torch.linalg.cholesky_ex(
-                M + (1e3 * torch.finfo(dtype).eps * dmax)[:, None, None] * eye
-            )
-            L = torch.where(bad.view(-1, 1, 1), L2, L)
-            bad = info2 != 0
-            done = done | bad
-            L = torch.where(bad.view(-1, 1, 1), eye, L)
-
-        def newton(
-            rc: Tensor, L: Tensor = L, rd: Tensor = rd, rp: Tensor = rp, s: Tensor = s, z: Tensor = z
-        ) -> tuple[Tensor, Tensor, Tensor]:
-            r = -rd - (At @ ((z * rp - rc) / s).unsqueeze(-1)).squeeze(-1)
-            du = torch.cholesky_solve(r.unsqueeze(-1), L).squeeze(-1)
-            ds = -rp - (An @ du.unsqueeze(-1)).squeeze(-1)
-            dz = (-rc - z * ds) / s
-            return du, ds, dz
-
-        du, ds, dz = newton(s * z)
-        a_aff = torch.minimum(step_len(s, ds), step_len(z, dz)).unsqueeze(-1)
-        mu_aff = ((s + a_aff * ds) * (z + a_aff * dz)).sum(-1) / p
-        sigma = (mu_aff / mu).clamp(0, 1) ** 3
-        sm = (sigma * mu).unsqueeze(-1)
-        du, ds, dz = newton(s * z + ds * dz - sm)
-        alpha = (0.99 * torch.minimum(step_len(s, ds), step_len(z, dz))).unsqueeze(-1)
-        # Safeguard: along a feasible direction the gap changes by a g1 + a^2 g2 with
-        # g2 = ds'dz = du'P du >= 0 for a QP, so a long step can raise it and the iterates
-        # cycle. There take the plain centred Newton step, with the step that minimises the gap.
-        worse = ((s + alpha * ds) * (z + alpha * dz)).sum(-1) > gap
-        if bool((worse & ~done).any()):
-            du2, ds2, dz2 = newton(s * z - torch.maximum(sm, 0.1 * mu.unsqueeze(-1)))
-            a2 = (0.99 * torch.minimum(step_len(s, ds2), step_len(z, dz2))).unsqueeze(-1)
-            g1 = (s * dz2 + z * ds2).sum(-1, keepdim=True)
-            g2 = (ds2 * dz2).sum(-1, keepdim=True)
-            a_min = torch.where((g2 > 0) & (g1 < 0), -g1 / (2 * g2).clamp_min(1e-300), a2)
-            a2 = torch.minimum(a2, a_min)
-            w = worse.unsqueeze(-1)
-            du, ds, dz, alpha = (
-                torch.where(w, x2, x) for x2, x in ((du2, du), (ds2, ds), (dz2, dz), (a2, alpha))
-            )
-        alpha = torch.where(done.unsqueeze(-1), torch.zeros((), dtype=dtype, device=device), alpha)
-        u = u + alpha * du
-        s = s + alpha * ds
-        z = z + alpha * dz
-    status = torch.where(
-        conv, OPTIMAL, torch.where(infeas, INFEASIBLE, torch.full((), INACCURATE, device=device))
-    ).long()
-    return u, z, s, status, it
-
-
-def _polish(
-    z: Tensor,
-    s: Tensor,
-    status: Tensor,
-    u0: Tensor,
-    V: Tensor,
-    H: Tensor,
-    c: Tensor,
-    An: Tensor,
-    bn: Tensor,
-    present: Tensor,
-    qscale: Tensor,
-    tol: float,
-) -> tuple[Tensor, Tensor]:
-    """Exact solve of the active set an interior-point iterate points to (rows with z > s).
-
-    Returns the multipliers (z of the active-set solution where it passed the KKT test, else the
-    iterate's z, zero on rows taken as inactive) and ``good`` (B,) bool: passed.
-    """
-    cand = (status != INFEASIBLE).unsqueeze(-1) & present
-    active = (z > s) & cand
-    zt, ok = _masked_dual_solve(H, c, active, 0.0)
-    ut = u0 - (V @ zt.unsqueeze(-1)).squeeze(-1)
-    pv, dv = _kkt_score(ut.unsqueeze(1), zt.unsqueeze(1), An, bn, qscale, complementarity=True)
-    good = ok & (torch.maximum(pv, dv).squeeze(1) <= tol) & cand[:, 0]
-    return torch.where(good.unsqueeze(-1), zt, z * active), good
-
-
-def _solve_ipm_polished(
-    Psym: Tensor,
-    qe: Tensor,
-    An: Tensor,
-    bn: Tensor,
-    u0: Tensor,
-    V: Tensor,
-    H: Tensor,
-    c: Tensor,
-    present: Tensor,
-    qscale: Tensor,
-    tol: float,
-    cfg: _Config,
-) -> tuple[Tensor, Tensor, Tensor, int]:
-    """Interior point to a loose tolerance, then polish (exact active-set solve); samples whose
-    polish fails continue the interior-point iterations to the final tolerance. Returns u, z
-    (unit-row multipliers, zero off the active set), status, iterations."""
-    dtype = qe.dtype
-    tol_ipm = max(tol, 1e-8 if dtype == torch.float64 else 1e-4)
-    u, zs, s, status, iters = _solve_ipm(Psym, qe, An, bn, tol_ipm, cfg.max_iter)
-    z, good = _polish(zs, s, status, u0, V, H, c, An, bn, present, qscale, tol)
-    u = torch.where(good.unsqueeze(-1), u0 - (V @ z.unsqueeze(-1)).squeeze(-1), u)
-    retry = torch.nonzero(~good & (status != INFEASIBLE)).reshape(-1)
-    if retry.numel() and tol < tol_ipm:
-        ix = retry
-        u2, zs2, s2, st2, it2 = _solve_ipm(
-            Psym[ix], qe[ix], An[ix], bn[ix], tol, cfg.max_iter, (u[ix], s[ix], zs[ix])
-        )
-        iters += it2
-        z2, g2 = _polish(
-            zs2, s2, st2, u0[ix], V[ix], H[ix], c[ix], An[ix], bn[ix], present[ix], qscale[ix], tol
-        )
-        u2 = torch.where(g2.unsqueeze(-1), u0[ix] - (V[ix] @ z2.unsqueeze(-1)).squeeze(-1), u2)
-        u, z, status, good = u.clone(), z.clone(), status.clone(), good.clone()
-        u[ix], z[ix], status[ix], good[ix] = u2, z2, st2, g2
-    return u, z, torch.where(good, OPTIMAL, status), iters
 
 
 def _forward_solve(
@@ -814,7 +252,18 @@ def _forward_solve(
         if ix.numel():
             Pe = _expand(Psym, bP, B, (n, n))
             u2, z2, st2, iters = _solve_ipm_polished(
-                Pe[ix], qe[ix], An[ix], bn[ix], u0[ix], V[ix], H[ix], c[ix], present[ix], qscale[ix], tol, cfg
+                Pe[ix],
+                qe[ix],
+                An[ix],
+                bn[ix],
+                u0[ix],
+                V[ix],
+                H[ix],
+                c[ix],
+                present[ix],
+                qscale[ix],
+                tol,
+                cfg.max_iter,
             )
             use = (st2 == OPTIMAL).unsqueeze(-1)
             u, z, status = u.clone(), z.clone(), status.clone()
@@ -824,7 +273,9 @@ def _forward_solve(
             rows = None  # backward through the general (masked) active-set solve
     else:
         Pe = _expand(Psym, bP, B, (n, n))
-        u, z, status, iters = _solve_ipm_polished(Pe, qe, An, bn, u0, V, H, c, present, qscale, tol, cfg)
+        u, z, status, iters = _solve_ipm_polished(
+            Pe, qe, An, bn, u0, V, H, c, present, qscale, tol, cfg.max_iter
+        )
     status = torch.where(trivially_bad, INFEASIBLE, status).to(torch.long)
     ok = status == OPTIMAL
     u = torch.where((status == INFEASIBLE).unsqueeze(-1), 0.0, u)
