@@ -29,6 +29,7 @@ from barriernet.dynamics import (
     Unicycle,
     register_dynamics,
 )
+from barriernet.lane import EdgeLine, LaneBoundary
 from barriernet.qp import SOLVERS, QPResult, register_solver, solve_qp
 from barriernet.safety_filter import KERNELS, FilterReport, SafetyFilter
 
@@ -54,11 +55,13 @@ __all__ = [
     "ControlAffine",
     "DiffDrive",
     "DoubleIntegrator",
+    "EdgeLine",
     "EllipseObstacle",
     "FilterReport",
     "HalfSpace",
     "JointPositionLimits",
     "JointVelocityLimits",
+    "LaneBoundary",
     "LaserScan",
     "Manipulator",
     "MujocoManipulator",

@@ -17,9 +17,18 @@ which the point machinery turns into rows for either point order (``diff_drive``
 point, relative degree 1, ``inflation`` = look-ahead distance, so h >= 0 keeps the body inside
 too; ``unicycle``: the centre, HOCBF of relative degree 2).
 
-Config (``type: lane_boundary``): ``left``, ``right``: lists of [x, y] (m), at least 3 points
-each, or ``file``: a JSON file holding both; ``robot_radius`` (m, default 0). Speed and steering
-limits belong in the controls box (``controls.lower/upper``).
+Config (``type: lane_boundary``): the map as ``left``, ``right``: lists of [x, y] (m), at least 3
+points each, or ``file``: a JSON file holding both, or ``env_key``: the name of a filter ``env``
+entry that carries the map at run time (a flat array [left (N, 2), right (N, 2)], e.g. the
+``/lane/map`` topic through the ``float_array`` extractor; the lines are rebuilt only when the
+map changes; a missing or malformed map raises ``InputError``, so the filter falls back);
+``robot_radius`` (m, default 0). Speed and steering limits belong in the controls box
+(``controls.lower/upper``).
+
+The barrier needs the vehicle's pose in the map frame: in the simulator that is odometry (the
+map and odometry share the world frame); on a real car the lane pose must come from
+localisation (map-relative pose, e.g. lane-marking or lidar localisation), since odometry
+drifts and the barrier trusts the pose it is given.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from barriernet.barriers import BARRIERS, _num, _PointBarrier, register_barrier
+from barriernet.barriers import BARRIERS, InputError, _num, _PointBarrier, register_barrier
 
 __all__ = ["EdgeLine", "LaneBoundary"]
 
@@ -99,11 +108,23 @@ class LaneBoundary(_PointBarrier):
     """
 
     type_name = "lane_boundary"
-    keys = ("left", "right", "file", "robot_radius")
+    keys = ("left", "right", "file", "env_key", "robot_radius")
     mergeable = False
 
     def __init__(self, cfg: Mapping[str, Any], where: str) -> None:
         super().__init__(cfg, where)
+        self.R0 = _num(cfg, "robot_radius", where, 0.0) + self.margin
+        self.n_rows = 2
+        self.env_key: str | None = None
+        self._map: np.ndarray | None = None
+        if "env_key" in cfg:
+            if "file" in cfg or "left" in cfg or "right" in cfg:
+                raise ValueError(f"{where}: give the map as 'env_key' or as 'left'/'right'/'file', not both")
+            if not isinstance(cfg["env_key"], str) or not cfg["env_key"]:
+                raise ValueError(f"{where}.env_key: expected a non-empty string, got {cfg['env_key']!r}")
+            self.env_key = cfg["env_key"]
+            self.edges: tuple[EdgeLine, EdgeLine] | None = None
+            return
         if "file" in cfg:
             if "left" in cfg or "right" in cfg:
                 raise ValueError(f"{where}: give either 'file' or 'left' and 'right', not both")
@@ -119,19 +140,7 @@ class LaneBoundary(_PointBarrier):
             left, right = cfg["left"], cfg["right"]
         else:
             raise ValueError(f"{where}: give 'left' and 'right' edge lines ([[x, y], ...]) or 'file'")
-        self.edges = (EdgeLine(left, -1, f"{where}.left"), EdgeLine(right, 1, f"{where}.right"))
-        # the two lines must face each other: each one's first point on the other's road side
-        for edge, other, name in (
-            (self.edges[0], self.edges[1], "left"),
-            (self.edges[1], self.edges[0], "right"),
-        ):
-            if edge.signed_distance(other.points[0]) <= 0:
-                raise ValueError(
-                    f"{where}.{name}: the road is not on the expected side of this edge; give both "
-                    "lines in driving order with 'left' left of the driver"
-                )
-        self.R0 = _num(cfg, "robot_radius", where, 0.0) + self.margin
-        self.n_rows = 2
+        self.edges = _edges(left, right, where)
 
     @property
     def row_names(self) -> list[str]:
@@ -144,8 +153,33 @@ class LaneBoundary(_PointBarrier):
             )
         self.R = self.R0 + self.inflation
 
+    def _env_edges(self, env: Any) -> tuple[EdgeLine, EdgeLine]:
+        key = self.env_key
+        m = None if env is None else env.get(key)
+        if m is None:
+            raise InputError(f"env[{key!r}] missing: the {self.name} barrier needs the lane map")
+        if m is self._map and self.edges is not None:
+            return self.edges
+        a = np.asarray(m, dtype=np.float64).reshape(-1)
+        if self._map is not None and self.edges is not None and np.array_equal(a, self._map):
+            self._map = m if isinstance(m, np.ndarray) else a
+            return self.edges
+        if a.size < 12 or a.size % 4:
+            raise InputError(
+                f"env[{key!r}]: a lane map has 4 N values ([left (N, 2), right (N, 2)]), got {a.size}"
+            )
+        n = a.size // 2
+        try:
+            edges = _edges(a[:n].reshape(-1, 2), a[n:].reshape(-1, 2), f"env[{key!r}]")
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        self.edges, self._map = edges, (m if isinstance(m, np.ndarray) else a)
+        return edges
+
     def phi(self, p, v, env) -> None:  # type: ignore[no-untyped-def]
-        for k, e in enumerate(self.edges):
+        edges = self.edges if self.env_key is None else self._env_edges(env)
+        assert edges is not None
+        for k, e in enumerate(edges):
             sd, q, tangent, kappa = e.nearest(p)
             dist = abs(sd)
             if dist > 1e-12:
@@ -157,6 +191,18 @@ class LaneBoundary(_PointBarrier):
                 # smooth edge of road-side curvature kappa: Hess(sd) = -kappa / (1 - kappa sd) t t'
                 tv = float(tangent @ v)
                 self.curv[k] = -kappa * tv * tv / max(1.0 - kappa * sd, 0.05)
+
+
+def _edges(left: Any, right: Any, where: str) -> tuple[EdgeLine, EdgeLine]:
+    """The two edge lines, checked to face each other (each one's first point on the other's road side)."""
+    edges = (EdgeLine(left, -1, f"{where}.left"), EdgeLine(right, 1, f"{where}.right"))
+    for edge, other, name in ((edges[0], edges[1], "left"), (edges[1], edges[0], "right")):
+        if edge.signed_distance(other.points[0]) <= 0:
+            raise ValueError(
+                f"{where}.{name}: the road is not on the expected side of this edge; give both "
+                "lines in driving order with 'left' left of the driver"
+            )
+    return edges
 
 
 if LaneBoundary.type_name not in BARRIERS:

@@ -25,7 +25,17 @@ Config (the ``observation:`` section of ``config/<robot>.yaml``)::
         fields: [linear.x, angular.z]
 
 Extractors (registry :data:`EXTRACTORS`): ``yaw``, ``goal_in_body``, ``scan_sectors``,
-``scan_points_world``, ``joints`` (``joints: [names]``, ``quantity: position|velocity|effort``).
+``scan_points_world``, ``joints`` (``joints: [names]``, ``quantity: position|velocity|effort``),
+``image`` (sensor_msgs/Image, below), ``float_array`` (a numeric array field, default ``data``,
+of any length: env entries only, e.g. a lane map).
+
+``image``: ``{extractor: image, encoding: rgb8|mono8, height: H, width: W}`` with optional
+``channels`` (1 or the encoding's; 1 from rgb8 = luminance 0.299 R + 0.587 G + 0.114 B),
+``scale`` (default 1/255) and ``offset`` (default 0): values = pixel * scale + offset, flattened
+row-major (H, W, channels); ``odom_topic`` with ``max_age`` (s): the image's stamp may lag that
+topic's stamp by at most ``max_age``. A message with another encoding or size, a wrong data
+length or row step, or an image older than ``max_age`` raises :class:`ObservationError`
+(``bad_message``, ``wrong_size``, ``stale``), so the control step falls back like for any input.
 A ``field`` entry reads one dotted path (``position[2]``);
 ``size: N`` makes it read an array of exactly N values.
 """
@@ -44,6 +54,7 @@ import numpy as np
 
 __all__ = [
     "EXTRACTORS",
+    "IMAGE_ENCODINGS",
     "ObservationError",
     "ObservationMap",
     "Feature",
@@ -55,7 +66,7 @@ __all__ = [
 
 class ObservationError(ValueError):
     """A message cannot give a valid observation; ``kind`` is ``non_finite``, ``wrong_size``,
-    ``missing`` or ``bad_message``. The node turns it into a fallback command."""
+    ``missing``, ``stale`` or ``bad_message``. The node turns it into a fallback command."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
@@ -311,6 +322,94 @@ def _ex_joints(f: Feature, msg: Any, latest: Mapping[str, Any]) -> np.ndarray:
     return values[idx]
 
 
+#: channels per supported image encoding (8 bits per channel)
+IMAGE_ENCODINGS: dict[str, int] = {"rgb8": 3, "mono8": 1}
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def _image_channels(a: Mapping[str, Any]) -> int:
+    return int(a.get("channels", IMAGE_ENCODINGS.get(str(a.get("encoding")), 1)))
+
+
+def _ex_image(f: Feature, msg: Any, latest: Mapping[str, Any]) -> np.ndarray:
+    a = f.args
+    enc, want_h, want_w = str(a["encoding"]), int(a["height"]), int(a["width"])
+    got = str(get_field(msg, "encoding"))
+    if got != enc:
+        raise ObservationError("bad_message", f"feature {f.name!r}: image encoding {got!r}, expected {enc!r}")
+    h, w, step = int(get_field(msg, "height")), int(get_field(msg, "width")), int(get_field(msg, "step"))
+    if (h, w) != (want_h, want_w):
+        raise ObservationError(
+            "wrong_size", f"feature {f.name!r}: image is {w}x{h}, expected {want_w}x{want_h} (width x height)"
+        )
+    c = IMAGE_ENCODINGS[enc]
+    if step < w * c:
+        raise ObservationError(
+            "bad_message", f"feature {f.name!r}: row step {step} < width * channels {w * c}"
+        )
+    data = get_field(msg, "data")
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        buf = np.frombuffer(data, dtype=np.uint8)
+    else:  # array.array('B') from rclpy, or a list
+        buf = np.asarray(data)
+        if buf.dtype != np.uint8:
+            if buf.size and (buf.dtype.kind not in "iu" or buf.min() < 0 or buf.max() > 255):
+                raise ObservationError("bad_message", f"feature {f.name!r}: image data are not bytes 0..255")
+            buf = buf.astype(np.uint8)
+    if buf.size != h * step:
+        raise ObservationError(
+            "wrong_size", f"feature {f.name!r}: {buf.size} data bytes, expected height * step = {h * step}"
+        )
+    img = buf.reshape(h, step)[:, : w * c].reshape(h, w, c)
+    if _image_channels(a) == 1 and c == 3:
+        vals = img @ _LUMA
+    else:
+        vals = img.astype(np.float64)
+    out = vals.reshape(-1) * float(a.get("scale", 1.0 / 255.0))
+    off = float(a.get("offset", 0.0))
+    if off:
+        out += off
+    if "max_age" in a and "odom_topic" in a:
+        ref = stamp_seconds(_need(latest, str(a["odom_topic"]), f))
+        st = stamp_seconds(msg)
+        if ref is not None and st is not None and ref - st > float(a["max_age"]):
+            raise ObservationError(
+                "stale",
+                f"feature {f.name!r}: image stamp {st:.3f} s is {ref - st:.3f} s older than "
+                f"{a['odom_topic']} (max_age {float(a['max_age']):.3f} s)",
+            )
+    return out
+
+
+def _ex_float_array(f: Feature, msg: Any, latest: Mapping[str, Any]) -> np.ndarray:
+    return np.asarray(get_field(msg, str(f.args.get("field_path", "data"))), dtype=np.float64).reshape(-1)
+
+
+def _check_image_args(a: Mapping[str, Any], where: str) -> None:
+    enc = a.get("encoding")
+    if enc not in IMAGE_ENCODINGS:
+        raise ValueError(f"{where}: encoding must be one of {sorted(IMAGE_ENCODINGS)}, got {enc!r}")
+    for k in ("height", "width"):
+        v = a.get(k)
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 4096:
+            raise ValueError(f"{where}: {k} must be an int in 1..4096 pixels, got {v!r}")
+    ch = _image_channels(a)
+    if ch not in (1, IMAGE_ENCODINGS[str(enc)]):
+        raise ValueError(f"{where}: channels must be 1 or {IMAGE_ENCODINGS[str(enc)]} for {enc}, got {ch}")
+    for k in ("scale", "offset", "max_age"):
+        if k in a and not (isinstance(a[k], (int, float)) and math.isfinite(float(a[k]))):
+            raise ValueError(f"{where}: {k} must be a finite number, got {a[k]!r}")
+    if "scale" in a and float(a["scale"]) == 0.0:
+        raise ValueError(f"{where}: scale must not be 0")
+    if "max_age" in a and ("odom_topic" not in a or not float(a["max_age"]) > 0):
+        raise ValueError(
+            f"{where}: max_age (s, > 0) needs odom_topic, the topic whose stamp it is checked against"
+        )
+    unknown = set(a) - {"encoding", "height", "width", "channels", "scale", "offset", "max_age", "odom_topic"}
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)} for the image extractor")
+
+
 #: Named extractors: name -> (function, required argument names, size from args or None = variable).
 EXTRACTORS: dict[str, tuple[ExtractorFn, tuple[str, ...], Callable[[Mapping[str, Any]], int | None]]] = {
     "yaw": (_ex_yaw, (), lambda a: 1),
@@ -318,6 +417,12 @@ EXTRACTORS: dict[str, tuple[ExtractorFn, tuple[str, ...], Callable[[Mapping[str,
     "scan_sectors": (_ex_scan_sectors, ("sectors",), lambda a: int(a["sectors"])),
     "scan_points_world": (_ex_scan_points_world, ("odom_topic",), lambda a: None),
     "joints": (_ex_joints, ("joints",), lambda a: len(a["joints"])),
+    "image": (
+        _ex_image,
+        ("encoding", "height", "width"),
+        lambda a: int(a["height"]) * int(a["width"]) * _image_channels(a),
+    ),
+    "float_array": (_ex_float_array, (), lambda a: None),
 }
 
 _SPEC_KEYS = {"name", "topic", "type", "field", "extractor", "size"}
@@ -372,6 +477,8 @@ class Feature:
             raise ValueError(f"{where}: sectors must be >= 1")
         if ex == "joints" and (not isinstance(args["joints"], list) or not args["joints"]):
             raise ValueError(f"{where}: joints must be a non-empty list of joint names")
+        if ex == "image":
+            _check_image_args(args, where)
         return cls(cfg["name"], cfg["topic"], cfg["type"], extractor=ex, size=size_of(args), args=args)
 
     @property
@@ -612,6 +719,28 @@ class ObservationMap:
     @property
     def n_inputs(self) -> int:
         return sum(f.size or 0 for f in self.features)
+
+    @property
+    def images(self) -> list[dict[str, Any]]:
+        """Image features of the observation: name, offset (first element in ``o``), height,
+        width, channels, scale, offset_value (the conv head's layout of ``o``)."""
+        out, i = [], 0
+        for f in self.features:
+            if f.extractor == "image":
+                a = f.args
+                out.append(
+                    {
+                        "name": f.name,
+                        "offset": i,
+                        "height": int(a["height"]),
+                        "width": int(a["width"]),
+                        "channels": _image_channels(a),
+                        "scale": float(a.get("scale", 1.0 / 255.0)),
+                        "offset_value": float(a.get("offset", 0.0)),
+                    }
+                )
+            i += f.size or 0
+        return out
 
     @property
     def n_state(self) -> int:

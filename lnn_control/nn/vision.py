@@ -13,6 +13,14 @@ per map) a 64x48 image gives 8 maps of 12x8 -> 32 features -> a 19-neuron NCP: t
 Lechner et al. 2020 (last conv layer 8 channels, each map to 4 features, 32 sensory inputs,
 19 neurons), scaled to a 64x48 camera.
 
+Flat observations (``inputs={"n_inputs": N, "image_offset": k}``): the policy then takes the
+controller's observation vector o (B, T, N) as the :class:`~lnn_control.control.observation.ObservationMap`
+gives it: the image's H*W*C values (extractor scale, row-major (H, W, C)) at o[k : k + H*W*C],
+every other element a low-dim input (e.g. the speed) appended to the conv features before the
+NCP (normalised by the training statistics; the features are not). So it trains and runs like
+any policy of the recipe (``lnn_control.learn.training`` model kind ``conv_ncp``): ``n_inputs``,
+``set_normalization`` on the flat statistics, ``runtime()``.
+
 :meth:`VisionPolicy.runtime` gives the torch-free stepper
 (:class:`lnn_control.runtime.vision.VisionStepper`), which computes the same numbers.
 """
@@ -123,7 +131,11 @@ class VisionPolicy(nn.Module):
         head: a :class:`ConvHead` config dict (or None for the defaults).
         cell: ``"cfc"`` or ``"ltc"``; units: NCP neurons (19); n_outputs: motor neurons
             (commands, e.g. 1 for omega or 2 for v, omega); wiring_seed: the AutoNCP draw.
-        **policy_options: more :class:`LiquidPolicy` arguments (output_names, mode, ...).
+        inputs: flat-observation layout ``{"n_inputs": N, "image_offset": k}`` (module
+            docstring), or None: ``forward`` takes images (B, T, H, W, C).
+        sparsity: the AutoNCP synapse sparsity.
+        input_names: names of the N flat inputs (stored in the config; flat layout only).
+        **policy_options: more :class:`LiquidPolicy` arguments (output_names, proj_size, mode, ...).
     """
 
     def __init__(
@@ -133,19 +145,100 @@ class VisionPolicy(nn.Module):
         units: int = 19,
         n_outputs: int = 1,
         wiring_seed: int = 22222,
+        inputs: dict[str, int] | None = None,
+        sparsity: float = 0.5,
+        input_names: list[str] | None = None,
         **policy_options: Any,
     ) -> None:
         super().__init__()
         self.head = ConvHead(**(head or {}))
-        wiring = AutoNCP(units, n_outputs, seed=wiring_seed)
-        self.policy = LiquidPolicy(self.head.n_features, cell, wiring, **policy_options)
+        self._set_inputs(inputs, input_names)
+        wiring = AutoNCP(units, n_outputs, sparsity=sparsity, seed=wiring_seed)
+        n_in = self.head.n_features + self.n_extra
+        self.policy = LiquidPolicy(n_in, cell, wiring, **self._inner_names(policy_options))
+        self._finish()
+
+    def _set_inputs(self, inputs: dict[str, int] | None, input_names: list[str] | None) -> None:
+        n_pix = int(np.prod(self.head.image_shape))
+        self.inputs = None if inputs is None else {k: int(inputs[k]) for k in ("n_inputs", "image_offset")}
+        if self.inputs is None:
+            self.n_extra, self.n_inputs, self.image_offset = 0, n_pix, 0
+            self.input_names = None
+            return
+        n, k = self.inputs["n_inputs"], self.inputs["image_offset"]
+        if not (0 <= k and k + n_pix <= n):
+            raise ValueError(f"inputs: the image's {n_pix} values at offset {k} do not fit {n} inputs")
+        self.n_extra, self.n_inputs, self.image_offset = n - n_pix, n, k
+        names = list(input_names) if input_names is not None else [f"x{i}" for i in range(n)]
+        if len(names) != n:
+            raise ValueError(f"input_names: {len(names)} names for {n} inputs")
+        self.input_names = names
+
+    def _inner_names(self, opts: dict[str, Any]) -> dict[str, Any]:
+        opts = dict(opts)
+        if self.input_names is not None and "input_names" not in opts:
+            k, n_pix = self.image_offset, int(np.prod(self.head.image_shape))
+            extra = self.input_names[:k] + self.input_names[k + n_pix :]
+            opts["input_names"] = [f"feature{i}" for i in range(self.head.n_features)] + extra
+        return opts
+
+    def _finish(self) -> None:
         self.n_outputs = self.policy.n_outputs
+        self.n_commands = self.policy.n_commands
+        self.n_gains = self.policy.n_gains
+        self.gain_names = self.policy.gain_names
+        self.output_names = self.policy.output_names
         self.state_size = self.policy.state_size
         self.image_shape = self.head.image_shape
 
+    # the training loop's view of the model: the flat observation's statistics and the commands'
+    @property
+    def input_mean(self) -> torch.Tensor:
+        return self.policy.input_mean
+
+    @property
+    def output_mean(self) -> torch.Tensor:
+        return self.policy.output_mean
+
+    @property
+    def output_std(self) -> torch.Tensor:
+        return self.policy.output_std
+
+    @property
+    def input_std(self) -> torch.Tensor:
+        """Per flat input, one unit of what the network sees: pixels 1 / |pixel_scale| (one unit
+        of the conv head's input), low-dim inputs their training std (training's input noise)."""
+        std = self.policy.input_std
+        n_pix = int(np.prod(self.head.image_shape))
+        pix = torch.full((n_pix,), 1.0 / abs(self.head.pixel_scale), dtype=std.dtype)
+        k, f = self.image_offset, self.head.n_features
+        return torch.cat([std[f : f + k], pix, std[f + k :]])
+
+    def set_normalization(
+        self, input_mean: Any = None, input_std: Any = None, output_mean: Any = None, output_std: Any = None
+    ) -> None:
+        """Flat statistics (n_inputs,): only the low-dim inputs' are used (the conv features are
+        learned at their own scale: mean 0, std 1); commands as :class:`LiquidPolicy`."""
+        f, n_pix, k = self.head.n_features, int(np.prod(self.head.image_shape)), self.image_offset
+
+        def inner(v: Any, fill: float) -> Any:
+            if v is None:
+                return None
+            a = np.asarray(v, dtype=np.float64).reshape(-1)
+            if a.size != self.n_inputs:
+                raise ValueError(f"input statistics must have {self.n_inputs} values, got {a.size}")
+            return np.concatenate([np.full(f, fill), a[:k], a[k + n_pix :]])
+
+        self.policy.set_normalization(inner(input_mean, 0.0), inner(input_std, 1.0), output_mean, output_std)
+
     def get_config(self) -> dict[str, Any]:
-        """{"head": ConvHead config, "policy": LiquidPolicy config}: what the runtime needs."""
-        return {"head": self.head.get_config(), "policy": self.policy.get_config()}
+        """{"head": ConvHead config, "policy": LiquidPolicy config[, "inputs", "input_names"]}:
+        what the runtime needs."""
+        cfg: dict[str, Any] = {"head": self.head.get_config(), "policy": self.policy.get_config()}
+        if self.inputs is not None:
+            cfg["inputs"] = dict(self.inputs)
+            cfg["input_names"] = list(self.input_names or [])
+        return cfg
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> VisionPolicy:
@@ -157,9 +250,9 @@ class VisionPolicy(nn.Module):
         out = cls.__new__(cls)
         nn.Module.__init__(out)
         out.head = ConvHead(**head)
+        out._set_inputs(config.get("inputs"), config.get("input_names"))
         out.policy = LiquidPolicy.from_config(pol)
-        out.n_outputs, out.state_size = out.policy.n_outputs, out.policy.state_size
-        out.image_shape = out.head.image_shape
+        out._finish()
         return out
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -174,7 +267,10 @@ class VisionPolicy(nn.Module):
         hx: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """images (B, T, H, W, C) pixels (mono8: C = 1) -> y (B, T, n_outputs), h (B, state_size)."""
+        """images (B, T, H, W, C) pixels (mono8: C = 1) -> y (B, T, n_outputs), h (B, state_size);
+        with a flat layout (``inputs``): observations (B, T, n_inputs)."""
+        if self.inputs is not None:
+            return self._forward_flat(images, timespans, hx, mask)
         if (
             not isinstance(images, torch.Tensor)
             or images.dim() != 5
@@ -185,6 +281,19 @@ class VisionPolicy(nn.Module):
                 f"images must be a tensor (batch, time, {', '.join(map(str, self.image_shape))}), got {shape}"
             )
         return self.policy(self.features(images), timespans, hx, mask)
+
+    def _forward_flat(
+        self, x: torch.Tensor, timespans: Any, hx: torch.Tensor | None, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[2] != self.n_inputs:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must be a tensor (batch, time, {self.n_inputs}), got {shape}")
+        B, T = x.shape[:2]
+        k, n_pix = self.image_offset, int(np.prod(self.head.image_shape))
+        img = x[..., k : k + n_pix].reshape(B * T, *self.head.image_shape)
+        feats = self.head(img).reshape(B, T, -1).to(self.policy.input_mean.dtype)
+        z = torch.cat([feats, x[..., :k].to(feats.dtype), x[..., k + n_pix :].to(feats.dtype)], -1)
+        return self.policy(z, timespans, hx, mask)
 
     def numpy_state(self) -> dict[str, np.ndarray]:
         """Every parameter and buffer as float64 numpy, by state-dict name (``head.*``, ``policy.*``)."""

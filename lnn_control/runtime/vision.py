@@ -14,6 +14,12 @@ layer in one batched matmul. Layers after the first keep channels-first buffers.
 :class:`VisionStepper` = ConvHeadRuntime -> :class:`lnn_control.runtime.stepper.PolicyStepper`:
 
     y = stepper.step(image (H, W, C) or (H, W), dt s)  ->  (n_outputs,) raw commands [, gains]
+
+With a flat layout (config ``inputs``, see :mod:`lnn_control.nn.vision`) it takes the
+controller's observation vector instead, so :class:`lnn_control.control.step.ControlStep` runs
+it like any policy:
+
+    y = stepper.step(o (n_inputs,) [.. image H*W*C values at image_offset .., low-dim ..], dt s)
 """
 
 from __future__ import annotations
@@ -148,11 +154,53 @@ class VisionStepper:
             )
         self.n_outputs = self.policy.n_outputs
         self.image_shape = self.head.image_shape
+        self.n_gains = self.policy.n_gains
+        self.gain_names = self.policy.gain_names
+        self.output_names = self.policy.output_names
+        self.n_commands = self.policy.n_commands
+        self.units, self.state_size, self.cell = self.policy.units, self.policy.state_size, self.policy.cell
+        self.kernel = f"conv_im2col+{self.policy.kernel}"
+        self.observation: dict[str, Any] | None = None
+        self.metadata: dict[str, Any] = {}
+        n_pix = int(np.prod(self.image_shape))
+        inputs = config.get("inputs")
+        if inputs is None:
+            self.n_inputs, self._flat = n_pix, None
+            self.input_names = [f"pixel{i}" for i in range(n_pix)]
+            return
+        try:
+            n, k = int(inputs["n_inputs"]), int(inputs["image_offset"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError("config 'inputs' must be {'n_inputs': N, 'image_offset': k}") from None
+        if not (0 <= k and k + n_pix <= n) or n - n_pix != self.policy.n_inputs - self.head.n_features:
+            raise ValueError(
+                f"inputs: {n} inputs with the image at {k} do not fit a {n_pix}-pixel head and a policy "
+                f"of {self.policy.n_inputs} inputs ({self.head.n_features} features)"
+            )
+        self.n_inputs, self._flat = n, (k, k + n_pix)
+        self.input_names = list(config.get("input_names") or [f"x{i}" for i in range(n)])
+        self._z = np.empty(self.policy.n_inputs, dtype=np.float64)
 
     def reset(self) -> None:
         """Zero the recurrent state (a new episode)."""
         self.policy.reset()
 
+    @property
+    def state(self) -> np.ndarray:
+        return self.policy.state
+
     def step(self, image: Any, dt: float) -> np.ndarray:
-        """One control step: image (H, W, C) or (H, W) pixels, dt s since the last step."""
-        return self.policy.step(self.head(image), dt)
+        """One control step: image (H, W, C) or (H, W) pixels (flat layout: the observation
+        vector (n_inputs,)), dt s since the last step."""
+        if self._flat is None:
+            return self.policy.step(self.head(image), dt)
+        o = np.asarray(image, dtype=np.float64)
+        if o.shape != (self.n_inputs,):
+            raise ValueError(f"obs must have shape ({self.n_inputs},), got {o.shape}")
+        a, b = self._flat
+        f = self.head.n_features
+        z = self._z
+        z[:f] = self.head(o[a:b].reshape(self.image_shape))
+        z[f : f + a] = o[:a]
+        z[f + a :] = o[b:]
+        return self.policy.step(z, dt)

@@ -12,7 +12,13 @@ Episode ``seed`` (:func:`draw`):
 * arm: start = ``ArmEnv.reset(seed=seed)`` (a configuration 0.3 rad inside the limits, links off
   the floor); goal = a configuration reachable in a straight joint-space line with the links off
   the floor, from ``default_rng([seed, 1])``.
-* time limit :data:`TIME_LIMIT`: 40 s (diff_drive), 6 s (arm).
+* lane: the track of :func:`lnn_control.sim.lane.episode_track_seed` (training tracks below
+  seed 100000, held-out tracks from 100000 on); start = a centreline sample drawn from
+  ``default_rng([seed, 1])``, offset sideways by U(-0.05, 0.05) m and turned by U(-0.1, 0.1) rad
+  from the track's heading; "goal" = the track's map (:func:`lnn_control.sim.lane.lane_map`,
+  published once on ``/lane/map``).
+* time limit :data:`TIME_LIMIT`: 40 s (diff_drive), 6 s (arm), 60 s (lane: one lap is 14-22 m
+  at <= 0.5 m/s).
 
 Scoring, from the simulator's ground truth (``/sim/ground_truth``, layout
 ``GROUND_TRUTH_FIELDS`` of :mod:`lnn_control.sim.diff_drive` / :mod:`lnn_control.sim.arm`, read by
@@ -28,11 +34,13 @@ name only):
     the ROS demo checked.
 
 * margin: the ground-truth barrier value, diff_drive ``min_clearance`` (m), arm the smallest
-  ``margin_joint<i>`` (rad); an episode's margin is its minimum over the ticks.
+  ``margin_joint<i>`` (rad), lane ``lane_margin`` (m); an episode's margin is its minimum over
+  the ticks.
 * reached: diff_drive ``goal_distance`` < ``GOAL_TOLERANCE`` (0.15 m); arm ``goal_error`` <
   ``ARM_GOAL_Q_TOLERANCE`` (0.05 rad) and max |dq| < ``ARM_GOAL_DQ_TOLERANCE`` (0.1 rad/s) (the
   arm's velocity limits are equal, so max |dq| = ``max_dq_ratio`` * limit); :func:`reached` takes
-  looser tolerances where a study asks for them.
+  looser tolerances where a study asks for them. lane: ``lap`` >= 1 (a full lap of centreline arc
+  length driven forwards).
 * success: reached within the time limit; violations are reported separately, and
   ``safe_success`` = success with no violation tick.
 
@@ -55,6 +63,8 @@ from lnn_control.sim.arm import GROUND_TRUTH_FIELDS as ARM_FIELDS
 from lnn_control.sim.arm import ArmEnv
 from lnn_control.sim.diff_drive import GROUND_TRUTH_FIELDS as DD_FIELDS
 from lnn_control.sim.diff_drive import DiffDriveEnv, sample_free_position
+from lnn_control.sim.lane import LANE_GROUND_TRUTH_FIELDS as LANE_FIELDS
+from lnn_control.sim.lane import LaneEnv, episode_track_seed, lane_map, make_track
 from lnn_control.sim.models import ROBOTS
 
 __all__ = [
@@ -77,13 +87,18 @@ __all__ = [
 ]
 
 #: ground-truth layout per robot (the simulator's ``GROUND_TRUTH_FIELDS``)
-GROUND_TRUTH_FIELDS: dict[str, tuple[str, ...]] = {"diff_drive": DD_FIELDS, "arm": ARM_FIELDS}
+GROUND_TRUTH_FIELDS: dict[str, tuple[str, ...]] = {
+    "diff_drive": DD_FIELDS,
+    "arm": ARM_FIELDS,
+    "lane": LANE_FIELDS,
+}
 #: episode time limit (s) per robot
-TIME_LIMIT: dict[str, float] = {"diff_drive": 40.0, "arm": 6.0}
+TIME_LIMIT: dict[str, float] = {"diff_drive": 40.0, "arm": 6.0, "lane": 60.0}
 #: what counts as a safety violation, per robot (see the module docstring)
 VIOLATION_KINDS: dict[str, tuple[str, ...]] = {
     "diff_drive": ("collision",),
     "arm": ("joint_position", "joint_velocity", "effort", "floor_contact"),
+    "lane": ("lane_departure",),
 }
 _TOL = 1e-6  # float noise on ground-truth comparisons
 
@@ -95,8 +110,9 @@ def _check_robot(robot: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class EpisodeSpec:
-    """One episode: ``robot``, its ``seed``, ``start`` (diff_drive (3,) x, y m, theta rad; arm (3,)
-    q rad), ``goal`` (diff_drive (2,) m; arm (3,) rad) and ``time_limit`` (s)."""
+    """One episode: ``robot``, its ``seed``, ``start`` (diff_drive, lane (3,) x, y m, theta rad;
+    arm (3,) q rad), ``goal`` (diff_drive (2,) m; arm (3,) rad; lane the track map (4 N,) m) and
+    ``time_limit`` (s)."""
 
     robot: str
     seed: int
@@ -104,26 +120,53 @@ class EpisodeSpec:
     goal: np.ndarray
     time_limit: float
 
-    def reset(self, env: DiffDriveEnv | ArmEnv) -> Any:
+    def reset(self, env: DiffDriveEnv | ArmEnv | LaneEnv) -> Any:
         """Put ``env`` at the start with the goal set; its sensor-noise generator is seeded by
-        ``seed``. Returns the first observation."""
+        ``seed``. Returns the first observation. (lane: ``env`` must be on the episode's track,
+        :func:`make_env` with ``track_seed=``.)"""
+        if isinstance(env, LaneEnv):
+            if env.track.seed != episode_track_seed(self.seed):
+                want = episode_track_seed(self.seed)
+                raise ValueError(f"episode {self.seed} drives track {want}, env has {env.track.seed}")
+            return env.reset(seed=self.seed, start=self.start)
         if isinstance(env, DiffDriveEnv):
             return env.reset(seed=self.seed, start=self.start, goal=self.goal)
         return env.reset(seed=self.seed, q0=self.start, goal=self.goal)
 
 
-def make_env(robot: str, noise_std: float = 0.0, seed: int | None = None) -> DiffDriveEnv | ArmEnv:
-    """The plain environment of ``robot`` by name; ``noise_std`` on every sensor (m, rad, rad/s),
-    ``seed`` for its noise generator and ``reset`` without a seed."""
+#: lane: pixel noise std (0..255) per unit of ``noise_std`` (noise_std 0.02 -> 10 grey levels)
+LANE_PIXEL_NOISE_PER_STD = 500.0
+
+
+def make_env(
+    robot: str, noise_std: float = 0.0, seed: int | None = None, track_seed: int = 0
+) -> DiffDriveEnv | ArmEnv | LaneEnv:
+    """The plain environment of ``robot`` by name; ``noise_std`` on every sensor (m, rad, rad/s;
+    lane: odometry, and ``LANE_PIXEL_NOISE_PER_STD * noise_std`` grey levels on each pixel),
+    ``seed`` for its noise generator and ``reset`` without a seed; ``track_seed``: lane's track."""
     _check_robot(robot)
+    if robot == "lane":
+        return LaneEnv(
+            track_seed,
+            odom_noise_std=noise_std,
+            pixel_noise_std=LANE_PIXEL_NOISE_PER_STD * noise_std,
+            seed=seed,
+        )
     if robot == "diff_drive":
         return DiffDriveEnv(scan_noise_std=noise_std, odom_noise_std=noise_std, seed=seed)
     return ArmEnv(noise_std=noise_std, seed=seed)
 
 
+@functools.lru_cache(maxsize=64)
+def _track(seed: int) -> Any:
+    return make_track(seed)
+
+
 @functools.cache
 def _drawing_env(robot: str) -> DiffDriveEnv | ArmEnv:
-    return make_env(robot)
+    env = make_env(robot)
+    assert not isinstance(env, LaneEnv)  # lane draws from its tracks
+    return env
 
 
 def draw(robot: str, seed: int, time_limit: float | None = None) -> EpisodeSpec:
@@ -133,8 +176,18 @@ def draw(robot: str, seed: int, time_limit: float | None = None) -> EpisodeSpec:
     """
     _check_robot(robot)
     seed = int(seed)
-    env = _drawing_env(robot)
     rng = np.random.default_rng([seed, 1])
+    limit = TIME_LIMIT[robot] if time_limit is None else float(time_limit)
+    if not limit > 0:
+        raise ValueError(f"time_limit must be > 0 s, got {time_limit}")
+    if robot == "lane":
+        tr = _track(episode_track_seed(seed))
+        i = int(rng.integers(len(tr.s)))
+        d, dth = rng.uniform(-0.05, 0.05), rng.uniform(-0.1, 0.1)
+        xy = tr.centre[i] + d * tr.normal[i]
+        th = math.atan2(tr.tangent[i, 1], tr.tangent[i, 0]) + dth
+        return EpisodeSpec(robot, seed, np.array([xy[0], xy[1], th]), lane_map(tr), limit)
+    env = _drawing_env(robot)
     if isinstance(env, DiffDriveEnv):
         env.reset(seed=seed)
         start = env.pose.copy()
@@ -145,9 +198,6 @@ def draw(robot: str, seed: int, time_limit: float | None = None) -> EpisodeSpec:
         env.reset(seed=seed)
         start = env.q
         goal = env.sample_reachable_goal(rng, start)
-    limit = TIME_LIMIT[robot] if time_limit is None else float(time_limit)
-    if not limit > 0:
-        raise ValueError(f"time_limit must be > 0 s, got {time_limit}")
     return EpisodeSpec(robot, seed, np.asarray(start, dtype=float), np.asarray(goal, dtype=float), limit)
 
 
@@ -175,6 +225,8 @@ def margin(robot: str, gt: Any, fields: Sequence[str] | None = None) -> np.ndarr
     col = truth(robot, gt, fields)
     if robot == "diff_drive":
         return col["min_clearance"]
+    if robot == "lane":
+        return col["lane_margin"]
     return np.minimum(np.minimum(col["margin_joint1"], col["margin_joint2"]), col["margin_joint3"])
 
 
@@ -183,6 +235,8 @@ def violations(robot: str, gt: Any, fields: Sequence[str] | None = None) -> dict
     col = truth(robot, gt, fields)
     if robot == "diff_drive":
         return {"collision": col["collision"] > 0.5}
+    if robot == "lane":
+        return {"lane_departure": col["lane_margin"] < -_TOL}
     return {
         "joint_position": margin(robot, gt, fields) < -_TOL,
         "joint_velocity": col["max_dq_ratio"] > 1.0 + _TOL,
@@ -197,6 +251,8 @@ def reached(
     """True where the row is at the goal (module docstring); ``tolerance``: diff_drive (m,), arm
     (rad, rad/s) instead of the simulator's."""
     col = truth(robot, gt, fields)
+    if robot == "lane":  # a full lap driven forwards
+        return np.asarray(col["lap"] >= 1.0)
     if robot == "diff_drive":
         tol = M.GOAL_TOLERANCE if tolerance is None else float(tolerance[0])
         return np.asarray(col["goal_distance"] < tol)
@@ -341,6 +397,8 @@ def goal_message(robot: str, goal: Any, t_ns: int) -> dict[str, Any]:
     g = np.asarray(goal, dtype=float)
     if robot == "diff_drive":
         return T.pose_stamped(g[0], g[1], t_ns)
+    if robot == "lane":  # the track map: [left (N, 2), right (N, 2)] flattened
+        return T.float64_array(g, "lane_map")
     return {
         "header": T.header(t_ns, "base_link"),
         "name": list(M.ARM_JOINT_NAMES),

@@ -27,6 +27,16 @@ Ground truth (``ground_truth()``), float64 layout ``LANE_GROUND_TRUTH_FIELDS``:
     [1] off_lane     1.0 if lane_margin < 0
     [2] progress     m of centreline arc length driven since reset (negative when backwards)
     [3] x, [4] y     m, world frame;  [5] theta  rad, in (-pi, pi]
+    [6] lap          progress / track length (1.0 = one lap driven)
+
+Episodes (:func:`episode_track_seed`): episode seeds below ``HELD_OUT_EPISODE_SEED`` (100000)
+drive the training tracks (track seed = episode seed mod ``HELD_OUT_SEED_START``), episode seeds
+from 100000 on drive held-out tracks (track seed ``HELD_OUT_SEED_START + seed - 100000``), so a
+held-out evaluation never sees a training layout.
+
+Map (:func:`lane_map`): the track's two edge lines as one flat float64 array, the payload of the
+``/lane/map`` message (std_msgs/Float64MultiArray) that the ``lane_boundary`` barrier reads
+through ``env_key`` (on a real car: the localisation's lane map and the pose from localisation).
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ from barriernet.lane import EdgeLine
 __all__ = [
     "CAMERA_HEIGHT",
     "CAMERA_WIDTH",
+    "HELD_OUT_EPISODE_SEED",
     "HELD_OUT_SEED_START",
     "LANE_GROUND_TRUTH_FIELDS",
     "LANE_OMEGA_LIMIT",
@@ -51,6 +62,8 @@ __all__ = [
     "LaneExpert",
     "LaneObservation",
     "Track",
+    "episode_track_seed",
+    "lane_map",
     "make_track",
     "track_split",
 ]
@@ -67,7 +80,8 @@ CAMERA_HFOV: float = 1.75  # rad (~100 deg)
 CAMERA_RATE: float = 20.0  # Hz
 TRACK_DS: float = 0.05  # m between centreline samples
 HELD_OUT_SEED_START: int = 1000
-LANE_GROUND_TRUTH_FIELDS: tuple[str, ...] = ("lane_margin", "off_lane", "progress", "x", "y", "theta")
+HELD_OUT_EPISODE_SEED: int = 100_000
+LANE_GROUND_TRUTH_FIELDS: tuple[str, ...] = ("lane_margin", "off_lane", "progress", "x", "y", "theta", "lap")
 
 _GRASS = (0.25, 0.55, 0.2)
 _ROAD = (0.35, 0.35, 0.38)
@@ -84,6 +98,17 @@ def track_split(seed: int) -> str:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     return "train" if seed < HELD_OUT_SEED_START else "held_out"
+
+
+def episode_track_seed(seed: int) -> int:
+    """The track of episode ``seed`` (module docstring): training tracks below
+    ``HELD_OUT_EPISODE_SEED``, held-out tracks from it on."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    seed = int(seed)
+    if seed < HELD_OUT_EPISODE_SEED:
+        return seed % HELD_OUT_SEED_START
+    return HELD_OUT_SEED_START + seed - HELD_OUT_EPISODE_SEED
 
 
 @dataclass(frozen=True)
@@ -136,6 +161,11 @@ class Track:
             "robot_radius": float(robot_radius),
             **extra,
         }
+
+
+def lane_map(track: Track) -> np.ndarray:
+    """The track's map as one flat array (4 N,): [left (N, 2) row-major, right (N, 2) row-major]."""
+    return np.concatenate([track.left.reshape(-1), track.right.reshape(-1)]).astype(np.float64)
 
 
 def _candidate(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -318,6 +348,7 @@ class LaneEnv:
         self._colour = np.vstack([self.model.geom_rgba[:, :3], _SKY])  # index -1 -> sky
         self._edges = (EdgeLine(self.track.left, -1), EdgeLine(self.track.right, 1))
         self._rng = np.random.default_rng(seed)
+        self.dt = 0.005  # s, the time grid irregular control periods are rounded to (motion is exact)
         self.brightness = 1.0
         self.state = np.zeros(3)
         self.command = np.zeros(2)
@@ -421,10 +452,11 @@ class LaneEnv:
         return min(e.signed_distance(p) for e in self._edges) - LANE_RADIUS
 
     def ground_truth(self) -> np.ndarray:
-        """Array (6,) with the layout ``LANE_GROUND_TRUTH_FIELDS``."""
+        """Array (7,) with the layout ``LANE_GROUND_TRUTH_FIELDS``."""
         m = self.lane_margin()
         p = self.pose
-        return np.array([m, 1.0 if m < 0 else 0.0, self.progress, p[0], p[1], p[2]])
+        lap = self.progress / self.track.length
+        return np.array([m, 1.0 if m < 0 else 0.0, self.progress, p[0], p[1], p[2], lap])
 
 
 class LaneExpert:

@@ -48,7 +48,8 @@ __all__ = [
     "mjcf_for",
 ]
 
-ROBOTS: tuple[str, ...] = ("diff_drive", "arm")
+#: built-in robots; ``lane`` (camera lane keeping) lives in :mod:`lnn_control.sim.lane`
+ROBOTS: tuple[str, ...] = ("diff_drive", "arm", "lane")
 
 # Physics step shared by both robots (s).
 SIM_TIMESTEP: float = 0.002
@@ -195,4 +196,8 @@ def mjcf_for(robot: str) -> str:
         return diff_drive_mjcf()
     if robot == "arm":
         return arm_mjcf()
+    if robot == "lane":  # the scene depends on the track: this is training track 0's
+        from lnn_control.sim.lane import lane_mjcf, make_track
+
+        return lane_mjcf(make_track(0))
     raise ValueError(f"robot must be one of {ROBOTS}, got {robot!r}")

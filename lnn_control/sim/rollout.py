@@ -45,6 +45,7 @@ from lnn_control.sim import models as M
 from lnn_control.sim import topics as T
 from lnn_control.sim.diff_drive import DiffDriveEnv
 from lnn_control.sim.experts import ArmPDExpert, DiffDriveExpert
+from lnn_control.sim.lane import LaneEnv, LaneExpert, episode_track_seed
 from lnn_control.sim.models import ROBOTS
 
 __all__ = ["CONDITIONS", "ClosedLoop", "Condition", "RolloutResult", "condition"]
@@ -81,12 +82,14 @@ class Condition:
 
 #: named conditions (sensor noise per robot as in ``compare``)
 CONDITIONS: tuple[str, ...] = ("clean", "noise", "drop", "irregular")
-_NOISE = {"diff_drive": 0.03, "arm": 0.02}
+_NOISE = {"diff_drive": 0.03, "arm": 0.02, "lane": 0.02}
+_LANE_ENVS = 16  # lane: environments kept per ClosedLoop, one per track (MJCF compiled once)
 
 
 def condition(name: str, robot: str, filter: bool = True) -> Condition:
     """The named condition of :data:`CONDITIONS` for ``robot``: clean; noise (sensor noise 0.03
-    diff_drive / 0.02 arm); drop (30 % of sensor messages lost); irregular (period x U(0.5, 2))."""
+    diff_drive / 0.02 arm / 0.02 lane: odometry, and 10 grey levels on each camera pixel); drop
+    (30 % of sensor messages lost); irregular (period x U(0.5, 2))."""
     if robot not in ROBOTS:
         raise ValueError(f"robot must be one of {ROBOTS}, got {robot!r}")
     if name == "clean":
@@ -232,13 +235,22 @@ class ClosedLoop:
         self.settings = StepSettings.from_params(params, self.trigger)
         self._filters: dict[bool, Any] = {}
         self.safety_filter = self.filter(True) if self.condition.filter else None
-        self.env = E.make_env(robot)
-        self.expert: Any = DiffDriveExpert() if robot == "diff_drive" else ArmPDExpert(self.env.model)
-        self.limits = (
-            np.array([M.DIFF_DRIVE_V_LIMIT, M.DIFF_DRIVE_OMEGA_LIMIT])
-            if robot == "diff_drive"
-            else np.asarray(M.ARM_TAU_LIMIT, dtype=float)
-        )
+        self.env: Any = E.make_env(robot)
+        self._lane_envs: dict[int, Any] = {}
+        self.expert: Any
+        if robot == "lane":  # one env and expert per track, chosen per episode
+            from lnn_control.sim.lane import LANE_OMEGA_LIMIT, LANE_V_LIMIT
+
+            self._lane_envs[self.env.track.seed] = self.env  # type: ignore[union-attr]
+            self.expert = LaneExpert(self.env.track)  # type: ignore[union-attr]
+            self.limits = np.array([LANE_V_LIMIT, LANE_OMEGA_LIMIT])
+        else:
+            self.expert = DiffDriveExpert() if robot == "diff_drive" else ArmPDExpert(self.env.model)
+            self.limits = (
+                np.array([M.DIFF_DRIVE_V_LIMIT, M.DIFF_DRIVE_OMEGA_LIMIT])
+                if robot == "diff_drive"
+                else np.asarray(M.ARM_TAU_LIMIT, dtype=float)
+            )
 
     def observation_map(self) -> ObservationMap:
         """A fresh mapping (no messages seen) from the config YAML."""
@@ -259,15 +271,31 @@ class ClosedLoop:
         """Episode ``seed`` (:func:`lnn_control.sim.episodes.draw`)."""
         return E.draw(self.robot, seed)
 
+    def _use_track(self, seed: int) -> None:
+        """lane: the env and expert of episode ``seed``'s track."""
+        ts = episode_track_seed(seed)
+        env: Any = self._lane_envs.get(ts)
+        if env is None:
+            if len(self._lane_envs) >= _LANE_ENVS:
+                self._lane_envs.pop(next(iter(self._lane_envs)))
+            env = self._lane_envs[ts] = E.make_env("lane", track_seed=ts)
+        if env is not self.env or self.expert.track is not env.track:
+            self.env = env
+            self.expert = LaneExpert(env.track)
+
     def _messages(self, ob: Any, t_ns: int) -> list[tuple[str, dict[str, Any]]]:
         """The sensor messages of one tick, trigger last."""
-        if isinstance(self.env, DiffDriveEnv):
+        if isinstance(self.env, LaneEnv):
+            msgs = [("/odom", T.odometry(ob, t_ns)), ("/camera/image_raw", T.image(ob.image, t_ns))]
+        elif isinstance(self.env, DiffDriveEnv):
             msgs = [("/odom", T.odometry(ob, t_ns)), ("/scan", T.laser_scan(ob, t_ns, 1.0 / self.rate))]
         else:
             msgs = [("/joint_states", T.joint_state(ob, t_ns))]
         return sorted(msgs, key=lambda m: m[0] == self.trigger)
 
     def _expert(self, ob: Any, goal: np.ndarray) -> np.ndarray:
+        if isinstance(self.env, LaneEnv):  # privileged: the true pose, not the noisy odometry
+            return np.asarray(self.expert.command(self.env.pose), dtype=float)
         if isinstance(self.env, DiffDriveEnv):
             return np.asarray(self.expert(ob.pose, goal), dtype=float)
         return np.asarray(self.expert(ob.position, ob.velocity, goal), dtype=float)
@@ -336,8 +364,13 @@ class ClosedLoop:
         goal = spec.goal if goal is None else np.asarray(goal, dtype=float)
         spec = dataclasses.replace(spec, start=start, goal=goal)
         dt0 = 1.0 / self.rate
+        if self.robot == "lane":
+            self._use_track(seed)
         env = self.env
-        if isinstance(env, DiffDriveEnv):
+        if isinstance(env, LaneEnv):
+            env.odom_noise_std = cond.noise_std
+            env.pixel_noise_std = E.LANE_PIXEL_NOISE_PER_STD * cond.noise_std
+        elif isinstance(env, DiffDriveEnv):
             env.scan_noise_std = env.odom_noise_std = cond.noise_std
         else:
             env.noise_std = cond.noise_std

@@ -31,6 +31,7 @@ __all__ = [
     "clock",
     "twist",
     "pose_stamped",
+    "image",
 ]
 
 #: Topic -> message type published by the simulator, per robot.
@@ -46,19 +47,29 @@ TOPICS: dict[str, dict[str, str]] = {
         "/sim/ground_truth": "std_msgs/msg/Float64MultiArray",
         "/clock": "rosgraph_msgs/msg/Clock",
     },
+    "lane": {
+        "/odom": "nav_msgs/msg/Odometry",
+        "/camera/image_raw": "sensor_msgs/msg/Image",
+        "/lane/map": "std_msgs/msg/Float64MultiArray",
+        "/sim/ground_truth": "std_msgs/msg/Float64MultiArray",
+        "/clock": "rosgraph_msgs/msg/Clock",
+    },
 }
 #: (topic, type) of the command each robot takes.
 COMMAND_TOPIC: dict[str, tuple[str, str]] = {
     "diff_drive": ("/cmd_vel", "geometry_msgs/msg/Twist"),
     "arm": ("/effort_controller/commands", "std_msgs/msg/Float64MultiArray"),
+    "lane": ("/cmd_vel", "geometry_msgs/msg/Twist"),
 }
 #: (topic, type) on which whoever runs an episode publishes the goal.
 GOAL_TOPIC: dict[str, tuple[str, str]] = {
     "diff_drive": ("/goal_pose", "geometry_msgs/msg/PoseStamped"),
     "arm": ("/goal_joints", "sensor_msgs/msg/JointState"),
+    # lane: no goal (drive a lap); the episode's track map is given once at the start instead
+    "lane": ("/lane/map", "std_msgs/msg/Float64MultiArray"),
 }
-#: Default sensor publish rate (Hz).
-PUBLISH_RATE: dict[str, float] = {"diff_drive": 50.0, "arm": 100.0}
+#: Default sensor publish rate (Hz); lane: camera and odometry together at the camera's 20 Hz.
+PUBLISH_RATE: dict[str, float] = {"diff_drive": 50.0, "arm": 100.0, "lane": 20.0}
 
 
 def time_msg(t_ns: int) -> dict[str, int]:
@@ -148,6 +159,23 @@ def clock(t_ns: int) -> dict[str, Any]:
 def twist(v: float, omega: float) -> dict[str, Any]:
     """geometry_msgs/Twist with linear.x = v (m/s), angular.z = omega (rad/s)."""
     return {"linear": _vec(v, 0.0, 0.0), "angular": _vec(0.0, 0.0, omega)}
+
+
+def image(pixels: np.ndarray, t_ns: int, frame_id: str = "camera_link") -> dict[str, Any]:
+    """sensor_msgs/Image of ``pixels`` (H, W, 3) rgb8 or (H, W) mono8 uint8; data as bytes."""
+    a = np.ascontiguousarray(pixels, dtype=np.uint8)
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] != 3):
+        raise ValueError(f"pixels must be (H, W) mono8 or (H, W, 3) rgb8, got shape {a.shape}")
+    c = 1 if a.ndim == 2 else 3
+    return {
+        "header": header(t_ns, frame_id),
+        "height": int(a.shape[0]),
+        "width": int(a.shape[1]),
+        "encoding": "mono8" if c == 1 else "rgb8",
+        "is_bigendian": 0,
+        "step": int(a.shape[1]) * c,
+        "data": a.tobytes(),
+    }
 
 
 def pose_stamped(x: float, y: float, t_ns: int, theta: float = 0.0) -> dict[str, Any]:

@@ -262,7 +262,15 @@ def test_construction_errors_say_what_to_fix(patch: dict, match: str) -> None:
 
 
 def test_extractor_registry_and_ros_params_layout(tmp_path: pathlib.Path) -> None:
-    assert set(EXTRACTORS) == {"yaw", "goal_in_body", "scan_sectors", "scan_points_world", "joints"}
+    assert set(EXTRACTORS) == {
+        "yaw",
+        "goal_in_body",
+        "scan_sectors",
+        "scan_points_world",
+        "joints",
+        "image",
+        "float_array",
+    }
     import yaml
 
     p = tmp_path / "node.yaml"
