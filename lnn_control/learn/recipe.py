@@ -233,7 +233,7 @@ def train(
     """
     config = pathlib.Path(config_yaml)
     params, probe, robot, output_names = _names(config)
-    if out is not None and recipe.model not in ("ncp", "dense"):
+    if out is not None and recipe.model not in ("ncp", "dense", "conv_ncp"):
         raise ValueError(
             f"out: the model file holds liquid policies only; the {recipe.model} baseline is for "
             "comparison (pass out=None)"
@@ -277,6 +277,10 @@ def train(
     if not train_eps:
         raise DataError("no training episodes: give data (recordings or episodes) or noise_episodes > 0")
     tc = recipe.train_config(progress)
+    if recipe.model == "conv_ncp":  # the conv head reads the observation's image (lane)
+        if not probe.images:
+            raise ValueError(f"model conv_ncp: {config} has no image feature (extractor: image)")
+        tc = dataclasses.replace(tc, image=probe.images[0])
     fit = training.train_policy(
         [],
         tc,

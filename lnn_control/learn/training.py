@@ -84,9 +84,10 @@ __all__ = [
     "predict",
 ]
 
-#: model kinds of :func:`build_policy`: liquid (``ncp``, ``dense``) and baselines
-MODEL_KINDS: tuple[str, ...] = ("ncp", "dense", *BASELINES)
-#: what :func:`train_policy` trains
+#: model kinds of :func:`build_policy`: liquid (``ncp``, ``dense``, ``conv_ncp``: a conv head on the
+#: observation's image in front of the NCP, :class:`lnn_control.nn.vision.VisionPolicy`) and baselines
+MODEL_KINDS: tuple[str, ...] = ("ncp", "dense", "conv_ncp", *BASELINES)
+#: what :func:`train_policy` trains (a conv_ncp model is a VisionPolicy with the same interface)
 Policy = LiquidPolicy | BaselinePolicy
 
 
@@ -138,6 +139,9 @@ class TrainConfig:
     n_gains: int = 0
     gain_scale: float = 4.0
     progress: bool = True
+    #: conv_ncp: the observation's image layout (``ObservationMap.images[0]``) and optional
+    #: ConvHead settings (``head``: channels, kernels, strides, features_per_map)
+    image: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_KINDS:
@@ -215,7 +219,9 @@ def build_policy(
         "output_names": None if output_names is None else list(output_names),
     }
     policy: Policy
-    if cfg.model in BASELINES:
+    if cfg.model == "conv_ncp":
+        policy = _vision_policy(cfg, n_inputs, n_outputs, names)
+    elif cfg.model in BASELINES:
         policy = BASELINES[cfg.model](n_inputs, n_outputs, cfg.units, **names)
     else:
         n_out = n_outputs + cfg.n_gains
@@ -243,6 +249,44 @@ def build_policy(
             policy = LiquidPolicy(n_inputs, cfg.cell, wiring, proj_size=proj, **names, **head, **extra)
     policy.set_normalization(stats.input_mean, stats.input_std, stats.output_mean, stats.output_std)
     return policy
+
+
+def _vision_policy(cfg: TrainConfig, n_inputs: int, n_outputs: int, names: dict[str, Any]) -> Any:
+    """conv_ncp: a :class:`~lnn_control.nn.vision.VisionPolicy` on the flat observation (the image
+    at ``cfg.image["offset"]``, in the extractor's scale, mapped to [-1, 1] inside the head)."""
+    from lnn_control.nn.vision import VisionPolicy
+
+    im = cfg.image
+    if not im:
+        raise ValueError(
+            "model conv_ncp needs TrainConfig.image: the observation's image layout (an image feature)"
+        )
+    if cfg.n_gains:
+        raise ValueError("n_gains: conv_ncp has no BarrierNet gain head yet")
+    scale, off = float(im.get("scale", 1 / 255)), float(im.get("offset_value", 0.0))
+    head = {
+        "height": int(im["height"]),
+        "width": int(im["width"]),
+        "in_channels": int(im["channels"]),
+        "pixel_scale": 2.0 / (255.0 * scale),  # (x - off) / scale = pixel 0..255 -> [-1, 1]
+        "pixel_offset": -1.0 - 2.0 * off / (255.0 * scale),
+        **dict(im.get("head") or {}),
+    }
+    n_motor = max(n_outputs, cfg.motor)
+    extra = {"backbone_units": cfg.backbone_units, "synapses": cfg.synapses} if cfg.cell == "cfc" else {}
+    return VisionPolicy(
+        head,
+        cfg.cell,
+        cfg.units,
+        n_motor,
+        wiring_seed=cfg.wiring_seed,
+        inputs={"n_inputs": n_inputs, "image_offset": int(im["offset"])},
+        sparsity=cfg.sparsity,
+        input_names=names["input_names"],
+        output_names=names["output_names"],
+        proj_size=n_outputs,
+        **extra,
+    )
 
 
 def normalized_error(model: Policy, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

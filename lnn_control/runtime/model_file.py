@@ -14,6 +14,11 @@ Layout (``FORMAT_VERSION`` 1):
        "observation": {...} | null,             # the YAML observation mapping, passed through as is
        "metadata": {...}}                       # anything JSON-able (training info, ...)
 
+Camera policies (:class:`~lnn_control.nn.vision.VisionPolicy`, conv head + NCP) use the same
+layout with ``"model": "conv_ncp"`` in the config: ``policy`` is then ``VisionPolicy.get_config()``
+({head, policy, inputs, input_names}), arrays are named ``head.*`` and ``policy.*``, and
+``load_stepper`` gives a torch-free :class:`~lnn_control.runtime.vision.VisionStepper`.
+
 Files are read with ``numpy.load(allow_pickle=False)``: loading never executes code. Anything
 wrong (missing, truncated, not a zip, bad JSON, wrong version, missing or extra arrays, wrong
 shapes, NaN/Inf weights, a config the code cannot build) raises :class:`ModelFileError` saying
@@ -65,9 +70,11 @@ def save_policy(path: Any, policy: Any, observation: dict[str, Any] | None = Non
     if isinstance(path, nn.Module) and not isinstance(policy, nn.Module):
         path, policy = policy, path
     from lnn_control.nn.policy import LiquidPolicy
+    from lnn_control.nn.vision import VisionPolicy
 
-    if not isinstance(policy, LiquidPolicy):
-        raise ValueError(f"policy must be a LiquidPolicy, got {type(policy).__name__}")
+    vision = isinstance(policy, VisionPolicy)
+    if not isinstance(policy, LiquidPolicy) and not vision:
+        raise ValueError(f"policy must be a LiquidPolicy or VisionPolicy, got {type(policy).__name__}")
     path = os.fspath(path)
     if not path.endswith(".npz"):
         path += ".npz"
@@ -75,8 +82,10 @@ def save_policy(path: Any, policy: Any, observation: dict[str, Any] | None = Non
     for k, a in arrays.items():
         if not np.all(np.isfinite(a)):
             raise ValueError(f"policy tensor {k} has NaN/Inf: refusing to save a broken model")
+    pre = "policy." if vision else ""
     norm = {
-        k: arrays[k].astype(float).tolist() for k in ("input_mean", "input_std", "output_mean", "output_std")
+        k: arrays[pre + k].astype(float).tolist()
+        for k in ("input_mean", "input_std", "output_mean", "output_std")
     }
     config = {
         "format": FORMAT,
@@ -86,6 +95,7 @@ def save_policy(path: Any, policy: Any, observation: dict[str, Any] | None = Non
         "normalization": norm,
         "observation": observation,
         "metadata": metadata,
+        **({"model": "conv_ncp"} if vision else {}),
     }
     try:
         text = strict_json.dumps(config, indent=1, sort_keys=True)  # a NaN metric -> null
@@ -162,7 +172,12 @@ def load_stepper(path: Any, dtype: Any = np.float64, kernel: str = "auto") -> An
         raise ValueError(f"kernel {kernel!r} is unknown; use one of {['auto', *KERNELS]}")
     config, arrays = read_model_file(path)
     try:
-        stepper = PolicyStepper(config["policy"], arrays, dtype=dtype, kernel=kernel)
+        if config.get("model") == "conv_ncp":
+            from lnn_control.runtime.vision import VisionStepper
+
+            stepper: Any = VisionStepper(config["policy"], arrays, dtype=dtype)
+        else:
+            stepper = PolicyStepper(config["policy"], arrays, dtype=dtype, kernel=kernel)
     except (ValueError, KeyError, TypeError, IndexError) as e:
         raise ModelFileError(f"{os.fspath(path)}: the arrays do not fit the policy config: {e}") from None
     stepper.observation = config.get("observation")
@@ -181,7 +196,12 @@ def load_policy(path: Any) -> Any:
 
     config, arrays = read_model_file(path)
     try:
-        policy = LiquidPolicy.from_config(config["policy"])
+        if config.get("model") == "conv_ncp":
+            from lnn_control.nn.vision import VisionPolicy
+
+            policy: Any = VisionPolicy.from_config(config["policy"])
+        else:
+            policy = LiquidPolicy.from_config(config["policy"])
     except (ValueError, TypeError) as e:
         raise ModelFileError(f"{os.fspath(path)}: policy config cannot be built: {e}") from None
     expected = {k: list(v.shape) for k, v in policy.state_dict().items()}

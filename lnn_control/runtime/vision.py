@@ -148,7 +148,7 @@ class VisionStepper:
         pol = {k[7:]: v for k, v in arrays.items() if k.startswith("policy.")}
         self.head = ConvHeadRuntime(config["head"], head, dtype)
         self.policy = PolicyStepper(config["policy"], pol, dtype=dtype)
-        if self.policy.n_inputs != self.head.n_features:
+        if self.policy.n_inputs != self.head.n_features and config.get("inputs") is None:
             raise ValueError(
                 f"policy takes {self.policy.n_inputs} inputs but the conv head gives {self.head.n_features}"
             )
