@@ -1,6 +1,7 @@
 """Built-in MuJoCo simulator (mujoco_sim) plus the controller, on sim time.
 
 ros2 launch lnn_control sim.launch.py robot:=diff_drive model:=<policy.npz>
+ros2 launch lnn_control sim.launch.py robot:=lane seed:=100000   (camera lane keeping, held-out track)
 """
 
 import os
@@ -22,7 +23,10 @@ def generate_launch_description() -> LaunchDescription:
     default_model = PathJoinSubstitution([share, "models", PythonExpression(["'", robot, "' + '.npz'"])])
     args = [
         DeclareLaunchArgument(
-            "robot", default_value="diff_drive", choices=["diff_drive", "arm"], description="Built-in robot"
+            "robot",
+            default_value="diff_drive",
+            choices=["diff_drive", "arm", "lane"],
+            description="Built-in robot",
         ),
         DeclareLaunchArgument(
             "params_file",
@@ -33,6 +37,11 @@ def generate_launch_description() -> LaunchDescription:
             "model", default_value=default_model, description="Policy .npz for the controller"
         ),
         DeclareLaunchArgument("namespace", default_value="", description="Namespace of both nodes"),
+        DeclareLaunchArgument(
+            "seed",
+            default_value="0",
+            description="Simulator episode seed (start; lane: track, seeds >= 100000 are held-out tracks)",
+        ),
         DeclareLaunchArgument(
             "autostart", default_value="true", description="Configure and activate the controller on start"
         ),
@@ -45,7 +54,7 @@ def generate_launch_description() -> LaunchDescription:
         output="screen",
         # use_sim_time makes the sim publish /clock and stamp with sim time (it steps on a steady
         # wall-clock timer, so it never waits on its own /clock)
-        parameters=[{"robot": robot, "use_sim_time": True}],
+        parameters=[{"robot": robot, "use_sim_time": True, "seed": LaunchConfiguration("seed")}],
     )
     controller = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(os.path.join(share, "launch", "controller.launch.py")),

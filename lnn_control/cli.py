@@ -45,9 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--model",
-        choices=("ncp", "dense"),
+        choices=("ncp", "dense", "conv_ncp"),
         default="ncp",
-        help="liquid policy: cell on an NCP wiring, or a dense cell with a linear read-out",
+        help="liquid policy: cell on an NCP wiring, or a dense cell with a linear read-out, or "
+        "conv_ncp: a conv head on the observation's camera image in front of the NCP (lane)",
     )
     p.add_argument("--cell", choices=("cfc", "ltc"), default="cfc")
     p.add_argument("--wiring", choices=("ncp",), default="ncp", help="AutoNCP wiring (lnn_control.nn.wiring)")

@@ -25,6 +25,12 @@ Per robot, on its own ``ROS_DOMAIN_ID``:
    through a :class:`~lnn_control.runtime.stepper.PolicyStepper` (its outputs are checked against the
    node's ``~/nominal_command``).
 
+lane (camera lane keeping): the "goal" is the track map, which the simulator publishes itself on
+``/lane/map`` (this process publishes nothing to it); the simulator starts with ``seed`` one below
+the first episode's, so its i-th reset drives episode ``100000 + --seed + i``'s track (a held-out
+track) from the drawn start; an episode ends after one lap (``episodes.reached``); it runs at
+real time or faster (its 20 Hz loop is light).
+
 Episodes are scored by :mod:`lnn_control.sim.episodes` (goal reached, violations by kind,
 ground-truth margin), the definitions ``lnn-control evaluate`` uses.
 Prints a table (goal reached, time, minimum barrier = ground-truth clearance / joint margin,
@@ -56,7 +62,9 @@ from lnn_control.ros.service_calls import call_service, wait_lifecycle_ready
 
 __all__ = ["ROBOTS", "summarize", "missing_pieces", "run_robot", "main"]
 
-ROBOTS = ("diff_drive", "arm")
+ROBOTS = ("diff_drive", "arm", "lane")
+#: episodes per robot in ``make demo`` (a lane episode is a ~35 s lap in real time)
+DEFAULT_EPISODES = {"diff_drive": 3, "arm": 3, "lane": 2}
 _NS = 1_000_000_000
 
 
@@ -243,7 +251,9 @@ class _Watcher:
         )
         cmd_cls = message_class(self.obs_map.command_type)
         n.create_subscription(cmd_cls, self.obs_map.command_topic, self._on_command, reliable)
-        goal_topic = "/goal_pose" if robot == "diff_drive" else "/goal_joints"
+        from lnn_control.sim.topics import GOAL_TOPIC
+
+        goal_topic = GOAL_TOPIC[robot][0]
         self.goal_topic = goal_topic
         self.goal_pub: Any = n.create_publisher(
             message_class(self.obs_map.topic_types[goal_topic]), goal_topic, reliable
@@ -388,6 +398,8 @@ class _Watcher:
         from lnn_control.sim import topics as T
         from lnn_control.sim.models import ARM_JOINT_NAMES
 
+        if self.robot == "lane":  # the map is the simulator's (it publishes it once a second)
+            return
         t_ns = round(self.latest_sim_t * _NS)
         cls = self.goal_pub.msg_type
         if self.robot == "diff_drive":
@@ -413,11 +425,21 @@ def _command_limits(robot: str) -> np.ndarray:
 
     if robot == "diff_drive":
         return np.array([M.DIFF_DRIVE_V_LIMIT, M.DIFF_DRIVE_OMEGA_LIMIT])
+    if robot == "lane":
+        from lnn_control.sim.lane import LANE_OMEGA_LIMIT, LANE_V_LIMIT
+
+        return np.array([LANE_V_LIMIT, LANE_OMEGA_LIMIT])
     return np.asarray(M.ARM_TAU_LIMIT, dtype=float)
 
 
 def _start_processes(
-    robot: str, domain_id: int, filter_on: bool, out: pathlib.Path, rtf: float, model: pathlib.Path
+    robot: str,
+    domain_id: int,
+    filter_on: bool,
+    out: pathlib.Path,
+    rtf: float,
+    model: pathlib.Path,
+    seed: int = 0,
 ) -> list[subprocess.Popen[bytes]]:
     config = REPO / "config" / f"{robot}.yaml"
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED="1")
@@ -435,6 +457,8 @@ def _start_processes(
         "-p",
         f"real_time_factor:={rtf}",
     ]
+    if robot == "lane":  # reset i (1, 2, ...) draws episode seed - 1 + i: the demo's episode i - 1
+        sim_cmd += ["-p", f"seed:={max(0, seed - 1)}"]
     ctl_cmd = [
         sys.executable,
         "-m",
@@ -515,7 +539,7 @@ def run_robot(
     model = (models / f"{robot}.npz").resolve()
     if domain_id is None:  # the caller's domain (tests pick one per run), else one from our pid
         domain_id = int(os.environ.get("ROS_DOMAIN_ID") or 1 + os.getpid() % 100)
-    procs = _start_processes(robot, domain_id, filter_on, out, rtf, model)
+    procs = _start_processes(robot, domain_id, filter_on, out, rtf, model, seed)
     w: _Watcher | None = None
     logs: list[EpisodeLog] = []
     try:
@@ -661,8 +685,21 @@ def _plots(
     paths = []
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     # 1. trajectory
-    fig, ax = plt.subplots(figsize=(6, 5.5) if robot == "diff_drive" else (8, 4.5), dpi=110)
-    if robot == "diff_drive":
+    fig, ax = plt.subplots(figsize=(6, 5.5) if robot in ("diff_drive", "lane") else (8, 4.5), dpi=110)
+    if robot == "lane":
+        ix, iy = fields.index("x"), fields.index("y")
+        for i, ep in enumerate(logs):
+            c = colours[i % len(colours)]
+            edges = np.asarray(ep.goal, dtype=float).reshape(2, -1, 2)  # the map: left, right
+            for e in edges:
+                ax.plot(*np.vstack([e, e[:1]]).T, color=c, lw=0.8, alpha=0.6)
+            gt = np.asarray(ep.gt, dtype=float).reshape(-1, len(fields))
+            ax.plot(gt[:, ix], gt[:, iy], color=c, lw=1.5, label=f"episode {i}")
+            ax.plot(*ep.start[:2], "o", color=c)
+        ax.set_aspect("equal")
+        ax.set_xlabel("x (m)")
+        ax.set_ylabel("y (m)")
+    elif robot == "diff_drive":
         h = M.ROOM_HALF_SIZE
         ax.add_patch(plt.Rectangle((-h, -h), 2 * h, 2 * h, fill=False, lw=2, color="k"))
         for cx, cy, r in M.OBSTACLES:
@@ -717,10 +754,7 @@ def _plots(
     for i, ep in enumerate(logs):
         gt = np.asarray(ep.gt, dtype=float).reshape(-1, len(fields))
         t = np.asarray(ep.gt_t) - (ep.gt_t[0] if ep.gt_t else 0.0)
-        if robot == "diff_drive":
-            b = gt[:, fields.index("min_clearance")]
-        else:
-            b = E.margin(robot, gt, fields)
+        b = E.margin(robot, gt, fields)
         ax.plot(t, b, color=colours[i % len(colours)], lw=1.2, label=f"episode {i} (ground truth)")
         fb = [min(s["barrier_values"]) if s["barrier_values"] else np.nan for s in ep.statuses]
         ts = np.asarray(ep.status_t) - (ep.status_t[0] if ep.status_t else 0.0)
@@ -730,7 +764,7 @@ def _plots(
             )
     ax.axhline(0.0, color="r", lw=1)
     ax.set_xlabel("time (s)")
-    ax.set_ylabel("clearance (m)" if robot == "diff_drive" else "min joint margin (rad)")
+    ax.set_ylabel("clearance (m)" if robot in ("diff_drive", "lane") else "min joint margin (rad)")
     ax.set_title(f"{robot}: barrier values")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -739,7 +773,7 @@ def _plots(
     plt.close(fig)
     paths.append(p.name)
     # 3. nominal vs safe commands (first episode)
-    names = ["v (m/s)", "omega (rad/s)"] if robot == "diff_drive" else ["tau1", "tau2", "tau3"]
+    names = ["v (m/s)", "omega (rad/s)"] if robot in ("diff_drive", "lane") else ["tau1", "tau2", "tau3"]
     fig, axes = plt.subplots(len(names), 1, figsize=(7, 1.8 * len(names) + 0.6), dpi=110, sharex=True)
     if logs:
         ep = logs[0]
@@ -813,7 +847,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lnn_control.ros.demo", description=__doc__.split("\n")[0])
     p.add_argument("--filter", choices=("on", "off"), default="on")
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/demo"))
-    p.add_argument("--episodes", type=int, default=3)
+    p.add_argument(
+        "--episodes", type=int, default=None, help=f"episodes per robot (default {DEFAULT_EPISODES})"
+    )
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--robots", nargs="+", choices=ROBOTS, default=list(ROBOTS))
     p.add_argument(
@@ -830,7 +866,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--models", type=pathlib.Path, default=REPO / "models", help="folder of <robot>.npz")
     a = p.parse_args(argv)
-    if a.episodes < 1:
+    if a.episodes is not None and a.episodes < 1:
         print(f"error: --episodes must be >= 1, got {a.episodes}", file=sys.stderr)
         return 2
     missing = {r: missing_pieces(r, models=a.models) for r in a.robots}
@@ -842,16 +878,20 @@ def main(argv: list[str] | None = None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     summaries = []
     for r in a.robots:
-        print(f"demo: {r}, filter {a.filter}, {a.episodes} episodes")
+        n = a.episodes if a.episodes is not None else DEFAULT_EPISODES[r]
+        # lane steps at 20 Hz (camera, ~5 ms a control step): real time keeps a lap ~35 s of wall time
+        rtf = max(a.real_time_factor, 1.0) if r == "lane" else a.real_time_factor
+        seed = a.seed if r != "lane" else 100000 + a.seed  # lane: held-out tracks
+        print(f"demo: {r}, filter {a.filter}, {n} episodes")
         summaries.append(
             run_robot(
                 r,
                 a.filter == "on",
-                a.episodes,
-                a.seed,
+                n,
+                seed,
                 a.out,
                 a.max_time,
-                rtf=a.real_time_factor,
+                rtf=rtf,
                 models=a.models,
             )
         )

@@ -1,6 +1,7 @@
-"""ROS 2 MuJoCo simulator node (executable ``mujoco_sim``) for the two built-in robots.
+"""ROS 2 MuJoCo simulator node (executable ``mujoco_sim``) for the built-in robots.
 
-``python -m lnn_control.ros.sim_node --ros-args -p robot:=diff_drive`` (or ``robot:=arm``).
+``python -m lnn_control.ros.sim_node --ros-args -p robot:=diff_drive`` (or ``robot:=arm``,
+``robot:=lane``).
 
 diff_drive publishes ``/odom`` (nav_msgs/Odometry, odom -> base_link), ``/scan``
 (sensor_msgs/LaserScan, 72 beams, base_link) and takes ``/cmd_vel`` (geometry_msgs/Twist:
@@ -15,6 +16,13 @@ also named in ``layout.dim[0].label``, comma separated), ``/clock`` when ``use_s
 the ground truth's goal distance, and offer ``~/reset`` (std_srvs/Trigger) that starts a new
 episode from ``initial_state`` (or a random free start drawn from ``seed`` + reset count).
 
+lane publishes ``/odom``, the forward camera ``/camera/image_raw`` (sensor_msgs/Image, rgb8 64x48,
+frame camera_link; ray-cast, :mod:`lnn_control.sim.lane`) together at ``publish_rate`` (20 Hz),
+the track map ``/lane/map`` (std_msgs/Float64MultiArray, [left (N, 2), right (N, 2)] m, label
+``lane_map``) at each reset and then once a second, and takes ``/cmd_vel`` like diff_drive. Its
+episode is :func:`lnn_control.sim.episodes.draw` of ``seed`` + reset count (seeds from 100000 on
+drive held-out tracks); ``initial_state`` overrides the start on that track.
+
 Stepping: every 1 / (publish_rate * real_time_factor) s of wall time the physics advances
 1 / publish_rate s of sim time (in ``sim_dt`` steps) with the latest command, then publishes.
 """
@@ -26,6 +34,7 @@ import importlib
 import math
 import sys
 import time
+from typing import Any
 
 import numpy as np
 import rclpy
@@ -37,12 +46,14 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock as ClockMsg
-from sensor_msgs.msg import JointState, LaserScan
+from sensor_msgs.msg import Image, JointState, LaserScan
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from lnn_control.sim import arm as arm_mod
 from lnn_control.sim import diff_drive as dd_mod
+from lnn_control.sim import episodes as E
+from lnn_control.sim import lane as lane_mod
 from lnn_control.sim import topics as T
 from lnn_control.sim.models import ROBOTS
 
@@ -125,10 +136,13 @@ class MujocoSimNode(Node):
         self.use_sim_time_ = bool(self.get_parameter("use_sim_time").value)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
-        if robot == "diff_drive":
-            self.env: dd_mod.DiffDriveEnv | arm_mod.ArmEnv = dd_mod.DiffDriveEnv(
-                self.noise_std, self.noise_std, seed=self.seed
-            )
+        self.env: Any
+        self._lane_map: dict | None = None
+        if robot == "lane":
+            self.env = E.make_env("lane", self.noise_std, track_seed=lane_mod.episode_track_seed(self.seed))
+            self.gt_label = ",".join(lane_mod.LANE_GROUND_TRUTH_FIELDS)
+        elif robot == "diff_drive":
+            self.env = dd_mod.DiffDriveEnv(self.noise_std, self.noise_std, seed=self.seed)
             self.gt_label = ",".join(dd_mod.GROUND_TRUTH_FIELDS)
         else:
             self.env = arm_mod.ArmEnv(self.noise_std, seed=self.seed)
@@ -141,7 +155,14 @@ class MujocoSimNode(Node):
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.pub_gt = self.create_publisher(Float64MultiArray, "/sim/ground_truth", qos)
         self.pub_clock = self.create_publisher(ClockMsg, "/clock", qos) if self.use_sim_time_ else None
-        if robot == "diff_drive":
+        if robot == "lane":
+            self.pub_odom = self.create_publisher(Odometry, "/odom", qos)
+            self.pub_image = self.create_publisher(Image, "/camera/image_raw", qos)
+            self.pub_map = self.create_publisher(Float64MultiArray, "/lane/map", qos)
+            self.create_subscription(Twist, "/cmd_vel", self._on_cmd_vel, qos)
+            self.command = np.zeros(2)
+            self._ticks = 0
+        elif robot == "diff_drive":
             self.pub_odom = self.create_publisher(Odometry, "/odom", qos)
             self.pub_scan = self.create_publisher(LaserScan, "/scan", qos)
             self.create_subscription(Twist, "/cmd_vel", self._on_cmd_vel, qos)
@@ -181,7 +202,10 @@ class MujocoSimNode(Node):
                 self.initial_state = list(p.value)
             elif p.name == "noise_std":
                 self.noise_std = float(p.value)
-                if isinstance(self.env, dd_mod.DiffDriveEnv):
+                if isinstance(self.env, lane_mod.LaneEnv):
+                    self.env.odom_noise_std = self.noise_std
+                    self.env.pixel_noise_std = E.LANE_PIXEL_NOISE_PER_STD * self.noise_std
+                elif isinstance(self.env, dd_mod.DiffDriveEnv):
                     self.env.scan_noise_std = self.env.odom_noise_std = self.noise_std
                 else:
                     self.env.noise_std = self.noise_std
@@ -196,8 +220,17 @@ class MujocoSimNode(Node):
 
     def _reset_env(self) -> None:
         start = None if self.initial_state == [0.0] else np.array(self.initial_state, dtype=float)
-        goal = self.env.goal
         seed = self.seed + self.resets
+        if self.robot == "lane":  # the seeded episode: its track, start and map
+            spec = E.draw("lane", seed)
+            if self.env.track.seed != lane_mod.episode_track_seed(seed):
+                self.env = E.make_env("lane", self.noise_std, track_seed=lane_mod.episode_track_seed(seed))
+            self.env.reset(seed=seed, start=spec.start if start is None else start)
+            self._lane_map = E.goal_message("lane", spec.goal, 0)
+            if hasattr(self, "pub_map"):
+                self._publish_map()
+            return
+        goal = self.env.goal
         if isinstance(self.env, dd_mod.DiffDriveEnv):
             self.env.reset(seed=seed, start=start, goal=goal)
         else:
@@ -240,6 +273,10 @@ class MujocoSimNode(Node):
         if len(msg.position) == 3:
             self.env.set_goal(np.asarray(msg.position, dtype=float))
 
+    def _publish_map(self) -> None:
+        if self._lane_map is not None:
+            self.pub_map.publish(fill_message(Float64MultiArray(), self._lane_map))
+
     # ---- stepping / outputs ----------------------------------------------------------------
     def _sim_ns(self) -> int:
         return self.sim_time_offset_ns + round(self.env.time * _NS)
@@ -247,16 +284,25 @@ class MujocoSimNode(Node):
     def _tick(self) -> None:
         u = self.command
         if (
-            isinstance(self.env, dd_mod.DiffDriveEnv)
+            isinstance(self.env, (dd_mod.DiffDriveEnv, lane_mod.LaneEnv))
             and self.command_timeout > 0
             and time.monotonic() - self.last_command_wall > self.command_timeout
         ):
             u = np.zeros(2)
-        self.env.step(u, 1.0 / self.publish_rate)
+        ob = self.env.step(u, 1.0 / self.publish_rate)
+        if isinstance(self.env, lane_mod.LaneEnv):
+            self._lane_obs = ob
         t_ns = self._sim_ns() if self.use_sim_time_ else self.get_clock().now().nanoseconds
         if self.pub_clock is not None:
             self.pub_clock.publish(fill_message(ClockMsg(), T.clock(self._sim_ns())))
-        if isinstance(self.env, dd_mod.DiffDriveEnv):
+        if isinstance(self.env, lane_mod.LaneEnv):
+            obs = self._lane_obs  # rendered by the step above
+            self.pub_image.publish(fill_message(Image(), T.image(obs.image, t_ns)))
+            self.pub_odom.publish(fill_message(Odometry(), T.odometry(obs, t_ns)))
+            self._ticks += 1
+            if self._ticks % max(1, round(self.publish_rate)) == 1:  # the map once a second
+                self._publish_map()
+        elif isinstance(self.env, dd_mod.DiffDriveEnv):
             obs = self.env.observation()
             self.pub_odom.publish(fill_message(Odometry(), T.odometry(obs, t_ns)))
             self.pub_scan.publish(fill_message(LaserScan(), T.laser_scan(obs, t_ns, 1.0 / self.publish_rate)))

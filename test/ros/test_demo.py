@@ -93,7 +93,21 @@ def test_preflight_names_missing_pieces(tmp_path, capsys) -> None:
 def test_short_real_demo_both_robots_filter_on(tmp_path) -> None:
     """Both robots closed loop over real DDS, one short episode each: no collision / limit crossing."""
     out = tmp_path / "demo"
-    rc = demo.main(["--filter", "on", "--out", str(out), "--episodes", "1", "--max-time", "4"])
+    rc = demo.main(
+        [
+            "--robots",
+            "diff_drive",
+            "arm",
+            "--filter",
+            "on",
+            "--out",
+            str(out),
+            "--episodes",
+            "1",
+            "--max-time",
+            "4",
+        ]
+    )  # lane: test_lane_node.py
     summary = strict_json.loads((out / "summary.json").read_text())  # strict: no NaN tokens
     assert summary["filter"] == "on"
     assert set(summary["robots"]) == {"diff_drive", "arm"}
