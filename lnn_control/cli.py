@@ -109,6 +109,20 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         help="arm: copies of each training episode with a new random goal, relabelled by the expert",
     )
+    p.add_argument(
+        "--feedforward",
+        choices=("none", "gravity"),
+        default="none",
+        help="arm: the network learns the residual of the MJCF's gravity torque g(q), which the model "
+        "file stores and its stepper adds (lnn_control.runtime.feedforward)",
+    )
+    p.add_argument(
+        "--inputs",
+        choices=("observation", "goal_error"),
+        default="observation",
+        help="arm: network inputs (q_goal - q, dq) instead of the observation (q, dq, q_goal); stored as "
+        "the model file's input_map",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, type=pathlib.Path, help="model file (.npz); plots go next to it")
     p.add_argument("--no-progress", action="store_true")
@@ -153,6 +167,8 @@ def train_main(argv: list[str]) -> int:
             eval_episodes=a.eval_episodes,
             filter_in_loop=a.filter_in_loop,
             barriernet=a.barriernet,
+            feedforward=a.feedforward,
+            inputs=a.inputs,
         )
         res = R.train(rec, a.config, a.data, a.out, progress=not a.no_progress)
     except (DataError, ValueError) as err:

@@ -4,6 +4,9 @@
 # expert relabels every state it visits) -> models/<robot>.npz (lnn_control.runtime.model_file format,
 # what lnn_controller loads) + loss / rollout plots. The two robots train in parallel, one core each.
 # diff_drive rolls out DAgger and evaluation episodes through its safety filter (--filter-in-loop), as deployed.
+# arm: the network learns the residual of the MJCF's gravity torque (--feedforward gravity) from the goal
+# error and the joint velocities (--inputs goal_error); the model file stores both and its stepper adds
+# them back (lnn_control/runtime/feedforward.py), so the node and `lnn-control evaluate` run the same.
 # Usage: scripts/train_demo_policies.sh [PYTHON]   (default .venv/bin/python; run from the repo root)
 # CONFIG_DIR (default config/) holds <robot>.yaml; DATA_DIR (default out/demos) receives the bags;
 # MODELS_DIR (default models/) receives <robot>.npz plus plots; ROBOTS (default "diff_drive arm").
@@ -37,7 +40,7 @@ train() {
     local args=() skip=0 a
     for a in "$@"; do  # drop goal relabelling and its value
       if [ $skip = 1 ]; then skip=0; continue; fi
-      case $a in --goal-relabel) skip=1; continue ;; esac
+      case $a in --goal-relabel|--feedforward|--inputs) skip=1; continue ;; esac  # plain network through the QP
       args+=("$a")
     done
     set -- "${args[@]}" --barriernet
@@ -52,7 +55,7 @@ for robot in $ROBOTS; do
   case $robot in
     diff_drive) train diff_drive 48 --epochs 20 --patience 20 --noise-episodes 16 --action-noise 0.15 \
       --dagger-rounds 8 --dagger-episodes 24 --dagger-epochs 8 --eval-episodes 16 --filter-in-loop & ;;
-    arm) train arm 40 --epochs 15 --patience 15 --batch 8 --goal-relabel 3 & ;;
+    arm) train arm 40 --epochs 15 --patience 15 --batch 8 --goal-relabel 3 --feedforward gravity --inputs goal_error & ;;
     *) echo "unknown robot $robot" >&2; exit 2 ;;
   esac
   pids+=($!)

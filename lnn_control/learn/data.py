@@ -37,6 +37,7 @@ __all__ = [
     "norm_stats",
     "window_stack",
     "windows",
+    "Structure",
 ]
 
 
@@ -302,3 +303,64 @@ def windows(episodes: Sequence[Episode], window: int) -> tuple[torch.Tensor, tor
         torch.as_tensor(window_stack([e.dt for e in episodes], window), dtype=f),
         torch.as_tensor(window_stack([e.target for e in episodes], window), dtype=f),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Structure:
+    """The model-based part of a policy (:mod:`lnn_control.runtime.feedforward`): an input map
+    ``z = A o`` and a feed-forward ``u_ff(o)``; the network learns the residual
+    ``target - u_ff(o)`` from ``z``. Either section may be None (then that part is the identity /
+    zero). ``feedforward`` and ``input_map`` are the model file's sections, stored as they are.
+    """
+
+    feedforward: dict | None = None
+    input_map: dict | None = None
+
+    def __post_init__(self) -> None:
+        from lnn_control.runtime.feedforward import InputMap, build_feedforward
+
+        object.__setattr__(self, "_ff", build_feedforward(self.feedforward) if self.feedforward else None)
+        object.__setattr__(self, "_map", InputMap(self.input_map) if self.input_map else None)
+
+    @property
+    def input_names(self) -> list[str] | None:
+        """The network's input names (None: the observation's)."""
+        m = self._map  # type: ignore[attr-defined]
+        return None if m is None else list(m.names)
+
+    def inputs(self, obs: np.ndarray) -> np.ndarray:
+        """The network's inputs (T, n_z) for observations (T, n_obs)."""
+        m = self._map  # type: ignore[attr-defined]
+        return np.asarray(obs, dtype=np.float64) if m is None else m(obs)
+
+    def feedforward_command(self, obs: np.ndarray) -> np.ndarray | None:
+        """u_ff (T, n_commands) for observations (T, n_obs); None without a feed-forward."""
+        ff = self._ff  # type: ignore[attr-defined]
+        return None if ff is None else ff(np.asarray(obs, dtype=np.float64))
+
+    def residual(self, episode: Episode) -> Episode:
+        """``episode`` as the network trains on it: inputs z, target minus the feed-forward."""
+        obs = episode.obs
+        target = episode.target
+        ff = self.feedforward_command(obs)
+        if ff is not None:
+            if ff.shape != target.shape:
+                raise DataError(
+                    f"{episode.source or 'episode'}: feed-forward gives {ff.shape[1:]} commands, "
+                    f"the target has {target.shape[1:]}"
+                )
+            target = target - ff
+        return Episode(
+            self.inputs(obs),
+            episode.dt.copy(),
+            target,
+            source=episode.source,
+            state=episode.state,
+            env=episode.env,
+        )
+
+    def stepper(self, network: object) -> object:
+        """The deployed stepper: ``network`` (a PolicyStepper of the residual network) wrapped."""
+        from lnn_control.runtime.feedforward import FeedforwardStepper
+
+        return FeedforwardStepper(network, self.feedforward, self.input_map)

@@ -16,6 +16,14 @@ BarrierNet); :func:`train` runs it for one robot config:
    policy in :class:`lnn_control.sim.rollout.ClosedLoop`, through the config's safety filter when
    ``filter_in_loop``, relabelled by the expert; the round with the best closed-loop success on
    ``eval_episodes`` held-out episodes is kept;
+Model structure (``feedforward``, ``inputs``; the arm): the network learns the residual of a
+model-based feed-forward (``feedforward="gravity"``: the gravity torque g(q) of the robot's
+MJCF, :func:`lnn_control.runtime.feedforward.gravity_pitch_chain_config`) from mapped inputs
+(``inputs="goal_error"``: z = (q_goal - q, dq) instead of (q, dq, q_goal)); targets are
+``expert - g(q)``, normalised by their own statistics. Both are stored in the model file and
+run by its stepper (:class:`~lnn_control.runtime.feedforward.FeedforwardStepper`), in DAgger's
+rollouts and evaluation as in the node.
+
 5. with ``out``: the model file (:func:`lnn_control.runtime.model_file.save_policy`, liquid
    policies only) and loss / rollout plots next to it.
 
@@ -36,10 +44,15 @@ from typing import Any
 import numpy as np
 
 from lnn_control.learn import training
-from lnn_control.learn.data import DataError, Episode
+from lnn_control.learn.data import DataError, Episode, Structure
 from lnn_control.learn.training import MODEL_KINDS, Policy, TrainConfig
 
-__all__ = ["Recipe", "TrainResult", "expert_episodes", "train"]
+__all__ = ["FEEDFORWARDS", "INPUTS", "Recipe", "TrainResult", "expert_episodes", "structure_for", "train"]
+
+#: ``Recipe.feedforward`` choices: none, or the robot model's gravity torque (arm)
+FEEDFORWARDS = ("none", "gravity")
+#: ``Recipe.inputs`` choices: the observation as mapped, or (q_goal - q, dq) (arm)
+INPUTS = ("observation", "goal_error")
 
 NOISE_SEED, DAGGER_SEED, EVAL_SEED = 30_000, 20_000, 10_000
 
@@ -61,6 +74,8 @@ class Recipe:
     each (lr x 0.3), expert mixture ``dagger_beta ** round``; ``eval_episodes`` closed-loop
     episodes pick the best round. ``filter_in_loop``: rollouts apply the config's safety filter.
     ``barriernet``: train through the safety filter's QP with learned class-K gains.
+    Structure (arm): ``feedforward`` (:data:`FEEDFORWARDS`) and ``inputs`` (:data:`INPUTS`), see
+    the module docstring.
     """
 
     model: str = "ncp"
@@ -87,8 +102,19 @@ class Recipe:
     eval_episodes: int = 0
     filter_in_loop: bool = False
     barriernet: bool = False
+    feedforward: str = "none"
+    inputs: str = "observation"
 
     def __post_init__(self) -> None:
+        if self.feedforward not in FEEDFORWARDS:
+            raise ValueError(f"feedforward must be one of {FEEDFORWARDS}, got {self.feedforward!r}")
+        if self.inputs not in INPUTS:
+            raise ValueError(f"inputs must be one of {INPUTS}, got {self.inputs!r}")
+        if self.barriernet and (self.feedforward != "none" or self.inputs != "observation"):
+            raise ValueError(
+                "barriernet trains the plain network through the filter: use feedforward 'none'"
+                " and inputs 'observation' with it"
+            )
         if self.model not in MODEL_KINDS:
             raise ValueError(f"model must be one of {MODEL_KINDS}, got {self.model!r}")
         for k in ("noise_episodes", "goal_relabel", "dagger_rounds", "eval_episodes"):
@@ -150,6 +176,13 @@ class TrainResult:
     episodes: int
     path: pathlib.Path | None
     metadata: dict[str, Any]
+    #: the feed-forward / input map around ``model`` (None: the network is the whole policy)
+    structure: Structure | None = None
+
+    def stepper(self) -> Any:
+        """The deployed run-time policy: ``model.runtime()`` inside its structure."""
+        rt = self.model.runtime()  # type: ignore[union-attr]
+        return rt if self.structure is None else self.structure.stepper(rt)
 
 
 def _closed_loop(robot: str, config: pathlib.Path, filter_in_loop: bool) -> Any:
@@ -181,6 +214,56 @@ def expert_episodes(
         ).episode
         for s in seeds
     ]
+
+
+def structure_for(recipe: Recipe, robot: str, observation: Any) -> Structure | None:
+    """The :class:`~lnn_control.learn.data.Structure` that ``recipe`` asks for on ``robot`` with
+    the observation mapping ``observation`` (None when it asks for none); ValueError when the
+    robot or mapping cannot have it (the gravity feed-forward needs the built-in arm's MJCF, both
+    need q, dq and the goal in the observation)."""
+    if recipe.feedforward == "none" and recipe.inputs == "observation":
+        return None
+    if robot != "arm":
+        raise ValueError(
+            f"feedforward {recipe.feedforward!r} / inputs {recipe.inputs!r}: only the built-in arm has them, "
+            f"not {robot!r}"
+        )
+    from lnn_control.learn.dagger import _slices
+
+    sl = _slices(observation)
+    if set(sl) != {"q", "dq", "goal"}:
+        raise ValueError(
+            f"feedforward / inputs need q, dq and the goal in the observation, found {sorted(sl)}"
+        )
+    n_obs, names = int(observation.n_inputs), list(observation.names)
+    q = list(range(n_obs))[sl["q"]]
+    dq = list(range(n_obs))[sl["dq"]]
+    goal = list(range(n_obs))[sl["goal"]]
+    ff = None
+    if recipe.feedforward == "gravity":
+        import mujoco
+
+        from lnn_control.runtime.feedforward import gravity_pitch_chain_config
+        from lnn_control.sim.models import mjcf_for
+
+        ff = gravity_pitch_chain_config(mujoco.MjModel.from_xml_string(mjcf_for(robot)), q)
+        ff["source"] = f"gravity torque of the built-in {robot} MJCF (lnn_control.sim.models), at dq = 0"
+    imap = None
+    if recipe.inputs == "goal_error":
+        rows: list[list[float]] = []
+        znames: list[str] = []
+        for i, (qi, gi) in enumerate(zip(q, goal)):
+            r = [0.0] * n_obs
+            r[gi], r[qi] = 1.0, -1.0
+            rows.append(r)
+            znames.append(f"goal_error[{i}]")
+        for i, di in enumerate(dq):
+            r = [0.0] * n_obs
+            r[di] = 1.0
+            rows.append(r)
+            znames.append(names[di] if di < len(names) else f"dq[{i}]")
+        imap = {"names": znames, "matrix": rows, "observation_names": names}
+    return Structure(ff, imap)
 
 
 def _names(config: pathlib.Path) -> tuple[dict[str, Any], Any, str, list[str]]:
@@ -276,6 +359,12 @@ def train(
             train_eps += relabel_goals(loop, train_eps, recipe.goal_relabel, recipe.seed)
     if not train_eps:
         raise DataError("no training episodes: give data (recordings or episodes) or noise_episodes > 0")
+    structure = structure_for(recipe, robot, probe)
+    fit_train, fit_val, input_names = train_eps, val_eps, probe.names
+    if structure is not None:  # the network learns the residual from the mapped inputs
+        fit_train = [structure.residual(e) for e in train_eps]
+        fit_val = [structure.residual(e) for e in val_eps]
+        input_names = structure.input_names or probe.names
     tc = recipe.train_config(progress)
     if recipe.model == "conv_ncp":  # the conv head reads the observation's image (lane)
         if not probe.images:
@@ -284,20 +373,33 @@ def train(
     fit = training.train_policy(
         [],
         tc,
-        input_names=probe.names,
+        input_names=input_names,
         output_names=output_names,
-        split=(train_eps, val_eps),
+        split=(fit_train, fit_val),
         safety_filter=safety_filter,
     )
     model: Policy = fit.model
     history: list[dict[str, Any]] = []
     if recipe.dagger_rounds > 0 or recipe.eval_episodes > 0:
-        model, history = _dagger(recipe, robot, config, tc, fit, train_eps, output_names, safety_filter, log)
+        model, history = _dagger(
+            recipe, robot, config, tc, fit, train_eps, output_names, safety_filter, log, structure
+        )
     meta = _metadata(recipe, config, fit, model, history, data, safety_filter is not None)
     path = None
     if out is not None:
-        path = _write(pathlib.Path(out), model, fit, params, robot, probe.command_topic, meta, output_names)
-    return TrainResult(model, fit, history, robot, len(episodes), path, meta)
+        path = _write(
+            pathlib.Path(out),
+            model,
+            fit,
+            params,
+            robot,
+            probe.command_topic,
+            meta,
+            output_names,
+            structure,
+            val_eps,
+        )
+    return TrainResult(model, fit, history, robot, len(episodes), path, meta, structure)
 
 
 def _dagger(
@@ -310,8 +412,12 @@ def _dagger(
     output_names: list[str],
     safety_filter: Any,
     log: Callable[[str], None],
+    structure: Structure | None = None,
 ) -> tuple[Policy, list[dict[str, Any]]]:
-    """DAgger rounds after behaviour cloning, warm-started; best round by closed-loop success."""
+    """DAgger rounds after behaviour cloning, warm-started; best round by closed-loop success.
+
+    With a ``structure`` the rollouts run the network inside it (as the model file deploys it) and
+    every round's data (raw observations, expert commands) is turned into residual episodes."""
     from lnn_control.learn import dagger
 
     loop = _closed_loop(robot, config, recipe.filter_in_loop)
@@ -319,21 +425,26 @@ def _dagger(
         tc, epochs=recipe.dagger_epochs, steps=0, lr=tc.lr * 0.3, patience=recipe.dagger_epochs
     )
 
-    def retrain(data: Sequence[Episode], prev: Policy | None) -> Policy:
+    def retrain(data: Sequence[Episode], prev: Any | None) -> Any:
         if prev is None:
-            return fit.model
-        return training.train_policy(
+            return fit.model if structure is None else _Structured(fit.model, structure)
+        if structure is None:
+            init, eps = prev, list(data)
+        else:
+            init, eps = prev.network, [structure.residual(e) for e in data]
+        net = training.train_policy(
             [],
             fine,
             input_names=fit.model.input_names,
             output_names=output_names,
-            init=prev,
-            split=(data, []),
+            init=init,
+            split=(eps, []),
             safety_filter=safety_filter,
         ).model
+        return net if structure is None else _Structured(net, structure)
 
     eval_seeds = [EVAL_SEED + recipe.seed + i for i in range(recipe.eval_episodes)]
-    return dagger.dagger(
+    best, history = dagger.dagger(
         loop,
         train_eps,
         retrain,
@@ -346,6 +457,17 @@ def _dagger(
         record_filter=recipe.barriernet,
         progress=tc.progress,
     )
+    return (best.network if isinstance(best, _Structured) else best), history
+
+
+class _Structured:
+    """A network with its structure, as DAgger handles policies: ``runtime()`` is the deployed stepper."""
+
+    def __init__(self, network: Policy, structure: Structure) -> None:
+        self.network, self.structure = network, structure
+
+    def runtime(self) -> Any:
+        return self.structure.stepper(self.network.runtime())  # type: ignore[union-attr]
 
 
 def _metadata(
@@ -404,6 +526,8 @@ def _write(
     command_topic: str,
     meta: dict[str, Any],
     output_names: list[str],
+    structure: Structure | None = None,
+    raw_val: Sequence[Episode] = (),
 ) -> pathlib.Path:
     """Model file + ``<stem>_loss.png`` + ``<stem>_rollouts.png`` (open loop on up to 3 held-out episodes)."""
     from lnn_control.analysis import plots
@@ -415,6 +539,8 @@ def _write(
             out,
             copy.deepcopy(model).double(),  # type: ignore[arg-type]
             observation=params.get("observation"),
+            feedforward=None if structure is None else structure.feedforward,
+            input_map=None if structure is None else structure.input_map,
             robot=robot,
             config=meta["config"],
             command_topic=command_topic,
@@ -424,10 +550,18 @@ def _write(
     stem = path.with_suffix("")
     plots.loss_curves(f"{stem}_loss.png", fit.train_loss, fit.val_loss, fit.best_epoch)
     show = (fit.val_episodes or fit.train_episodes)[:3]
+    full = [training.predict(model, e)[:, : model.n_commands] for e in show]
+    targets = [e.target for e in show]
+    if structure is not None and structure.feedforward is not None and fit.val_episodes and raw_val:
+        # the plot shows the deployed command: the network's residual plus the feed-forward
+        raw = list(raw_val)[: len(show)]
+        ffs = [structure.feedforward_command(e.obs) for e in raw]
+        full = [y + f for y, f in zip(full, ffs) if f is not None]
+        targets = [e.target for e in raw]
     plots.rollouts_vs_demos(
         f"{stem}_rollouts.png",
-        [e.target for e in show],
-        [training.predict(model, e)[:, : model.n_commands] for e in show],
+        targets,
+        full,
         [np.cumsum(e.dt) - e.dt[0] for e in show],
         output_names,
     )

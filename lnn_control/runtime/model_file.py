@@ -1,6 +1,7 @@
 """Policy model files: one ``.npz`` (no pickle) holding every tensor plus a JSON ``__config__``.
 
-Layout (``FORMAT_VERSION`` 1):
+Layout (``FORMAT_VERSION`` 2; version 1 files, which have neither ``input_map`` nor
+``feedforward``, load as before, and a file without them is still written as version 1):
 
 - one array per state-dict entry of the :class:`~lnn_control.nn.policy.LiquidPolicy`, by its name
   (``net.cells.0.w_in``, ``input_mean``, ...), in the policy's dtype;
@@ -12,7 +13,15 @@ Layout (``FORMAT_VERSION`` 1):
        "arrays": {name: shape, ...},            # manifest checked on load
        "normalization": {input_mean: [...], input_std: [...], output_mean: [...], output_std: [...]},
        "observation": {...} | null,             # the YAML observation mapping, passed through as is
-       "metadata": {...}}                       # anything JSON-able (training info, ...)
+       "metadata": {...},                       # anything JSON-able (training info, ...)
+       "input_map": {names, matrix},            # optional (version 2): network inputs z = matrix @ o
+       "feedforward": {kind, ...}}              # optional (version 2): u = network + u_ff(o)
+
+With ``input_map`` / ``feedforward`` the policy's network is a residual one: :func:`load_stepper`
+returns a :class:`~lnn_control.runtime.feedforward.FeedforwardStepper` that takes the raw
+observation and returns the full command (:mod:`lnn_control.runtime.feedforward`), so every
+caller (the node, ``ClosedLoop``, ``evaluate``) runs the same structure. :func:`load_policy`
+returns the torch network alone (its inputs are z, its commands the residual).
 
 Camera policies (:class:`~lnn_control.nn.vision.VisionPolicy`, conv head + NCP) use the same
 layout with ``"model": "conv_ncp"`` in the config: ``policy`` is then ``VisionPolicy.get_config()``
@@ -47,7 +56,9 @@ __all__ = [
 ]
 
 FORMAT = "lnn_control.policy"  # the file format's name (kept when the module moved to nn/)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: versions this code reads (1: no input_map / feedforward sections)
+READABLE_VERSIONS = (1, 2)
 _CONFIG_KEY = "__config__"
 
 
@@ -55,7 +66,15 @@ class ModelFileError(ValueError):
     """A model file that cannot be used; the message says which file and what is wrong."""
 
 
-def save_policy(path: Any, policy: Any, observation: dict[str, Any] | None = None, **metadata: Any) -> str:
+def save_policy(
+    path: Any,
+    policy: Any,
+    observation: dict[str, Any] | None = None,
+    *,
+    feedforward: dict[str, Any] | None = None,
+    input_map: dict[str, Any] | None = None,
+    **metadata: Any,
+) -> str:
     """Write ``policy`` to ``path`` (``.npz`` appended if missing); returns the path written.
 
     Args:
@@ -63,6 +82,8 @@ def save_policy(path: Any, policy: Any, observation: dict[str, Any] | None = Non
         policy: a :class:`~lnn_control.nn.policy.LiquidPolicy`. For convenience the order
             ``save_policy(policy, path)`` is accepted too.
         observation: the observation mapping (YAML as a dict) stored as is, or None.
+        feedforward / input_map: the sections of :mod:`lnn_control.runtime.feedforward`
+            (checked against the policy here), or None; either makes the file version 2.
         **metadata: JSON-able training metadata (e.g. ``dataset=...``, ``epochs=...``).
     """
     from torch import nn
@@ -87,14 +108,27 @@ def save_policy(path: Any, policy: Any, observation: dict[str, Any] | None = Non
         k: arrays[pre + k].astype(float).tolist()
         for k in ("input_mean", "input_std", "output_mean", "output_std")
     }
+    structure: dict[str, Any] = {}
+    if feedforward is not None or input_map is not None:
+        from lnn_control.runtime.feedforward import FeedforwardStepper
+
+        try:  # the same checks as on load, so a file that saves also loads
+            wrapped = FeedforwardStepper(policy.runtime(), feedforward, input_map)
+        except ValueError as e:
+            raise ValueError(f"feedforward / input_map do not fit the policy: {e}") from None
+        if wrapped.feedforward is not None:
+            structure["feedforward"] = wrapped.feedforward.config
+        if wrapped.input_map is not None:
+            structure["input_map"] = wrapped.input_map.config
     config = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if structure else 1,
         "policy": policy.get_config(),
         "arrays": {k: list(a.shape) for k, a in arrays.items()},
         "normalization": norm,
         "observation": observation,
         "metadata": metadata,
+        **structure,
         **({"model": "conv_ncp"} if vision else {}),
     }
     try:
@@ -135,10 +169,13 @@ def read_model_file(path: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         found = config.get("format") if isinstance(config, dict) else None
         raise ModelFileError(f"{path}: format is {found!r}, expected {FORMAT!r}")
-    if config.get("format_version") != FORMAT_VERSION:
+    version = config.get("format_version")
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise ModelFileError(
-            f"{path}: format_version {config.get('format_version')!r}, this code reads {FORMAT_VERSION}"
+            f"{path}: format_version {version!r}, this code reads {' and '.join(map(str, READABLE_VERSIONS))}"
         )
+    if version == 1 and ("feedforward" in config or "input_map" in config):
+        raise ModelFileError(f"{path}: format_version 1 cannot hold feedforward / input_map sections")
     for key in ("policy", "arrays"):
         if not isinstance(config.get(key), dict):
             raise ModelFileError(f"{path}: config lacks the {key!r} section")
@@ -182,6 +219,13 @@ def load_stepper(path: Any, dtype: Any = np.float64, kernel: str = "auto") -> An
         raise ModelFileError(f"{os.fspath(path)}: the arrays do not fit the policy config: {e}") from None
     stepper.observation = config.get("observation")
     stepper.metadata = dict(config.get("metadata") or {})
+    if config.get("feedforward") is not None or config.get("input_map") is not None:
+        from lnn_control.runtime.feedforward import FeedforwardStepper
+
+        try:
+            stepper = FeedforwardStepper(stepper, config.get("feedforward"), config.get("input_map"))
+        except ValueError as e:
+            raise ModelFileError(f"{os.fspath(path)}: feedforward / input_map: {e}") from None
     return stepper
 
 

@@ -130,3 +130,6 @@ def test_train_demo_policies_script_tiny_seeded_run(tmp_path) -> None:
     assert meta["recipe"]["units"] == 32 and meta["recipe"]["motor"] == 10 and meta["recipe"]["seed"] == 0
     assert meta["goal_relabel"] == 3 and meta["epochs_run"] == 1
     assert meta["n_val"] == 1 and meta["n_train"] == 1 + 3  # one recording and its 3 relabelled copies
+    # the arm line trains the residual of the gravity feed-forward from the goal error, as shipped
+    assert meta["recipe"]["feedforward"] == "gravity" and meta["recipe"]["inputs"] == "goal_error"
+    assert st.feedforward is not None and st.n_inputs == 9 and st.network.n_inputs == 6
