@@ -115,3 +115,48 @@ def test_errors_name_the_argument() -> None:
         VisionStepper(policy.get_config(), arrays)
     with pytest.raises(ValueError, match="'head' and 'policy'"):
         VisionStepper({"policy": {}}, policy.numpy_state())
+
+
+def test_flat_observation_policy_model_file_and_control_step(tmp_path) -> None:
+    """conv_ncp as the recipe trains it: the flat observation of config/lane.yaml (grey image +
+    speed) -> model file -> torch-free load_stepper, equal to torch, run by ControlStep."""
+    from barriernet.safety_filter import SafetyFilter
+    from lnn_control.config import config_path, load_filter_config, load_observation_config
+    from lnn_control.control.step import ControlStep
+    from lnn_control.learn.training import TrainConfig, build_policy
+    from lnn_control.learn.data import Episode, norm_stats
+    from lnn_control.runtime.model_file import load_policy, load_stepper, save_policy
+    from lnn_control.sim.rollout import ClosedLoop
+
+    cfg = config_path("lane")
+    om = load_observation_config(cfg)
+    assert om.images == [
+        {"name": "camera", "offset": 0, "height": 48, "width": 64, "channels": 1,
+         "scale": 1 / 255, "offset_value": 0.0}
+    ]  # fmt: skip
+    res = ClosedLoop("lane", cfg, safety_filter=True).run(None, 50500, max_time=3.0)
+    ep: Episode = res.episode
+    assert ep.obs.shape == (len(ep.dt), 64 * 48 + 1)
+    tc = TrainConfig(model="conv_ncp", units=19, seed=3, image=om.images[0], progress=False)
+    policy = build_policy(tc, om.n_inputs, 2, norm_stats([ep]), om.names, ["v", "omega"]).double()
+    assert policy.policy.net.wiring.units == 19 and policy.head.n_features == 32
+    assert policy.policy.n_inputs == 33 and policy.n_inputs == 64 * 48 + 1
+    # only the speed's statistics reach the NCP; the 32 features are not normalised
+    np.testing.assert_allclose(policy.policy.input_mean[32].item(), ep.obs[:, -1].mean(), rtol=1e-12)
+    assert float(policy.policy.input_std[:32].sub(1).abs().max()) == 0.0
+    with torch.no_grad():
+        y, _ = policy(torch.as_tensor(ep.obs[None]), torch.as_tensor(ep.dt[None]))
+    path = save_policy(tmp_path / "lane.npz", policy, observation=None, robot="lane")
+    stepper = load_stepper(path)
+    assert type(stepper).__name__ == "VisionStepper" and stepper.n_inputs == om.n_inputs
+    ys = np.array([stepper.step(o, d) for o, d in zip(ep.obs, ep.dt)])
+    scale = float(np.abs(y[0].numpy()).max())
+    assert scale > 0.05
+    np.testing.assert_allclose(ys, y[0].numpy(), rtol=0, atol=1e-9 * scale)  # issue: 1e-6
+    twin = load_policy(path)
+    with torch.no_grad():
+        torch.testing.assert_close(twin(torch.as_tensor(ep.obs[None]), torch.as_tensor(ep.dt[None]))[0], y)
+    # the node's per-message logic runs it (dry step, box, filter)
+    ControlStep(om, stepper, SafetyFilter.from_config(load_filter_config(cfg)))
+    with pytest.raises(ValueError, match=r"obs must have shape \(3073,\)"):
+        stepper.step(np.zeros(3072), 0.05)
