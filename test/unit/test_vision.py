@@ -123,8 +123,8 @@ def test_flat_observation_policy_model_file_and_control_step(tmp_path) -> None:
     from barriernet.safety_filter import SafetyFilter
     from lnn_control.config import config_path, load_filter_config, load_observation_config
     from lnn_control.control.step import ControlStep
-    from lnn_control.learn.training import TrainConfig, build_policy
     from lnn_control.learn.data import Episode, norm_stats
+    from lnn_control.learn.training import TrainConfig, build_policy
     from lnn_control.runtime.model_file import load_policy, load_stepper, save_policy
     from lnn_control.sim.rollout import ClosedLoop
 
