@@ -6,7 +6,8 @@
 # diff_drive rolls out DAgger and evaluation episodes through its safety filter (--filter-in-loop), as deployed.
 # arm: the network learns the residual of the MJCF's gravity torque (--feedforward gravity) from the goal
 # error and the joint velocities (--inputs goal_error); the model file stores both and its stepper adds
-# them back (lnn_control/runtime/feedforward.py), so the node and `lnn-control evaluate` run the same.
+# them back (lnn_control/runtime/feedforward.py), so the node and `lnn-control evaluate` run the same;
+# 4 DAgger rounds (rollouts of that structure, expert relabels) teach it to brake where it overshot.
 # Usage: scripts/train_demo_policies.sh [PYTHON]   (default .venv/bin/python; run from the repo root)
 # CONFIG_DIR (default config/) holds <robot>.yaml; DATA_DIR (default out/demos) receives the bags;
 # MODELS_DIR (default models/) receives <robot>.npz plus plots; ROBOTS (default "diff_drive arm").
@@ -55,7 +56,8 @@ for robot in $ROBOTS; do
   case $robot in
     diff_drive) train diff_drive 48 --epochs 20 --patience 20 --noise-episodes 16 --action-noise 0.15 \
       --dagger-rounds 8 --dagger-episodes 24 --dagger-epochs 8 --eval-episodes 16 --filter-in-loop & ;;
-    arm) train arm 40 --epochs 15 --patience 15 --batch 8 --goal-relabel 3 --feedforward gravity --inputs goal_error & ;;
+    arm) train arm 40 --epochs 15 --patience 15 --batch 8 --goal-relabel 3 --feedforward gravity --inputs goal_error \
+      --dagger-rounds 4 --dagger-episodes 16 --dagger-epochs 5 --eval-episodes 20 & ;;
     *) echo "unknown robot $robot" >&2; exit 2 ;;
   esac
   pids+=($!)

@@ -797,6 +797,9 @@ def inspect(
         if robot is None:
             raise ValueError("give --robot (diff_drive or arm) or --recording")
         trace = rollout_activity(stepper, robot, seed, max_time, config)
+    imap = getattr(stepper, "input_map", None)
+    if imap is not None:  # a residual network behind an input map (runtime.feedforward): it sees z = A o
+        trace = dataclasses.replace(trace, obs=imap(trace.obs), input_names=list(imap.names))
     n_cmd = stepper.n_commands
     files = {
         "activity": str(plot_activity(trace, out / "activity.png", n_cmd)),
@@ -858,7 +861,10 @@ def inspect(
             "by_command": {
                 trace.output_names[j]: dict(
                     sorted(
-                        ((trace.input_names[i], float(mean_sal[j, i])) for i in range(stepper.n_inputs)),
+                        (
+                            (trace.input_names[i], float(mean_sal[j, i]))
+                            for i in range(len(trace.input_names))
+                        ),
                         key=lambda kv: -kv[1],
                     )
                 )

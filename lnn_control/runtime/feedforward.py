@@ -15,6 +15,8 @@ engineer's split, declared in the model file and run here at every step::
 
 Model-file sections (``__config__`` JSON, :mod:`lnn_control.runtime.model_file`):
 
+Both sections may carry free-text ``source`` / ``note`` entries (why the structure is there).
+
 ``"input_map": {"names": [...], "matrix": [[...], ...], "observation_names": [...]}``
     z = matrix @ o, matrix (n_network_inputs, n_observation) float; names: the network's inputs;
     observation_names (optional): o's (the stepper's ``input_names``).
@@ -102,13 +104,13 @@ class GravityPitchChain:
         self._out = np.asarray(self.joints, dtype=np.intp)
         self._sx_l, self._sz_l = self._sx.tolist(), self._sz.tolist()
         self._qi_l, self._out_l = self._qi.tolist(), list(self.joints)
-        self.config = {
+        self.config: dict[str, Any] = {
             "kind": self.kind,
             "q_index": self.q_index,
             "joints": self.joints,
             "moments": m.tolist(),
             "gravity": g,
-            **({"source": str(cfg["source"])} if "source" in cfg else {}),
+            **{k: str(cfg[k]) for k in ("source", "note") if k in cfg},  # free text, kept as is
         }
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
@@ -176,6 +178,8 @@ class InputMap:
         self.config: dict[str, Any] = {"names": self.names, "matrix": a.tolist()}
         if self.observation_names is not None:
             self.config["observation_names"] = self.observation_names
+        if "note" in cfg:
+            self.config["note"] = str(cfg["note"])
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """(n_out,) for (n_in,), or (..., n_out) for (..., n_in)."""

@@ -115,7 +115,7 @@ def test_train_demo_policies_script_tiny_seeded_run(tmp_path) -> None:
         **os.environ,
         "ROBOTS": "arm",
         "EPISODES": "2",
-        "EXTRA": "--epochs 1 --eval-episodes 0",
+        "EXTRA": "--epochs 1 --eval-episodes 0 --dagger-rounds 0",
         "DATA_DIR": str(tmp_path / "data"),
         "MODELS_DIR": str(tmp_path / "models"),
     }
