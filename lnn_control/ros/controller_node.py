@@ -45,6 +45,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, Si
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.serialization import deserialize_message
 from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import Float64MultiArray
 
@@ -53,6 +54,7 @@ from lnn_control.control.observation import ObservationMap
 from lnn_control.control.step import COUNTERS, ControlStep, StepOutput, StepSettings
 from lnn_control.msg import SafetyStatus
 from lnn_control.ros import conversions as rc
+from lnn_control.ros import raw_inputs
 from lnn_control.ros.controller_params import CHOICES, NODE_PARAMS, declare_parameters, parameter_tree
 from lnn_control.ros.spinner import InputFirstSpinner, stop_on_signals
 
@@ -104,6 +106,10 @@ class LnnController(LifecycleNode):
         self._subs: list[Any] = []
         self._timers: list[Any] = []
         self.callbacks: dict[str, Any] = {}  # topic -> subscription callback (benchmarks call it directly)
+        # trigger messages taken raw: read by the layout / deserialised by rclpy (the fallback) /
+        # dropped (rclpy could not read them either); raw_trigger: whether the trigger is raw now
+        self.raw_counts: dict[str, int] = {"parsed": 0, "fallback": 0, "undecodable": 0}
+        self.raw_trigger = False
         self._control_group = MutuallyExclusiveCallbackGroup()  # inference: never starves sensors
         self._sensor_group = MutuallyExclusiveCallbackGroup()
         self._mode = "message"
@@ -275,18 +281,28 @@ class LnnController(LifecycleNode):
             durability=qos_profile_sensor_data.durability,
         )
         self._core = core
+        self.raw_trigger = False
         # the trigger subscribed last: InputFirstSpinner takes ready sensors before it
         for topic, type_name in sorted(obs.topic_types.items(), key=lambda kv: kv[0] == trigger):
             is_trigger = mode == "message" and topic == trigger
-            cb = self._make_callback(core, topic, is_trigger)
+            cls = rc.message_class(type_name)
+            # the trigger taken raw (serialised bytes) where its layout is fixed and verified
+            # (lnn_control/ros/raw_inputs.py): rclpy's message conversion skipped on every step
+            reader = None
+            if is_trigger:
+                parts = type_name.split("/")
+                reader = raw_inputs.raw_reader(f"{parts[0]}/msg/{parts[-1]}", cls)
+                self.raw_trigger = reader is not None
+            cb = self._make_callback(core, topic, is_trigger, reader, cls)
             self.callbacks[topic] = cb
             self._subs.append(
                 self.create_subscription(
-                    rc.message_class(type_name),
+                    cls,
                     topic,
                     cb,
                     sensor_qos,
                     callback_group=self._control_group if is_trigger else self._sensor_group,
+                    raw=reader is not None,
                 )
             )
 
@@ -360,13 +376,39 @@ class LnnController(LifecycleNode):
             return time.time_ns() * 1e-9
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _make_callback(self, core: ControlStep, topic: str, is_trigger: bool) -> Callable[[Any], None]:
+    def _make_callback(
+        self,
+        core: ControlStep,
+        topic: str,
+        is_trigger: bool,
+        reader: Callable[[bytes], Any] | None = None,
+        cls: Any = None,
+    ) -> Callable[[Any], None]:
+        """The subscription callback. With ``reader`` (a raw subscription) it takes serialised
+        bytes: the reader's view when the bytes are its layout, else rclpy's deserialisation
+        (the checked fallback; bytes rclpy cannot read either are dropped and counted). Message
+        objects are taken as they are (tests and benchmarks call the callback directly)."""
         received = self.received
         now_of = self._now
+        raw_counts = self.raw_counts
+        log = self.get_logger()
 
         def on_message(msg: Any) -> None:
             t0 = time.perf_counter()
             received[topic] += 1
+            if reader is not None and type(msg) is bytes:
+                data = msg
+                msg = reader(data)
+                if msg is None:
+                    raw_counts["fallback"] += 1
+                    try:
+                        msg = deserialize_message(data, cls)
+                    except Exception as e:  # not a message of this type at all: drop it, say why
+                        raw_counts["undecodable"] += 1
+                        log.warning(f"{topic}: dropped a message rclpy cannot deserialise ({e})")
+                        return
+                else:
+                    raw_counts["parsed"] += 1
             now = now_of()
             st = core.receive(topic, msg, now)
             if is_trigger and self._active:
