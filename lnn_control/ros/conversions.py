@@ -73,9 +73,19 @@ def message_class(type_name: str) -> type:
         raise ValueError(f"message type {type_name!r} is not installed ({e})") from e
 
 
+def as_time(stamp: Any) -> Time:
+    """``stamp`` as a ``builtin_interfaces/Time`` (a raw trigger's view carries a plain one with
+    the same ``sec`` / ``nanosec``: message setters take only the real type)."""
+    if stamp is None:
+        return Time()
+    if isinstance(stamp, Time):
+        return stamp
+    return Time(sec=int(stamp.sec), nanosec=int(stamp.nanosec))
+
+
 def _set_stamp(msg: Any, stamp: Any, frame_id: str) -> None:
     if hasattr(msg, "header"):
-        msg.header.stamp = stamp
+        msg.header.stamp = as_time(stamp)
         msg.header.frame_id = frame_id
 
 
@@ -332,7 +342,7 @@ class SafetyStatusWriter:
         reason: str | None = None,
     ) -> SafetyStatus:
         m = self.msg
-        m.header.stamp = stamp if stamp is not None else Time()
+        m.header.stamp = as_time(stamp)
         if frame_id != self._frame:
             m.header.frame_id = self._frame = frame_id
         m.nominal_command = f64(nominal) if nominal is not None else array.array("d")

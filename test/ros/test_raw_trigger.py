@@ -18,6 +18,7 @@ pytest.importorskip("barriernet.safety_filter")
 
 import ros_rig  # noqa: E402
 from geometry_msgs.msg import PoseStamped, Twist  # noqa: E402
+from lnn_control.msg import SafetyStatus  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
@@ -66,6 +67,10 @@ class Rig:
         self.cmds: list[Twist] = []
         rel = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
         self.reader.create_subscription(Twist, "/cmd_vel", self.cmds.append, rel)
+        self.status: list[SafetyStatus] = []
+        self.reader.create_subscription(
+            SafetyStatus, "/lnn_controller/safety_status", self.status.append, rel
+        )
         assert self.node.trigger_configure() == TransitionCallbackReturn.SUCCESS, self.node.last_reason
         self.activate()
 
@@ -148,6 +153,22 @@ def test_bytes_off_the_layout_take_the_checked_fallback(rig: Rig) -> None:
     node.callbacks["/odom"](serialize_message(_odom(13)))
     assert rig.spin_until(lambda: len(rig.cmds) == before + 1, 5.0)
     assert node.raw_counts["parsed"] == 1
+
+
+def test_a_bad_raw_trigger_falls_back_with_its_stamp(rig: Rig) -> None:
+    """NaN in the raw trigger: the fallback command, and its status carries the trigger's stamp
+    (the view's stamp goes into message objects on the fallback path)."""
+    node = rig.node
+    rig.run(lambda k: serialize_message(_odom(k)), 3)
+    bad = _odom(3)
+    bad.pose.pose.position.x = float("nan")
+    node.callbacks["/odom"](serialize_message(bad))
+    assert rig.spin_until(lambda: len(rig.cmds) == 4 and len(rig.status) == 4, 5.0)
+    st = rig.status[-1]
+    assert st.fallback_used and "non_finite" in st.fallback_reason
+    assert (st.header.stamp.sec, st.header.stamp.nanosec) == (bad.header.stamp.sec, bad.header.stamp.nanosec)
+    assert (rig.cmds[-1].linear.x, rig.cmds[-1].angular.z) == (0.0, 0.0)
+    assert node.raw_counts["parsed"] == 4
 
 
 def test_raw_trigger_over_dds_through_the_spinner(model: pathlib.Path) -> None:
