@@ -58,3 +58,7 @@ def test_paths_rows_time_every_filter_path_against_the_optimal_median() -> None:
         assert r["p99_over_optimal_median"] == r["ours_p99_s"] / opt
         assert r["passed"] == (r["p99_over_optimal_median"] <= PATH_P99_FACTOR)
         assert r["n_calls"] == 100
+        # the tail beyond p99 and the machine's load are reported with every row
+        assert r["ours_median_s"] <= r["ours_p99_s"] <= r["p999_s"] <= r["max_s"]
+        assert isinstance(r["gc_collections"], int) and r["gc_collections"] >= 0
+        assert "load average" in r["notes"] and len(r["machine"]["before"]["load"]) == 3
