@@ -39,6 +39,7 @@ import numpy as np
 __all__ = ["RAW_TYPES", "read_odometry", "read_joint_state", "raw_reader", "same_fields"]
 
 _HDR = struct.Struct("<iII")  # stamp.sec, stamp.nanosec, frame_id length (with its NUL)
+_TIME = struct.Struct("<iI")
 _U32 = struct.Struct("<I")
 # Odometry after the strings: pose (3 + 4), its covariance (36), twist (3 + 3), its covariance (36)
 _POSE7, _TWIST6 = struct.Struct("<7d"), struct.Struct("<6d")
@@ -170,25 +171,37 @@ def _header(data: bytes, n: int) -> tuple[Header, int] | None:
     return Header(Time(sec, nsec), s[0]), s[1]
 
 
+# the last Odometry's strings as bytes (both lengths and texts), the texts, and where the doubles
+# start: a stream repeats its frame ids, so the next message is checked against these bytes
+_ODOM_LAST: tuple[bytes, str, str, int] = (b"\xff", "", "", 0)  # matches no message
+
+
 def read_odometry(data: bytes) -> Odometry | None:
     """View of serialised ``nav_msgs/msg/Odometry`` bytes, or None when they are not the layout."""
+    global _ODOM_LAST
     n = len(data)
-    h = _header(data, n)
-    if h is None:
-        return None
-    header, o = h
-    c = _string(data, (o + 3) & ~3, n)  # offsets past the 4-byte encapsulation: 4-aligned = aligned
-    if c is None:
-        return None
-    start = 4 + ((c[1] - 4 + 7) & ~7)  # the doubles, 8-aligned relative to the payload
-    end = start + 680
-    if not 0 <= n - end < 8:
-        return None
+    strings, frame, child, start = _ODOM_LAST
+    if data.startswith(_LE) and data.startswith(strings, 12) and 0 <= n - start - 680 < 8:
+        sec, nsec = _TIME.unpack_from(data, 4)  # the same strings as the last message: same layout
+        header = Header(Time(sec, nsec), frame)
+    else:
+        h = _header(data, n)
+        if h is None:
+            return None
+        header, o = h
+        c = _string(data, (o + 3) & ~3, n)  # offsets past the 4-byte encapsulation: 4-aligned = aligned
+        if c is None:
+            return None
+        start = 4 + ((c[1] - 4 + 7) & ~7)  # the doubles, 8-aligned relative to the payload
+        if not 0 <= n - start - 680 < 8:
+            return None
+        child = c[0]
+        _ODOM_LAST = (data[12 : c[1]], header.frame_id, child, start)
     px, py, pz, qx, qy, qz, qw = _POSE7.unpack_from(data, start)
     lx, ly, lz, ax, ay, az = _TWIST6.unpack_from(data, start + 344)
     return Odometry(
         header,
-        c[0],
+        child,
         PoseWithCovariance(Pose(Vector3(px, py, pz), Quaternion(qx, qy, qz, qw)), data, start + 56),
         TwistWithCovariance(Twist(Vector3(lx, ly, lz), Vector3(ax, ay, az)), data, start + 392),
     )
