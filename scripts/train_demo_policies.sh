@@ -10,7 +10,7 @@
 # 4 DAgger rounds (rollouts of that structure, expert relabels) teach it to brake where it overshot.
 # Usage: scripts/train_demo_policies.sh [PYTHON]   (default .venv/bin/python; run from the repo root)
 # CONFIG_DIR (default config/) holds <robot>.yaml; DATA_DIR (default out/demos) receives the bags;
-# MODELS_DIR (default models/) receives <robot>.npz plus plots; ROBOTS (default "diff_drive arm").
+# MODELS_DIR (default models/) receives <robot>.npz plus plots; ROBOTS (default "diff_drive arm"; lane: ROBOTS=lane).
 # BARRIERNET=1 (optional, default off): train end to end through the safety filter's QP instead
 # (lnn-control train --barriernet: class-K gain head named as the filter's gain_names) into
 # <robot>_barriernet.npz, with the same noise / DAgger episodes (they record the filter state) but
@@ -58,6 +58,14 @@ for robot in $ROBOTS; do
       --dagger-rounds 8 --dagger-episodes 24 --dagger-epochs 8 --eval-episodes 16 --filter-in-loop & ;;
     arm) train arm 40 --epochs 15 --patience 15 --batch 8 --goal-relabel 3 --feedforward gravity --inputs goal_error \
       --dagger-rounds 4 --dagger-episodes 16 --dagger-epochs 5 --eval-episodes 20 & ;;
+    # lane (ROBOTS=lane): camera lane keeping, a conv head + CfC on a 19-neuron NCP (--model conv_ncp) on
+    # the grey camera frame + speed (config/lane.yaml); no recordings: 24 expert episodes with the
+    # privileged pose and an action disturbance (DART) on training tracks, image noise augmentation
+    # (--input-noise), 2 DAgger rounds through the lane-boundary filter (--filter-in-loop); ~10 min.
+    lane) "$PY" -m lnn_control.cli train --config "$CONFIG_DIR/lane.yaml" --model conv_ncp --cell cfc --units 19 \
+      --window 32 --batch 16 --lr 1e-2 --seed 0 --epochs 30 --patience 30 --noise-episodes 24 --action-noise 0.1 \
+      --input-noise 0.05 --dagger-rounds 2 --dagger-episodes 8 --dagger-epochs 5 --dagger-beta 0.5 \
+      --eval-episodes 10 --filter-in-loop --no-progress ${extra[@]+"${extra[@]}"} --out "$MODELS_DIR/lane.npz" & ;;
     *) echo "unknown robot $robot" >&2; exit 2 ;;
   esac
   pids+=($!)

@@ -508,6 +508,12 @@ def _replay_hidden(model: pathlib.Path, log: EpisodeLog, default_dt: float) -> t
     # the node's first step is the first status it published (its state was reset on activate)
     all_t = log.replay_status_t or log.status_t
     first = min(all_t) if all_t else -math.inf  # min: a watchdog status carries wall time
+    sts = log.replay_statuses or log.statuses
+    if (
+        sts and sts[0]["fallback_used"]
+    ):  # lane: fallbacks until the map arrives; the policy's first step is after them
+        lead = [t for st, t in zip(sts, all_t) if not st["fallback_used"]]
+        first = lead[0] if lead else math.inf
     for o, t in zip(log.obs, log.obs_t):
         if t < first:
             continue
@@ -633,6 +639,8 @@ def _report(
         seen = {id(x) for x in ep.replay_statuses}
         for st in ep.replay_statuses + [x for x in ep.statuses if id(x) not in seen]:
             if st["fallback_used"] or not st["nominal"]:
+                if not prefix:
+                    continue  # leading fallbacks (lane: no map yet): the policy did not step
                 break
             prefix.append(st["nominal"])
         nom = np.asarray(prefix, dtype=float) if prefix else np.zeros((0, y.shape[1] if y.ndim == 2 else 1))
