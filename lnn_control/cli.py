@@ -1,4 +1,5 @@
-"""``lnn-control`` console script: ``train`` here; ``inspect`` / ``compare`` dispatch lazily.
+"""``lnn-control`` console script: ``train`` here; ``inspect`` / ``study`` (alias ``compare``) /
+``evaluate`` dispatch lazily.
 
 ``lnn-control train --config config/diff_drive.yaml --data DIR_OR_FILES --cell cfc|ltc
 --wiring ncp --units 19 [--barriernet] --epochs N [--dagger-rounds R] --out models/x.npz``
@@ -6,8 +7,9 @@ parses its arguments into a :class:`lnn_control.learn.recipe.Recipe` and runs
 :func:`lnn_control.learn.recipe.train` (the observation mapping is the node's, from the same
 YAML; the result is a ``lnn_control.runtime.model_file`` policy file the node loads).
 
-``inspect`` and ``compare`` live in ``lnn_control.analysis.interpret`` / ``.compare``; each is
-imported only when asked for and must expose ``main(argv: list[str]) -> int``.
+``inspect``, ``study`` (= ``compare``) and ``evaluate`` live in ``lnn_control.analysis.interpret``
+/ ``.study`` / ``.evaluate``; each is imported only when asked for and must expose
+``main(argv: list[str]) -> int``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ __all__ = ["main", "train_main"]
 
 _SUBMODULES = {
     "inspect": "lnn_control.analysis.interpret",
-    "compare": "lnn_control.analysis.compare",
+    "study": "lnn_control.analysis.study_cli",
+    "compare": "lnn_control.analysis.study_cli",
     "evaluate": "lnn_control.analysis.evaluate",
 }
 
@@ -189,10 +192,10 @@ def train_main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``lnn-control``: ``train`` | ``inspect`` | ``compare`` | ``evaluate``."""
+    """Entry point of ``lnn-control``: ``train`` | ``inspect`` | ``study`` (``compare``) | ``evaluate``."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
-        print("usage: lnn-control {train,inspect,compare,evaluate} ...")
+        print("usage: lnn-control {train,inspect,study,compare,evaluate} ...")
         return 0 if args else 2
     cmd, rest = args[0], args[1:]
     if cmd == "train":
@@ -204,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: '{cmd}' needs {_SUBMODULES[cmd]}, which is not available ({e})", file=sys.stderr)
             return 2
         return int(mod.main(rest))
-    print(f"error: unknown command {cmd!r}; use train, inspect, compare or evaluate", file=sys.stderr)
+    print(f"error: unknown command {cmd!r}; use train, inspect, study (compare) or evaluate", file=sys.stderr)
     return 2
 
 

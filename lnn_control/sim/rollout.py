@@ -63,12 +63,22 @@ class Condition:
         period_scale: (low, high): each control period is the publish period times U(low, high),
             rounded to physics steps; (1, 1) = the nominal rate.
         filter: the config's safety filter (True) or only its actuator box (False).
+        mirror: diff_drive: the controller lives in the room reflected in the x axis (y -> -y):
+            odometry, scan (beam k <-> beam -k), goal and the turn rate are reflected between the
+            simulator and the control step, so every controller-side input is that of a room whose
+            obstacles sit at (x, -y): a layout never seen in training. Ground truth and scoring stay
+            in the simulator's room.
+        payload: arm: kg added at the tool (on link3, its centre of mass moved towards the tool).
+        damping_scale: arm: factor on every joint's viscous damping (friction).
     """
 
     noise_std: float = 0.0
     drop_prob: float = 0.0
     period_scale: tuple[float, float] = (1.0, 1.0)
     filter: bool = True
+    mirror: bool = False
+    payload: float = 0.0
+    damping_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.noise_std) and self.noise_std >= 0):
@@ -78,18 +88,38 @@ class Condition:
         lo, hi = self.period_scale
         if not 0 < lo <= hi:
             raise ValueError(f"Condition.period_scale must be 0 < low <= high, got {self.period_scale}")
+        if not (math.isfinite(self.payload) and self.payload >= 0):
+            raise ValueError(f"Condition.payload must be >= 0 kg, got {self.payload}")
+        if not (math.isfinite(self.damping_scale) and self.damping_scale > 0):
+            raise ValueError(f"Condition.damping_scale must be > 0, got {self.damping_scale}")
 
 
 #: named conditions (sensor noise per robot as in ``compare``)
-CONDITIONS: tuple[str, ...] = ("clean", "noise", "drop", "irregular")
+CONDITIONS: tuple[str, ...] = (
+    "clean",
+    "noise",
+    "drop",
+    "irregular",
+    "noise_low",
+    "noise_high",
+    "irregular_wide",
+    "ood",
+)
 _NOISE = {"diff_drive": 0.03, "arm": 0.02, "lane": 0.02}
+#: (low, high) sensor noise std beside ``_NOISE`` (the study's three levels)
+_NOISE_LEVELS = {"diff_drive": (0.01, 0.1), "arm": (0.005, 0.05), "lane": (0.01, 0.05)}
+#: arm out-of-distribution dynamics: payload (kg at the tool), joint damping factor
+ARM_OOD_PAYLOAD, ARM_OOD_DAMPING = 0.1, 2.0
 _LANE_ENVS = 16  # lane: environments kept per ClosedLoop, one per track (MJCF compiled once)
 
 
 def condition(name: str, robot: str, filter: bool = True) -> Condition:
     """The named condition of :data:`CONDITIONS` for ``robot``: clean; noise (sensor noise 0.03
     diff_drive / 0.02 arm / 0.02 lane: odometry, and 10 grey levels on each camera pixel); drop
-    (30 % of sensor messages lost); irregular (period x U(0.5, 2))."""
+    (30 % of sensor messages lost); irregular (period x U(0.5, 2)); noise_low / noise_high (0.01 /
+    0.1 diff_drive, 0.005 / 0.05 arm, 0.01 / 0.05 lane); irregular_wide (period x U(0.2, 5));
+    ood: diff_drive the mirrored room (``Condition.mirror``), arm a 0.1 kg payload and 2x joint
+    damping."""
     if robot not in ROBOTS:
         raise ValueError(f"robot must be one of {ROBOTS}, got {robot!r}")
     if name == "clean":
@@ -100,6 +130,18 @@ def condition(name: str, robot: str, filter: bool = True) -> Condition:
         return Condition(drop_prob=0.3, filter=filter)
     if name == "irregular":
         return Condition(period_scale=(0.5, 2.0), filter=filter)
+    if name == "noise_low":
+        return Condition(noise_std=_NOISE_LEVELS[robot][0], filter=filter)
+    if name == "noise_high":
+        return Condition(noise_std=_NOISE_LEVELS[robot][1], filter=filter)
+    if name == "irregular_wide":
+        return Condition(period_scale=(0.2, 5.0), filter=filter)
+    if name == "ood":
+        if robot == "diff_drive":
+            return Condition(mirror=True, filter=filter)
+        if robot == "arm":
+            return Condition(payload=ARM_OOD_PAYLOAD, damping_scale=ARM_OOD_DAMPING, filter=filter)
+        raise ValueError("condition 'ood': lane's held-out tracks (seeds >= 100000) are its unseen layouts")
     raise ValueError(f"condition {name!r}: use one of {CONDITIONS}")
 
 
@@ -374,6 +416,13 @@ class ClosedLoop:
             env.scan_noise_std = env.odom_noise_std = cond.noise_std
         else:
             env.noise_std = cond.noise_std
+        if cond.mirror and (isinstance(env, LaneEnv) or not isinstance(env, DiffDriveEnv)):
+            raise ValueError("Condition.mirror is a diff_drive condition")
+        if (cond.payload or cond.damping_scale != 1.0) and self.robot != "arm":
+            raise ValueError("Condition.payload / damping_scale are arm conditions")
+        if self.robot == "arm":
+            _arm_dynamics(env, cond.payload, cond.damping_scale)
+        flip = np.array([1.0, -1.0]) if cond.mirror else None  # (v, omega): omega reflected
         ob = spec.reset(env)
         filt = self.filter(cond.filter)
         actor = _Actor(
@@ -395,7 +444,7 @@ class ClosedLoop:
             om = mirror = self.observation_map()
         step.reset(0.0)
         goal_topic = T.GOAL_TOPIC[self.robot][0]
-        goal_msg = E.goal_message(self.robot, goal, 0)
+        goal_msg = E.goal_message(self.robot, goal if flip is None else goal * np.array([1.0, -1.0]), 0)
         step.receive(goal_topic, goal_msg, 0.0)
         if mirror is not None:
             mirror.update(goal_topic, goal_msg)
@@ -425,7 +474,7 @@ class ClosedLoop:
             t_ns = round(t * _NS)
             triggered = False
             stamp: float | None = None
-            for topic, msg in self._messages(ob, t_ns):
+            for topic, msg in self._messages(ob if flip is None else _mirrored(ob), t_ns):
                 if cond.drop_prob > 0 and rng.random() < cond.drop_prob:
                     continue
                 st = step.receive(topic, msg, t)
@@ -435,6 +484,8 @@ class ClosedLoop:
                     triggered, stamp = True, st
                 triggered = triggered or not self.trigger
             u_exp = self._expert(ob, goal)
+            if flip is not None:  # the label in the controller's (reflected) room
+                u_exp = u_exp * flip
             if triggered and om.ready():
                 obs_rows.append(om.observation())
                 targets.append(u_exp)
@@ -460,12 +511,13 @@ class ClosedLoop:
                 command = out.command
                 interventions += bool(getattr(out.report, "intervened", False))
                 fallbacks += out.fallback
+            applied = command if flip is None else command * flip
             if irregular:
                 period = max(1, round(dt0 * rng.uniform(*cond.period_scale) / env.dt)) * env.dt
-                ob = env.step(command, period)
+                ob = env.step(applied, period)
                 t += period
             else:  # k * dt0: the recorder's tick times, exactly
-                ob = env.step(command, dt0)
+                ob = env.step(applied, dt0)
                 k += 1
                 t = k * dt0
         if not obs_rows:
@@ -495,3 +547,50 @@ class ClosedLoop:
             held=held,
         )
         return RolloutResult(seed, sc, ep, np.asarray(start, float), np.asarray(goal, float), gt_arr, t_arr)
+
+
+def _mirrored(ob: Any) -> Any:
+    """A diff_drive observation in the room reflected in the x axis: pose (x, -y, -theta), twist
+    (v, -omega), beam k reads what beam -k sees (beam k is at angle k * 2 pi / SCAN_BEAMS)."""
+    x, y, th = (float(v) for v in ob.pose)
+    scan = np.asarray(ob.scan)
+    return dataclasses.replace(
+        ob,
+        pose=np.array([x, -y, -th]),
+        twist=np.array([float(ob.twist[0]), -float(ob.twist[1])]),
+        scan=scan[(-np.arange(scan.shape[0])) % scan.shape[0]],
+    )
+
+
+_ARM_NOMINAL: dict[int, tuple[float, np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def _arm_dynamics(env: Any, payload: float, damping_scale: float) -> None:
+    """Set the arm env's model to ``payload`` kg at the tool (a point mass at the end of link3:
+    link3's mass, centre of mass and inertia updated) and ``damping_scale`` x the joint damping;
+    (0, 1) restores the MJCF's values."""
+    import mujoco
+
+    m = env.model
+    b = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "link3")
+    key = id(m)
+    if key not in _ARM_NOMINAL:
+        _ARM_NOMINAL[key] = (
+            float(m.body_mass[b]),
+            m.body_ipos[b].copy(),
+            m.body_inertia[b].copy(),
+            m.dof_damping.copy(),
+        )
+    mass, ipos, inertia, damping = _ARM_NOMINAL[key]
+    tool = np.array([M.ARM_LINK_LENGTHS[2], 0.0, 0.0])
+    total = mass + payload
+    com = (mass * ipos + payload * tool) / total
+    # parallel axis: both masses lie on the link's axis, so the shift adds to the two principal
+    # moments about axes across the link (the two largest of a capsule)
+    perp = mass * float(np.sum((ipos - com) ** 2)) + payload * float(np.sum((tool - com) ** 2))
+    extra = np.full(3, perp)
+    extra[int(np.argmin(inertia))] = 0.0
+    m.body_mass[b] = total
+    m.body_ipos[b] = com
+    m.body_inertia[b] = inertia + extra
+    m.dof_damping[:] = damping * damping_scale

@@ -1,4 +1,5 @@
-"""lnn_control.analysis.interpret: activity recording, decision-tree fidelity, saliency, inspect."""
+"""lnn_control.analysis.interpret + behaviour_tree: activity recording, the behaviour tree over
+closed-loop episodes (neurons vs raw inputs, held out), saliency, inspect."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from lnn_control import strict_json
+from lnn_control.analysis import behaviour_tree as BT
 from lnn_control.analysis import interpret
 from lnn_control.nn.policy import LiquidPolicy
 from lnn_control.nn.wiring import AutoNCP
@@ -82,46 +84,36 @@ def test_record_activity_rejects_bad_input() -> None:
         interpret.record_activity(st, np.zeros((5, 9)), np.array([0.01, 0.01, 0.0, 0.01, 0.01]))
 
 
-def test_tree_fidelity_exact_on_a_step_function() -> None:
-    rng = np.random.default_rng(3)
-    X = rng.uniform(-1, 1, (400, 3))
-    X[np.abs(X[:, 1] - 0.2) < 0.05, 1] += 0.1  # a clear margin: every threshold in the gap is exact
-    y = np.where(X[:, 1] > 0.2, 1.5, -0.5)[:, None]  # one split on feature 1 explains everything
-    r = interpret.extract_tree(X, y, ["a", "b", "c"], ["u"], max_depth=3)
-    assert r.fidelity == pytest.approx(1.0)
-    assert r.depth == 1 and r.leaves == 2
-    assert "|--- b <= 0.2" in r.text or "|--- b <= 0.1" in r.text
-    assert r.test.size + r.train.size == 400 and np.intersect1d(r.test, r.train).size == 0
-    c = interpret.extract_tree(X, y, ["a", "b", "c"], ["u"], max_depth=2, mode="classification", bins=2)
-    assert c.fidelity == pytest.approx(1.0) and c.depth == 1
+def test_manoeuvre_labels_read_the_command() -> None:
+    u = np.array([[0.0, 1.0], [0.3, 1.0], [0.3, 0.0], [0.3, -1.0], [-0.3, 0.29], [0.04, -2.0]])
+    y, names = BT.labels("diff_drive", u)
+    assert [names[i] for i in y] == ["stop", "turn_left", "straight", "turn_right", "straight", "stop"]
+    y, names = BT.labels("arm", np.array([[1.0, 0.0, -1.0], [0.1, 0.2, 0.3]]))
+    assert names[y[0]] == "tau1+ tau20 tau3-" and names[y[1]] == "tau10 tau20 tau30"
 
 
-def test_tree_fidelity_is_held_out_r2() -> None:
-    rng = np.random.default_rng(4)
-    X = rng.uniform(-1, 1, (600, 2))
-    Y = np.stack([np.sin(3 * X[:, 0]) + 0.1 * rng.normal(size=600), X[:, 1] ** 2], 1)
-    r = interpret.extract_tree(X, Y, ["a", "b"], ["u", "v"], max_depth=2, seed=7)
-    pred = r.tree.predict(X[r.test])
-    yt = Y[r.test]
-    r2 = np.mean(
-        [1 - np.sum((yt[:, j] - pred[:, j]) ** 2) / np.sum((yt[:, j] - yt[:, j].mean()) ** 2) for j in (0, 1)]
-    )
-    assert r.fidelity == pytest.approx(r2, rel=1e-12)
-    assert 0.3 < r.fidelity < r.train_fidelity + 0.2 and r.depth == 2
-    deeper = interpret.extract_tree(X, Y, ["a", "b"], ["u", "v"], max_depth=6, seed=7)
-    assert deeper.fidelity > r.fidelity  # a deeper tree explains more of a smooth map
-    noise = interpret.extract_tree(X, rng.normal(size=(600, 1)), ["a", "b"], ["u"], max_depth=3)
-    assert noise.fidelity < 0.1  # unrelated targets: no fidelity
-
-
-def test_tree_rejects_bad_arguments() -> None:
-    X = np.zeros((10, 2))
-    with pytest.raises(ValueError, match="mode"):
-        interpret.extract_tree(X, np.zeros(10), ["a", "b"], ["u"], mode="forest")
-    with pytest.raises(ValueError, match="feature_names"):
-        interpret.extract_tree(X, np.zeros(10), ["a"], ["u"])
-    with pytest.raises(ValueError, match="max_depth"):
-        interpret.extract_tree(X, np.zeros(10), ["a", "b"], ["u"], max_depth=0)
+def test_behaviour_tree_scores_held_out_episodes_on_neurons_and_raw_inputs() -> None:
+    p = _policy("cfc", n_in=12, n_out=2, seed=4)
+    p.set_normalization(np.zeros(12), np.ones(12), np.array([0.2, 0.0]), np.array([0.3, 3.0]))
+    st = p.runtime()
+    idx, names = BT.command_neurons(st)
+    layers = interpret.neuron_layers(st.config)
+    assert len(idx) == len(layers["command"]) and names == [f"command_{n}" for n in layers["command"]]
+    r = BT.fit(st, "diff_drive", [50_000, 50_001], [100_000, 100_001], depth=2, max_time=3.0)
+    assert r.train_steps > 50 and r.test_steps > 50
+    # the scores are the trees' accuracies on the held-out episodes' steps (recomputed here)
+    te = BT.collect(st, "diff_drive", [100_000, 100_001], 3.0)
+    y, _ = BT.labels("diff_drive", te["commands"])
+    assert y.size == r.test_steps
+    assert r.neuron_accuracy == pytest.approx(np.mean(r.neuron_tree.predict(te["states"][:, idx]) == y))
+    assert 0.0 <= r.raw_accuracy <= 1.0 and 0.0 < r.majority_accuracy <= 1.0
+    assert r.neuron_tree.get_depth() <= 2
+    text = BT.report(r)
+    assert "held-out accuracy: command neurons" in text and "|--- command_" in text
+    with pytest.raises(ValueError, match="held-out"):
+        BT.fit(st, "diff_drive", [100_000], [100_001])
+    with pytest.raises(ValueError, match="overlap"):
+        BT.fit(st, "diff_drive", [50_000], [50_000])
 
 
 @pytest.mark.parametrize("cell,wired", [("cfc", True), ("ltc", True), ("cfc", False)])
@@ -159,6 +151,7 @@ def test_inspect_simulator_rollout_writes_every_file(tmp_path) -> None:
     out = tmp_path / "insp"
     rc = interpret.main(
         [model, "--robot", "arm", "--out", str(out), "--max-time", "0.6", "--tree-depth", "2"]
+        + ["--tree-episodes", "2"]
     )
     assert rc == 0
     for name in ("activity.png", "wiring.png", "tree.png", "saliency.png"):
@@ -171,12 +164,13 @@ def test_inspect_simulator_rollout_writes_every_file(tmp_path) -> None:
         s["wiring"]["excitatory"] + s["wiring"]["inhibitory"]
         == s["wiring"]["synapses"] + s["wiring"]["sensory_synapses"]
     )
-    assert s["tree"]["on"] == "command neurons" and 1 <= s["tree"]["depth"] <= 2
-    assert s["tree"]["fidelity"] <= 1.0 and s["tree"]["test_steps"] > 0
+    assert s["tree"]["depth"] == 2 and s["tree"]["test_episodes"] == [100_000, 100_001]
+    assert s["tree"]["train_episodes"] == [50_000, 50_001] and s["tree"]["test_steps"] > 0
+    assert 0.0 <= s["tree"]["neuron_accuracy"] <= 1.0 and 0.0 <= s["tree"]["raw_accuracy"] <= 1.0
     assert set(s["saliency"]["by_command"]) == {"tau1", "tau2", "tau3"}  # unnamed model: the arm's names
     assert all(v >= 0 for v in s["saliency"]["by_command"]["tau1"].values())
     text = (out / "tree.txt").read_text()
-    assert "depth" in text and "|---" in text
+    assert "held-out accuracy" in text and "## tree on the command neurons\n|--- " in text
 
 
 def test_inspect_recordings_npz_and_bag(tmp_path) -> None:
@@ -185,15 +179,15 @@ def test_inspect_recordings_npz_and_bag(tmp_path) -> None:
     model = _model(tmp_path, "ltc")
     obs, dt = _inputs(50, 9, seed=9)
     np.savez(tmp_path / "rec.npz", obs=obs, dt=dt)
-    s = interpret.inspect(model, tmp_path / "a", recording=tmp_path / "rec.npz", tree_mode="classification")
-    assert s["rollout"]["steps"] == 50 and s["tree"]["metric"] == "accuracy"
+    s = interpret.inspect(model, tmp_path / "a", recording=tmp_path / "rec.npz")
+    assert s["rollout"]["steps"] == 50 and s["tree"] is None  # a recording: no episodes to explain
     bag = tmp_path / "bag"
     record_episode("arm", bag, seed=4, max_time=0.3)
     s = interpret.inspect(model, tmp_path / "b", robot="arm", recording=bag)
     assert s["rollout"]["steps"] >= 29  # 100 Hz joint states over 0.3 s
     dense = _model(tmp_path / "d", "cfc", wired=False) if (tmp_path / "d").mkdir() is None else ""
     s = interpret.inspect(dense, tmp_path / "c", recording=tmp_path / "rec.npz")
-    assert s["wiring"]["type"] is None and "non-motor" in s["tree"]["on"]
+    assert s["wiring"]["type"] is None
     assert (tmp_path / "c" / "wiring.png").stat().st_size > 5_000
 
 
