@@ -190,7 +190,8 @@ def _plots(spec: StudySpec, rows: dict[str, Any], out: pathlib.Path) -> dict[str
         ax.set_ylim(-5, 105)
         ax.set_title(f"{robot}: success by condition ({spec.episodes} held-out episodes per seed)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
         p = out / f"study_{robot}_conditions.png"
         fig.savefig(p, dpi=110)
@@ -216,7 +217,8 @@ def _plots(spec: StudySpec, rows: dict[str, Any], out: pathlib.Path) -> dict[str
         ax.set_ylim(-5, 105)
         ax.set_title(f"{robot}: success vs parameter count")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
         fig.tight_layout()
         p = out / f"study_{robot}_params.png"
         fig.savefig(p, dpi=110)

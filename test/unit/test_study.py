@@ -237,3 +237,34 @@ def test_cli_rejects_bad_input(tmp_path: pathlib.Path) -> None:
     assert S.main(["--out", str(tmp_path), "--models", "nope", "--report-only"]) == 2
     assert S.main(["--out", str(tmp_path), "--eval-seed", "5", "--report-only"]) == 2
     assert S.main(["--out", str(tmp_path), "--workers", "0"]) == 2
+
+
+def test_compare_and_study_are_one_command(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lnn_control import cli
+
+    for cmd in ("study", "compare"):
+        assert cli.main([cmd, "--out", str(tmp_path), "--models", "nope", "--report-only"]) == 2
+        assert "models: unknown ['nope']" in capsys.readouterr().err
+    spec = S.StudySpec(models=("mlp",), seeds=(0,), conditions=("clean",))
+    assert (
+        cli.main(
+            [
+                "study",
+                "--out",
+                str(tmp_path),
+                "--models",
+                "mlp",
+                "--seeds",
+                "1",
+                "--conditions",
+                "clean",
+                "--report-only",
+            ]
+        )
+        == 0
+    )
+    md = (tmp_path / "study.md").read_text()
+    assert "| MLP (~1x) |" in md and "| not run |" in md
+    assert R.cells(spec, tmp_path / "store")["diff_drive/mlp"]["cells"]["clean"]["episodes"] == 0
