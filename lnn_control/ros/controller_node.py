@@ -532,6 +532,8 @@ class LnnController(LifecycleNode):
         values["control_mode"] = self._mode
         for topic, n in self.received.items():
             values[f"received {topic}"] = n
+        if self.raw_trigger:  # trigger bytes: read by the layout / via rclpy (fallback) / dropped
+            values["raw_trigger"] = ", ".join(f"{k} {v}" for k, v in self.raw_counts.items())
         msg = rc.diagnostics_message(
             f"{self.get_name()}: safety filter",
             str(self._p["robot"]),

@@ -17,6 +17,7 @@ rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("barriernet.safety_filter")
 
 import ros_rig  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PoseStamped, Twist  # noqa: E402
 from lnn_control.msg import SafetyStatus  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
@@ -224,6 +225,11 @@ def test_raw_trigger_over_dds_through_the_spinner(model: pathlib.Path) -> None:
             len(cmds),
         )
         assert node.raw_counts["fallback"] == 0 and node.raw_counts["undecodable"] == 0
+        diag: list[Any] = []
+        peer.create_subscription(DiagnosticArray, "/diagnostics", diag.append, 10)
+        assert ros_rig.spin_until(lambda: ex.spin_once(timeout_sec=0.02), lambda: len(diag) > 0, 10.0)
+        kv = {v.key: v.value for v in diag[-1].status[0].values}
+        assert kv["raw_trigger"].startswith("parsed ") and "fallback 0, undecodable 0" in kv["raw_trigger"]
     finally:
         stop.set()
         thread.join(timeout=5.0)
