@@ -121,10 +121,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--inputs",
-        choices=("observation", "goal_error"),
+        choices=("observation", "goal_error", "no_velocity"),
         default="observation",
-        help="arm: network inputs (q_goal - q, dq) instead of the observation (q, dq, q_goal); stored as "
-        "the model file's input_map",
+        help="arm goal_error: network inputs (q_goal - q, dq) instead of the observation (q, dq, q_goal); "
+        "diff_drive no_velocity: the observation without the measured (v, omega), which a cloned network "
+        "would learn to repeat; stored as the model file's input_map",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, type=pathlib.Path, help="model file (.npz); plots go next to it")

@@ -51,8 +51,12 @@ __all__ = ["FEEDFORWARDS", "INPUTS", "Recipe", "TrainResult", "expert_episodes",
 
 #: ``Recipe.feedforward`` choices: none, or the robot model's gravity torque (arm)
 FEEDFORWARDS = ("none", "gravity")
-#: ``Recipe.inputs`` choices: the observation as mapped, or (q_goal - q, dq) (arm)
-INPUTS = ("observation", "goal_error")
+#: ``Recipe.inputs`` choices: the observation as mapped, (q_goal - q, dq) (arm), or the observation
+#: without the robot's own measured velocity :data:`VELOCITY_INPUTS` (diff_drive)
+INPUTS = ("observation", "goal_error", "no_velocity")
+#: observation entries ``inputs="no_velocity"`` leaves out: on a kinematic base the measured (v, omega)
+#: is the last command, and a network cloned with it learns to repeat it ("copycat" shortcut)
+VELOCITY_INPUTS = ("v", "omega")
 
 NOISE_SEED, DAGGER_SEED, EVAL_SEED = 30_000, 20_000, 10_000
 
@@ -75,7 +79,8 @@ class Recipe:
     episodes pick the best round. ``filter_in_loop``: rollouts apply the config's safety filter.
     ``barriernet``: train through the safety filter's QP with learned class-K gains.
     Structure (arm): ``feedforward`` (:data:`FEEDFORWARDS`) and ``inputs`` (:data:`INPUTS`), see
-    the module docstring.
+    the module docstring; diff_drive: ``inputs="no_velocity"`` (the network does not read the
+    measured (v, omega), :data:`VELOCITY_INPUTS`).
     """
 
     model: str = "ncp"
@@ -223,6 +228,10 @@ def structure_for(recipe: Recipe, robot: str, observation: Any) -> Structure | N
     need q, dq and the goal in the observation)."""
     if recipe.feedforward == "none" and recipe.inputs == "observation":
         return None
+    if recipe.inputs == "no_velocity":
+        if recipe.feedforward != "none":
+            raise ValueError("inputs 'no_velocity' is for a plain network: use feedforward 'none' with it")
+        return _without_velocity(observation)
     if robot != "arm":
         raise ValueError(
             f"feedforward {recipe.feedforward!r} / inputs {recipe.inputs!r}: only the built-in arm has them, "
@@ -280,6 +289,18 @@ def structure_for(recipe: Recipe, robot: str, observation: Any) -> Structure | N
             "(a sparse NCP fed q and q_goal must otherwise form their difference itself)",
         }
     return Structure(ff, imap)
+
+
+def _without_velocity(observation: Any) -> Structure:
+    """An input map selecting every observation entry except :data:`VELOCITY_INPUTS`."""
+    names = list(observation.names)
+    keep = [i for i, n in enumerate(names) if n not in VELOCITY_INPUTS]
+    if len(keep) == len(names):
+        raise ValueError(
+            f"inputs 'no_velocity': the observation has none of {VELOCITY_INPUTS}, found {names}"
+        )
+    rows = [[1.0 if j == i else 0.0 for j in range(len(names))] for i in keep]
+    return Structure(None, {"names": [names[i] for i in keep], "matrix": rows, "observation_names": names})
 
 
 def _names(config: pathlib.Path) -> tuple[dict[str, Any], Any, str, list[str]]:
