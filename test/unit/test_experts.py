@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,8 @@ from lnn_control.sim import models as M
 from lnn_control.sim.arm import ArmEnv
 from lnn_control.sim.diff_drive import DiffDriveEnv, clearance, sample_free_position
 from lnn_control.sim.experts import ArmExpert, DiffDriveExpert
+
+CONFIG_DD = pathlib.Path(__file__).resolve().parents[2] / "config" / "diff_drive.yaml"
 
 
 def test_diff_drive_expert_reaches_random_goals_without_collision() -> None:
@@ -86,3 +90,51 @@ def test_expert_construction_errors() -> None:
         ArmExpert(DiffDriveEnv().model)
     with pytest.raises(ValueError, match="goal"):
         DiffDriveExpert().set_goal(np.array([np.nan, 0.0]))
+
+
+def test_diff_drive_expert_leaves_the_safety_filter_almost_nothing_to_do() -> None:
+    # The speed cap mirrors the filter's scan/wall rate limit, so through config/diff_drive.yaml's
+    # filter (ClosedLoop, the deployed step) the expert's commands nearly always pass unchanged
+    # (the filter only adds a little reverse speed when a start pivots next to an obstacle).
+    from lnn_control.sim.rollout import ClosedLoop
+
+    loop = ClosedLoop("diff_drive", CONFIG_DD, safety_filter=True)
+    steps = interventions = 0
+    for seed in range(700, 706):
+        r = loop.run(None, seed, hold=0.0)
+        assert r.reached and not r.collided, f"episode {seed}"
+        assert r.min_margin > 0.1
+        steps += len(r.episode.dt)
+        interventions += r.interventions
+    assert interventions < 0.02 * steps, f"the filter changed {interventions} of {steps} commands"
+
+
+def test_diff_drive_expert_commits_to_the_side_it_faces_at_a_tie() -> None:
+    # Obstacle 0 at (0.9, 0.3) lies straight between the robot and the goal: both ways round cost
+    # about the same, so the heading decides (a policy sees which side of its front the obstacle is).
+    expert = DiffDriveExpert()
+    goal = np.array([2.0, 0.3])
+    for th in (0.1, 0.3):
+        assert expert(np.array([0.0, 0.3, th]), goal)[1] > 1.0
+        assert expert(np.array([0.0, 0.3, -th - 0.05]), goal)[1] < -1.0
+    # off the tie the map decides, whatever the heading
+    for th in (-0.3, 0.3):
+        assert (
+            expert(np.array([0.0, 0.5, th]), goal)[1] > 0 or expert(np.array([0.0, 0.5, th]), goal)[0] > 0.1
+        )
+
+
+def test_diff_drive_expert_backs_out_of_the_filter_band() -> None:
+    # Started 0.05 m from obstacle 0, facing it: it turns away before driving (no forward push
+    # into the obstacle) and then reaches a goal on the far side without touching it.
+    expert = DiffDriveExpert()
+    env = DiffDriveEnv()
+    start = np.array([0.9 - 0.35 - 0.2 - 0.05, 0.3, 0.0])
+    goal = np.array([2.2, 0.3])
+    env.reset(start=start, goal=goal)
+    v0, w0 = expert(env.pose, goal)
+    assert v0 < 0.05 and abs(w0) > 1.0
+    while env.time < 30 and not env.goal_reached():
+        env.step(expert(env.pose, goal), 0.02)
+        assert clearance(env.pose[:2]) > 0.03
+    assert env.goal_reached()

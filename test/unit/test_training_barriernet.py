@@ -35,7 +35,7 @@ def bags(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     an expert that cuts closer to obstacles (0.12 m) than the filter's default gains allow, so the
     BarrierNet gains have something to learn."""
     out = tmp_path_factory.mktemp("bn") / "bags"
-    close = DiffDriveExpert(inflation=0.12, guard=0.08)
+    close = DiffDriveExpert(inflation=0.12, guard=0.08, approach_gain=100.0)  # no filter-aware speed cap
     for i in range(4):
         record.record_episode("diff_drive", out / f"ep{i}", seed=100 + i, max_time=3.0, expert=close)
     return out
