@@ -104,6 +104,12 @@ class RowKernel:
             return math.inf
         return math.nan
 
+    def row_infeasible_in_box(self) -> bool:
+        """True only when some row of the last :meth:`rows` cannot hold anywhere in the box:
+        min over the box of G_i u exceeds h_i by more than the independent check's tolerance
+        (so the QP is infeasible for certain). False means unknown (the QP decides)."""
+        return False
+
     def verify(self, sol: np.ndarray, ul: list[float]) -> tuple[np.ndarray, np.ndarray, bool] | None:
         """``sol`` clipped into the box (exact bounds), every row checked at the clipped u."""
         u = _minimum(sol, self.upper)
@@ -267,8 +273,9 @@ class ScalarRows(RowKernel):
         self.lo, self.hi = qp.lower.tolist(), qp.upper.tolist()
         self.n = qp.n_controls
         self.Gflat, self.hhv = qp.Gflat, qp.hhv
-        self._gf: list[float] = []  # G (row-major) and h of this call, for verify
+        self._gf: list[float] = []  # G (row-major), h and G u_nom - h of this call (verify, certificate)
         self._hh: list[float] = []
+        self._rl: list[float] = []
 
     def rows(
         self,
@@ -295,7 +302,7 @@ class ScalarRows(RowKernel):
                 return 0.0
         elif not _isfinite(sum(gf) + sum(hh)):
             excess = math.nan
-        self._gf, self._hh = gf, hh
+        self._gf, self._hh, self._rl = gf, hh, res
         self.Gflat[:] = gf
         self.hhv[:] = hh + hv
         return excess
@@ -415,6 +422,20 @@ class ScalarRows(RowKernel):
             hh.append(hr)
             res.append(sum(map(_mul, g, ul)) - hr)
         return hv, gf, hh, res
+
+    def row_infeasible_in_box(self) -> bool:
+        lo, hi, n, gf, hh = self.lo, self.hi, self.n, self._gf, self._hh
+        for r, rr in enumerate(self._rl):
+            if not rr > 0.0:  # holds at u_nom (inside the box or not): not box-infeasible alone
+                continue
+            hr = hh[r]
+            low = 0.0  # min over the box of G_r u, coordinate by coordinate
+            for j in range(n):
+                g = gf[r * n + j]
+                low += g * lo[j] if g > 0.0 else g * hi[j]
+            if low - hr > VERIFY_TOL * (1.0 + abs(hr)):  # nan compares False: unknown
+                return True
+        return False
 
     def verify(self, sol: np.ndarray, ul: list[float]) -> tuple[np.ndarray, np.ndarray, bool] | None:
         lo, hi, n, gf, hh = self.lo, self.hi, self.n, self._gf, self._hh

@@ -72,13 +72,8 @@ class NominalQP:
         if self.fast and constant_G:
             self._model = _daqp_model(self.H, self.f, self._G, self._bu, self._bl, self._sense)
 
-    def solve(
-        self, u_nom: np.ndarray, ul: list[float], box_excess: float = math.inf
-    ) -> tuple[np.ndarray, str]:
-        """(u, status) for the nominal command ``u_nom`` (``ul`` = its list form).
-
-        ``box_excess``: an upper bound on max(u_nom - upper, lower - u_nom) when known (the
-        shortcut's residual); below ``_big_gap`` no |u_nom| can exceed ``_big``."""
+    def linear_term(self, u_nom: np.ndarray, ul: list[float], box_excess: float = math.inf) -> np.ndarray:
+        """``f`` = -W u_nom (u_nom clipped far outside the box when absurd), as :meth:`solve` sets it."""
         u_q = u_nom
         # keep the QP data finite for absurd nominal commands
         if not box_excess <= self._big_gap and max(map(abs, ul)) > self._big:
@@ -88,6 +83,16 @@ class NominalQP:
             np.negative(u_q, out=f)
         else:
             np.multiply(self._negw, u_q, out=f)
+        return f
+
+    def solve(
+        self, u_nom: np.ndarray, ul: list[float], box_excess: float = math.inf
+    ) -> tuple[np.ndarray, str]:
+        """(u, status) for the nominal command ``u_nom`` (``ul`` = its list form).
+
+        ``box_excess``: an upper bound on max(u_nom - upper, lower - u_nom) when known (the
+        shortcut's residual); below ``_big_gap`` no |u_nom| can exceed ``_big``."""
+        f = self.linear_term(u_nom, ul, box_excess)
         md = self._model
         if md is not None and md.update(f=f, bupper=self._bu, sense=self._sense) == 0:
             sol, _fv, flag, _info = md.solve()

@@ -15,7 +15,10 @@ returning it. The steps and what each failure gives:
    (w = 1 + box width) so that the QP data stay finite; the output is unaffected in practice.
 2. Fast path: if ``u_nom`` already satisfies the box and every row exactly, it is returned
    unchanged (no solver call).
-3. QP (``solver``, default DAQP called directly with preallocated data).
+3. QP (``solver``, default DAQP called directly with preallocated data). A row that cannot
+   hold anywhere in the box (min over the box of G_i u above h_i by more than the check's
+   tolerance; the ``scalar`` kernel tests the rows u_nom violates, in plain floats) makes the
+   QP infeasible for certain: that call goes straight to the next step without a solve.
    Infeasible with ``slack.enabled``: ONE relaxed QP in (u, s), a slack s_i >= 0 on every
    row (``G u - s <= h``) under the L1 penalty ``sum_i w_i s_i`` (+ 1e-6 w_i s_i^2 /
    ``slack.penalty`` for strict convexity), w_i = ``slack.penalty`` * B^r for a row of the r-th
@@ -358,7 +361,11 @@ class SafetyFilter:
         if excess != excess:
             reason = "constraint rows are not finite (dynamics or barrier at this state)"
             return self._fallback(x, reason, "solver_error", u_nom, self._hv.copy(), t0)
-        sol, status = self._qp.solve(u_nom, ul, excess)
+        if kern.row_infeasible_in_box():  # certified: no QP call needed to know it is infeasible
+            self._qp.linear_term(u_nom, ul, excess)
+            sol, status = u_nom, "infeasible"
+        else:
+            sol, status = self._qp.solve(u_nom, ul, excess)
         if status == "optimal":
             checked = kern.verify(sol, ul)
             if checked is None:
