@@ -635,7 +635,7 @@ def _report(
         h, y = _replay_hidden(model, ep, default_dt)
         hidden.append(h)
         # compare up to the first fallback (after it the node skipped or reset policy steps)
-        prefix = []
+        prefix: list[Any] = []
         seen = {id(x) for x in ep.replay_statuses}
         for st in ep.replay_statuses + [x for x in ep.statuses if id(x) not in seen]:
             if st["fallback_used"] or not st["nominal"]:

@@ -42,6 +42,7 @@ through ``env_key`` (on a real car: the localisation's lane map and the pose fro
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import mujoco
@@ -243,9 +244,29 @@ def _strip_meshes(
     return out
 
 
-def lane_mjcf(track: Track) -> str:
-    """MJCF of the track scene (grass, road, edge and centre lines as flat meshes) and the
-    vehicle body ``base_link`` (a mocap body: the vehicle is kinematic)."""
+def distractor_boxes(track: Track, n: int, seed: int) -> list[tuple[float, float, float, tuple[float, ...]]]:
+    """``n`` seeded distractor objects off the road: (x, y, half size m, rgb) of boxes standing on
+    the grass at least 0.4 m outside both edge lines, within 2.5 m of the centreline (in view)."""
+    rng = np.random.default_rng([seed, 7])
+    edges = (EdgeLine(track.left, -1), EdgeLine(track.right, 1))
+    out: list[tuple[float, float, float, tuple[float, ...]]] = []
+    while len(out) < n:
+        i = int(rng.integers(len(track.s)))
+        side = rng.choice([-1.0, 1.0])
+        d = side * (track.half_width[i] + rng.uniform(0.5, 2.5))
+        xy = track.centre[i] + d * track.normal[i]
+        sd = [e.signed_distance(xy) for e in edges]  # > 0 on the road side of each line
+        if min(sd) > -0.4 or min(map(abs, sd)) < 0.4:  # on or near the road (also another part of the lap)
+            continue
+        rgb = tuple(float(c) for c in rng.uniform(0.1, 1.0, 3))
+        out.append((float(xy[0]), float(xy[1]), float(rng.uniform(0.06, 0.15)), rgb))
+    return out
+
+
+def lane_mjcf(track: Track, distractors: Sequence[tuple[float, float, float, tuple[float, ...]]] = ()) -> str:
+    """MJCF of the track scene (grass, road, edge and centre lines as flat meshes), optional
+    distractor boxes (``distractor<k>`` geoms, :func:`distractor_boxes`) and the vehicle body
+    ``base_link`` (a mocap body: the vehicle is kinematic)."""
     ext = float(np.abs(track.centre).max()) + 5.0
     lw = np.full(len(track.s), _LINE_HALF_WIDTH)
     nr = track.normal
@@ -262,6 +283,11 @@ def lane_mjcf(track: Track) -> str:
                 f'<geom name="{mname}" type="mesh" mesh="{mname}" pos="0 0 {z}" '
                 f'rgba="{rgb[0]} {rgb[1]} {rgb[2]} 1" contype="0" conaffinity="0"/>'
             )
+    for k, (x, y, h, col) in enumerate(distractors):
+        geoms.append(
+            f'<geom name="distractor{k}" type="box" size="{h} {h} {h}" pos="{x} {y} {h}" '
+            f'rgba="{col[0]} {col[1]} {col[2]} 1" contype="0" conaffinity="0"/>'
+        )
     g = _GRASS
     return f"""
 <mujoco model="lane_track_{track.seed}">
@@ -317,6 +343,8 @@ class LaneEnv:
         pixel_noise_std: std of Gaussian noise on each pixel (0..255 scale).
         odom_noise_std: std of noise on odometry pose (m, m, rad) and twist.
         seed: seeds the noise / brightness generator.
+        distractors: number of seeded distractor boxes on the grass off the road
+            (:func:`distractor_boxes`, drawn from ``seed`` or 0).
     """
 
     def __init__(
@@ -327,6 +355,7 @@ class LaneEnv:
         pixel_noise_std: float = 0.0,
         odom_noise_std: float = 0.0,
         seed: int | None = None,
+        distractors: int = 0,
     ) -> None:
         if pixel_noise_std < 0 or odom_noise_std < 0:
             raise ValueError(f"noise stds must be >= 0, got {pixel_noise_std}, {odom_noise_std}")
@@ -338,7 +367,8 @@ class LaneEnv:
         self.brightness_range = (lo, hi)
         self.pixel_noise_std = float(pixel_noise_std)
         self.odom_noise_std = float(odom_noise_std)
-        self.model = mujoco.MjModel.from_xml_string(lane_mjcf(self.track))
+        boxes = distractor_boxes(self.track, int(distractors), 0 if seed is None else int(seed))
+        self.model = mujoco.MjModel.from_xml_string(lane_mjcf(self.track, boxes))
         self.data = mujoco.MjData(self.model)
         self._body = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, "base_link")
         self._rays = _camera_rays(CAMERA_WIDTH, CAMERA_HEIGHT)
@@ -346,6 +376,14 @@ class LaneEnv:
         self._geom = np.zeros(self._n, dtype=np.int32)
         self._dist = np.zeros(self._n)
         self._colour = np.vstack([self.model.geom_rgba[:, :3], _SKY])  # index -1 -> sky
+        labels = []
+        for g in range(self.model.ngeom):
+            nm = mujoco.mj_id2name(self.model, mujoco.mjtObj.mjOBJ_GEOM, g) or ""
+            labels.append(
+                1 if nm == "floor" else 2 if nm.startswith("road") else 3 if nm.startswith(("left", "right"))
+                else 4 if nm.startswith("centre") else 5 if nm.startswith("distractor") else 6
+            )  # fmt: skip
+        self._geom_labels = np.array([*labels, 0], dtype=np.int8)  # index -1 -> sky
         self._edges = (EdgeLine(self.track.left, -1), EdgeLine(self.track.right, 1))
         self._rng = np.random.default_rng(seed)
         self.dt = 0.005  # s, the time grid irregular control periods are rounded to (motion is exact)
@@ -435,6 +473,12 @@ class LaneEnv:
         if self.mono:
             img = img @ np.array([0.299, 0.587, 0.114])
         return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+    def pixel_labels(self) -> np.ndarray:
+        """(H, W) int8 label per pixel of the last :meth:`image`: 0 sky, 1 grass, 2 road,
+        3 edge line, 4 centre line, 5 distractor, 6 other (the attention measure's classes)."""
+        names = self._geom_labels
+        return names[self._geom].reshape(CAMERA_HEIGHT, CAMERA_WIDTH)
 
     def observation(self, render: bool = True) -> LaneObservation:
         """Sensor readings now (noise included when enabled); ``render=False``: no image."""
