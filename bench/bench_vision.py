@@ -8,6 +8,9 @@ Rows (ratios measured in this run, one thread):
   first (1e-10 in float64, 1e-5 relative in float32).
 - whole control step (conv head + 19-neuron CfC / LTC NCP, one frame, recurrent state kept):
   ``VisionStepper.step`` against ``VisionPolicy.forward`` on (1, 1) sequences with ``hx``.
+- the shipped ``models/lane.npz`` (grey 64x48 frame + speed, the flat observation the node
+  builds): ``load_stepper`` (torch-free, what lnn_controller runs) against ``load_policy``'s torch
+  forward, float64, outputs checked equal (1e-9) over an expert episode first.
 
 ``python -m bench.bench_vision [--quick]``
 """
@@ -81,6 +84,45 @@ def _policy_rows(policy: VisionPolicy, ndt: Any, tol: float, img: np.ndarray, n:
     return rows
 
 
+def _model_rows(n: int) -> list[dict[str, Any]]:
+    from lnn_control.config import REPO, config_path
+    from lnn_control.runtime.model_file import load_policy, load_stepper
+    from lnn_control.sim.rollout import ClosedLoop
+
+    path = REPO / "models" / "lane.npz"
+    if not path.is_file():
+        return []
+    stepper, policy = load_stepper(path), load_policy(path).double()
+    ep = ClosedLoop("lane", config_path("lane"), safety_filter=True).run(None, 50500, max_time=5.0).episode
+    with torch.no_grad():
+        y, _ = policy(torch.as_tensor(ep.obs[None]), torch.as_tensor(ep.dt[None]))
+    ys = np.array([stepper.step(o, d) for o, d in zip(ep.obs, ep.dt)])
+    err = float(np.abs(ys - y[0].numpy()).max())
+    if err > 1e-9 * max(1.0, float(np.abs(ys).max())):
+        raise AssertionError(f"models/lane.npz: torch-free step differs from torch by {err}")
+    o = ep.obs[len(ep.obs) // 2]
+    x = torch.as_tensor(o[None, None])
+    h = torch.zeros(1, policy.state_size, dtype=torch.float64)
+
+    def torch_step() -> None:
+        nonlocal h
+        with torch.no_grad():
+            _, h = policy(x, 0.05, h)
+
+    return [
+        row(
+            "vision",
+            "models/lane.npz step (grey 64x48 + speed -> conv -> CfC NCP 19), float64",
+            time_calls(lambda: stepper.step(o, 0.05), n),
+            time_calls(torch_step, n),
+            "torch load_policy forward, T=1",
+            ">= 1x",
+            1.0,
+            notes=f"max |torch-free - torch| over a 5 s expert episode: {err:.1e}",
+        )
+    ]
+
+
 def run(quick: bool) -> list[dict[str, Any]]:
     torch.set_num_threads(1)
     n = 200 if quick else 1000
@@ -105,6 +147,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
     for tdt, ndt, tol in ((torch.float32, np.float32, 1e-5), (torch.float64, np.float64, 1e-10)):
         for cell in ("cfc", "ltc"):
             rows += _policy_rows(VisionPolicy(cell=cell, n_outputs=1).to(tdt).eval(), ndt, tol, frames[0], n)
+    rows += _model_rows(n)
     failed = [r["name"] for r in rows if r["passed"] is False]
     if failed:
         raise AssertionError(f"vision benchmarks below target: {failed}")
