@@ -421,9 +421,14 @@ def _client(address: str | None, workers: int) -> tuple[Any, Any]:
 
     if address:
         return Client(address), None
-    cluster = LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0", memory_limit=0
-    )
+    import dask
+
+    # no queuing of ready jobs on the scheduler: otherwise jobs without dependencies wait there while
+    # dependents of a finished training go straight to a worker, and the priorities are not kept
+    with dask.config.set({"distributed.scheduler.worker-saturation": math.inf}):
+        cluster = LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0", memory_limit=0
+        )
     return Client(cluster), cluster
 
 
@@ -454,36 +459,33 @@ def run_study(
     try:
         futs: dict[Any, str] = {}
         tfut: dict[tuple[str, str, int], Any] = {}
-        for r, m, s in trains:
-            k = train_key(r, m, s)
-            if store.has(k) and store.path(k, ".pt").is_file():
-                skipped.append(k)
-                continue
-            # seed-major: seed 0's training and evaluations first, so a cut-short study has whole seeds
-            prio = 1000 - 100 * spec.seeds.index(s)
-            f = client.submit(train_job, sd, root, r, m, s, key=f"{k}-{out.name}", pure=False, priority=prio)
-            tfut[(r, m, s)] = f
-            futs[f] = k
-            submitted.append(k)
         order = {c: i for i, c in enumerate(spec.conditions)}
-        for r, m, s, c in evals:
-            k = eval_key(r, m, s, c)
-            if store.has(k):
-                skipped.append(k)
-                continue
-            f = client.submit(
-                eval_job,
-                sd,
-                root,
-                r,
-                m,
-                s,
-                c,
-                tfut.get((r, m, s)),
-                key=f"{k}-{out.name}",
-                pure=False,
-                priority=950 - 100 * spec.seeds.index(s) - order[c],
-            )
+        # seed-major: seed 0's training and evaluations first, so a study cut short has whole seeds.
+        # Jobs are submitted in that order too (an idle worker takes a job as soon as it is submitted,
+        # whatever comes after it), and the priorities keep the order among the ready ones.
+        jobs = [("train", r, m, s, "") for r, m, s in trains] + [("eval", *e) for e in evals]
+        jobs.sort(key=lambda j: (spec.seeds.index(j[3]), j[0] == "eval", order.get(j[4], 0)))
+        for kind, r, m, s, c in jobs:
+            if kind == "train":
+                k = train_key(r, m, s)
+                if store.has(k) and store.path(k, ".pt").is_file():
+                    skipped.append(k)
+                    continue
+                prio = 1000 - 100 * spec.seeds.index(s)
+                f = client.submit(
+                    train_job, sd, root, r, m, s, key=f"{k}-{out.name}", pure=False, priority=prio
+                )
+                tfut[(r, m, s)] = f
+            else:
+                k = eval_key(r, m, s, c)
+                if store.has(k):
+                    skipped.append(k)
+                    continue
+                prio = 950 - 100 * spec.seeds.index(s) - order[c]
+                dep = tfut.get((r, m, s))
+                f = client.submit(
+                    eval_job, sd, root, r, m, s, c, dep, key=f"{k}-{out.name}", pure=False, priority=prio
+                )
             futs[f] = k
             submitted.append(k)
         bar = None
