@@ -86,7 +86,9 @@ __all__ = [
 
 #: model kinds of :func:`build_policy`: liquid (``ncp``, ``dense``, ``conv_ncp``: a conv head on the
 #: observation's image in front of the NCP, :class:`lnn_control.nn.vision.VisionPolicy`) and baselines
-MODEL_KINDS: tuple[str, ...] = ("ncp", "dense", "conv_ncp", *BASELINES)
+MODEL_KINDS: tuple[str, ...] = ("ncp", "dense", "conv_ncp", "conv_lstm", "conv_mlp", *BASELINES)
+#: camera kinds: the same conv head in front of an NCP, an LSTM or a feed-forward MLP (comparison)
+VISION_KINDS: tuple[str, ...] = ("conv_ncp", "conv_lstm", "conv_mlp")
 #: what :func:`train_policy` trains (a conv_ncp model is a VisionPolicy with the same interface)
 Policy = LiquidPolicy | BaselinePolicy
 
@@ -219,7 +221,7 @@ def build_policy(
         "output_names": None if output_names is None else list(output_names),
     }
     policy: Policy
-    if cfg.model == "conv_ncp":
+    if cfg.model in VISION_KINDS:
         policy = _vision_policy(cfg, n_inputs, n_outputs, names)
     elif cfg.model in BASELINES:
         policy = BASELINES[cfg.model](n_inputs, n_outputs, cfg.units, **names)
@@ -252,7 +254,8 @@ def build_policy(
 
 
 def _vision_policy(cfg: TrainConfig, n_inputs: int, n_outputs: int, names: dict[str, Any]) -> Any:
-    """conv_ncp: a :class:`~lnn_control.nn.vision.VisionPolicy` on the flat observation (the image
+    """conv_ncp: a :class:`~lnn_control.nn.vision.VisionPolicy` on the flat observation (conv_lstm,
+    conv_mlp: :class:`~lnn_control.nn.vision.ConvBaseline` with the same head) (the image
     at ``cfg.image["offset"]``, in the extractor's scale, mapped to [-1, 1] inside the head), its
     per-map weights initialised 8x torch's default scale."""
     from lnn_control.nn.vision import VisionPolicy
@@ -275,6 +278,16 @@ def _vision_policy(cfg: TrainConfig, n_inputs: int, n_outputs: int, names: dict[
     }
     n_motor = max(n_outputs, cfg.motor)
     extra = {"backbone_units": cfg.backbone_units, "synapses": cfg.synapses} if cfg.cell == "cfc" else {}
+    inputs = {"n_inputs": n_inputs, "image_offset": int(im["offset"])}
+    if cfg.model != "conv_ncp":  # comparison baselines: the same head, an LSTM / MLP core of cfg.units
+        from lnn_control.nn.vision import ConvBaseline
+
+        base = ConvBaseline(
+            head, cfg.model[5:], cfg.units, inputs, n_outputs, names["input_names"], names["output_names"]
+        )
+        with torch.no_grad():
+            base.head.map_weight.mul_(8.0)
+        return base
     policy = VisionPolicy(
         head,
         cfg.cell,

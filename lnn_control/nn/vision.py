@@ -37,7 +37,7 @@ from torch import nn
 from lnn_control.nn.policy import LiquidPolicy
 from lnn_control.nn.wiring import AutoNCP
 
-__all__ = ["ConvHead", "VisionPolicy", "conv_output_shape"]
+__all__ = ["ConvBaseline", "ConvHead", "VisionPolicy", "conv_output_shape"]
 
 
 def conv_output_shape(height: int, width: int, kernels: Any, strides: Any) -> tuple[int, int]:
@@ -304,3 +304,75 @@ class VisionPolicy(nn.Module):
         from lnn_control.runtime.vision import VisionStepper
 
         return VisionStepper(self.get_config(), self.numpy_state(), dtype=dtype)
+
+
+class ConvBaseline(nn.Module):
+    """The comparison models of issue 14: the same :class:`ConvHead` and flat observation layout as
+    a flat :class:`VisionPolicy`, with a baseline core instead of the NCP: ``lstm`` (conv+LSTM) or
+    ``mlp`` (a feed-forward CNN: conv head -> two tanh layers -> commands, no memory).
+
+    Args:
+        head: ConvHead config; core: ``lstm`` | ``gru`` | ``mlp``; hidden: core units;
+        inputs: ``{"n_inputs": N, "image_offset": k}``; n_outputs: commands;
+        input_names, output_names: names (stored).
+    Runs in closed loop through ``runtime()`` (a torch stepper; no model file: comparison only).
+    """
+
+    n_extra: int
+    n_inputs: int
+    image_offset: int
+    inputs: dict[str, int] | None
+    input_names: list[str] | None
+
+    def __init__(
+        self,
+        head: dict[str, Any],
+        core: str,
+        hidden: int,
+        inputs: dict[str, int],
+        n_outputs: int,
+        input_names: list[str] | None = None,
+        output_names: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        from lnn_control.nn.baselines import BASELINES
+
+        if core not in BASELINES:
+            raise ValueError(f"core must be one of {sorted(BASELINES)}, got {core!r}")
+        self.head = ConvHead(**head)
+        VisionPolicy._set_inputs(self, inputs, input_names)  # type: ignore[arg-type]
+        n_in = self.head.n_features + self.n_extra
+        inner = VisionPolicy._inner_names(self, {"output_names": output_names})  # type: ignore[arg-type]
+        self.policy = BASELINES[core](n_in, n_outputs, hidden, **inner)
+        self.core = core
+        self.n_outputs = self.n_commands = n_outputs
+        self.n_gains = 0
+        self.gain_names: list[str] = []
+        self.output_names = self.policy.output_names
+        self.state_size = 0
+        self.image_shape = self.head.image_shape
+
+    input_mean = VisionPolicy.input_mean
+    output_mean = VisionPolicy.output_mean
+    output_std = VisionPolicy.output_std
+    input_std = VisionPolicy.input_std
+    set_normalization = VisionPolicy.set_normalization
+
+    def forward(
+        self, x: torch.Tensor, timespans: Any = None, hx: torch.Tensor | None = None, mask: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat observations (B, T, n_inputs) -> commands (B, T, n_outputs), state."""
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[2] != self.n_inputs:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must be a tensor (batch, time, {self.n_inputs}), got {shape}")
+        B, T = x.shape[:2]
+        k, n_pix = self.image_offset, int(np.prod(self.head.image_shape))
+        feats = self.head(x[..., k : k + n_pix].reshape(B * T, *self.head.image_shape)).reshape(B, T, -1)
+        z = torch.cat([feats, x[..., :k].to(feats.dtype), x[..., k + n_pix :].to(feats.dtype)], -1)
+        return self.policy(z, timespans, hx)  # type: ignore[no-any-return]
+
+    def runtime(self, dtype: Any = np.float64) -> Any:
+        """A torch stepper (``reset``, ``step(obs, dt)``) on a float64 copy."""
+        from lnn_control.nn.baselines import TorchStepper
+
+        return TorchStepper(self)  # type: ignore[arg-type]

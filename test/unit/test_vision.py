@@ -160,3 +160,27 @@ def test_flat_observation_policy_model_file_and_control_step(tmp_path) -> None:
     ControlStep(om, stepper, SafetyFilter.from_config(load_filter_config(cfg)))
     with pytest.raises(ValueError, match=r"obs must have shape \(3073,\)"):
         stepper.step(np.zeros(3072), 0.05)
+
+
+@pytest.mark.parametrize("kind", ["conv_lstm", "conv_mlp"])
+def test_conv_baselines_share_the_head_and_the_flat_layout(kind: str) -> None:
+    """The comparison models: the same conv head and flat observation, an LSTM or MLP core; their
+    torch stepper equals the sequence forward (the LSTM carries its state, the MLP has none)."""
+    from lnn_control.learn.data import NormStats
+    from lnn_control.learn.training import TrainConfig, build_policy
+
+    n = 64 * 48 + 1
+    img = {"offset": 0, "height": 48, "width": 64, "channels": 1, "scale": 1 / 255, "offset_value": 0.0}
+    tc = TrainConfig(model=kind, units=16, image=img, progress=False)
+    stats = NormStats(np.zeros(n), np.ones(n), np.zeros(2), np.ones(2))
+    m = build_policy(tc, n, 2, stats).double()
+    assert m.head.n_features == 32 and m.policy.n_inputs == 33 and m.n_inputs == n
+    x = torch.rand(1, 6, n, dtype=torch.float64)
+    with torch.no_grad():
+        y, _ = m(x)
+    st = m.runtime()
+    ys = np.array([st.step(o, 0.05) for o in x[0].numpy()])
+    np.testing.assert_allclose(ys, y[0].numpy(), atol=1e-12)
+    if kind == "conv_mlp":  # memoryless: each output depends on its own frame only
+        with torch.no_grad():
+            np.testing.assert_allclose(m(x[:, 3:4])[0][0, 0].numpy(), y[0, 3].numpy(), atol=1e-12)
