@@ -83,6 +83,11 @@ def record_episode(
     """
     if robot not in ROBOTS:
         raise ValueError(f"robot must be one of {ROBOTS}, got {robot!r}")
+    if robot == "lane":  # camera frames in bags: not yet; its expert episodes come from the simulator
+        raise ValueError(
+            "robot lane: no bag recorder for the camera yet; train with `lnn-control train --config "
+            "config/lane.yaml --model conv_ncp --noise-episodes N` (simulator expert episodes)"
+        )
     rate = T.PUBLISH_RATE[robot] if rate is None else float(rate)
     if not 1.0 <= rate <= 1000.0:
         raise ValueError(f"rate must be in [1, 1000] Hz, got {rate}")
