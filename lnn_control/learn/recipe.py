@@ -403,9 +403,9 @@ def train(
         fit_val = [structure.residual(e) for e in val_eps]
         input_names = structure.input_names or probe.names
     tc = recipe.train_config(progress)
-    if recipe.model == "conv_ncp":  # the conv head reads the observation's image (lane)
+    if recipe.model in training.VISION_KINDS:  # the conv head reads the observation's image (lane)
         if not probe.images:
-            raise ValueError(f"model conv_ncp: {config} has no image feature (extractor: image)")
+            raise ValueError(f"model {recipe.model}: {config} has no image feature (extractor: image)")
         tc = dataclasses.replace(tc, image=probe.images[0])
     fit = training.train_policy(
         [],

@@ -66,7 +66,7 @@ def test_recipe_trains_liquid_and_baseline_and_the_loss_falls(arm_episodes, mode
 def test_every_kind_gets_the_same_split_normalisation_and_budget(arm_episodes) -> None:
     stats = D.norm_stats(arm_episodes[:3])
     for kind in tr.MODEL_KINDS:
-        if kind == "conv_ncp":  # needs an image input: the arm has none, and says so
+        if kind in tr.VISION_KINDS:  # needs an image input: the arm has none, and says so
             with pytest.raises(ValueError, match="no image feature"):
                 R.train(R.Recipe(model=kind, units=12, steps=3), ARM, arm_episodes[:3], progress=False)
             continue
