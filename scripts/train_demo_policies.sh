@@ -3,7 +3,9 @@
 # CfC/NCP behaviour cloning -> DAgger rounds on the built-in simulator (the policy drives, the
 # expert relabels every state it visits) -> models/<robot>.npz (lnn_control.runtime.model_file format,
 # what lnn_controller loads) + loss / rollout plots. The two robots train in parallel, one core each.
-# diff_drive rolls out DAgger and evaluation episodes through its safety filter (--filter-in-loop), as deployed.
+# diff_drive rolls out DAgger and evaluation episodes through its safety filter (--filter-in-loop), as deployed;
+# its network does not read the measured (v, omega) (--inputs no_velocity: on the kinematic base that is its
+# own last command, which a cloned network learns to repeat); ~30 min on one loaded core.
 # arm: the network learns the residual of the MJCF's gravity torque (--feedforward gravity) from the goal
 # error and the joint velocities (--inputs goal_error); the model file stores both and its stepper adds
 # them back (lnn_control/runtime/feedforward.py), so the node and `lnn-control evaluate` run the same;
@@ -55,7 +57,8 @@ pids=()
 for robot in $ROBOTS; do
   case $robot in
     diff_drive) train diff_drive 48 --epochs 20 --patience 20 --noise-episodes 16 --action-noise 0.15 \
-      --dagger-rounds 8 --dagger-episodes 24 --dagger-epochs 8 --eval-episodes 16 --filter-in-loop & ;;
+      --inputs no_velocity --dagger-rounds 10 --dagger-episodes 24 --dagger-epochs 6 --eval-episodes 16 \
+      --filter-in-loop & ;;
     arm) train arm 40 --epochs 15 --patience 15 --batch 8 --goal-relabel 3 --feedforward gravity --inputs goal_error \
       --dagger-rounds 4 --dagger-episodes 16 --dagger-epochs 5 --eval-episodes 20 & ;;
     # lane (ROBOTS=lane): camera lane keeping, a conv head + CfC on a 19-neuron NCP (--model conv_ncp) on
