@@ -79,7 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    command = "lnn-control study " + " ".join(argv if argv is not None else sys.argv[1:])
+    args = list(argv if argv is not None else sys.argv[1:])
+    if "--note" in args[:-1]:  # the note is printed on its own
+        i = args.index("--note")
+        del args[i : i + 2]
+    command = "lnn-control study " + " ".join(args)
     run: dict[str, Any] = {"submitted": [], "skipped": [], "wall_s": 0.0}
     if not a.report_only:
         try:
