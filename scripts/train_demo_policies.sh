@@ -5,7 +5,7 @@
 # what lnn_controller loads) + loss / rollout plots. The two robots train in parallel, one core each.
 # diff_drive rolls out DAgger and evaluation episodes through its safety filter (--filter-in-loop), as deployed;
 # its network does not read the measured (v, omega) (--inputs no_velocity: on the kinematic base that is its
-# own last command, which a cloned network learns to repeat); ~30 min on one loaded core.
+# own last command, which a cloned network learns to repeat); ~31 min on one core.
 # arm: the network learns the residual of the MJCF's gravity torque (--feedforward gravity) from the goal
 # error and the joint velocities (--inputs goal_error); the model file stores both and its stepper adds
 # them back (lnn_control/runtime/feedforward.py), so the node and `lnn-control evaluate` run the same;
@@ -57,7 +57,7 @@ pids=()
 for robot in $ROBOTS; do
   case $robot in
     diff_drive) train diff_drive 48 --epochs 20 --patience 20 --noise-episodes 16 --action-noise 0.15 \
-      --inputs no_velocity --dagger-rounds 10 --dagger-episodes 24 --dagger-epochs 6 --eval-episodes 16 \
+      --inputs no_velocity --dagger-rounds 12 --dagger-episodes 24 --dagger-epochs 6 --eval-episodes 16 \
       --filter-in-loop & ;;
     arm) train arm 40 --epochs 15 --patience 15 --batch 8 --goal-relabel 3 --feedforward gravity --inputs goal_error \
       --dagger-rounds 4 --dagger-episodes 16 --dagger-epochs 5 --eval-episodes 20 & ;;
