@@ -1,7 +1,10 @@
 """Soak run: lnn_controller at 1 kHz across processes for a long time (default one hour).
 
-``.venv/bin/python scripts/soak.py [--minutes 60] [--out out/soak/summary.json]`` (``make soak``;
-``make soak SOAK_MINUTES=5`` for the short variant).
+``.venv/bin/python scripts/soak.py [--minutes 60] [--rt PRIO] [--raw-trigger on|off]
+[--out out/soak/summary.json]`` (``make soak``; ``make soak SOAK_MINUTES=5`` for the short
+variant). ``--rt PRIO``: the node and the driver under SCHED_FIFO (what a deployed 1 kHz
+controller asks for; other work on the machine then cannot delay them); ``--raw-trigger off``:
+the node's message-object path, for an A/B.
 
 The node runs as its own process (``config/diff_drive.yaml``, a seeded CfC-NCP(19) policy,
 TwistStamped output carrying the trigger stamp, as ``bench/bench_ros.py`` runs it); this process
@@ -18,6 +21,7 @@ table.
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import subprocess
 import sys
@@ -62,8 +66,16 @@ def _minute(d: _Driver, k: int, seconds: float, pid: int) -> tuple[dict[str, Any
     }, k
 
 
-def soak(minutes: float, workdir: pathlib.Path, minute_s: float = 60.0) -> dict[str, Any]:
-    """Run the soak for ``minutes`` (the first one is warm-up); returns the summary."""
+def soak(
+    minutes: float,
+    workdir: pathlib.Path,
+    minute_s: float = 60.0,
+    raw_trigger: bool = True,
+    rt_priority: int = 0,
+) -> dict[str, Any]:
+    """Run the soak for ``minutes`` (the first one is warm-up); returns the summary.
+    ``rt_priority`` > 0: the node (``chrt -f``) and this driver run under SCHED_FIFO at that
+    priority, as a deployed 1 kHz controller would; PermissionError where it is not allowed."""
     from lifecycle_msgs.msg import Transition
 
     env = _ros_env()
@@ -76,7 +88,11 @@ def soak(minutes: float, workdir: pathlib.Path, minute_s: float = 60.0) -> dict[
         "-p", f"model_file:={model}", "-p", "sensor_timeout:=0.5", "-p", "diagnostics_rate:=2.0",
         "-p", "observation.command.type:=geometry_msgs/msg/TwistStamped",
         "-p", "observation.command.fields:=[twist.linear.x, twist.angular.z]",
+        "-p", f"raw_trigger:={'true' if raw_trigger else 'false'}",
     ]  # fmt: skip
+    if rt_priority > 0:  # before any thread exists: rclpy's and DDS's threads inherit it
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt_priority))
+        args = ["chrt", "-f", str(rt_priority), *args]
     with open(log, "wb") as out:  # a file, not a pipe nobody reads for an hour
         proc = subprocess.Popen(args, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
     d = _Driver()
@@ -116,6 +132,9 @@ def soak(minutes: float, workdir: pathlib.Path, minute_s: float = 60.0) -> dict[
     summary = {
         "minutes": len(rows),
         "minute_s": minute_s,
+        "raw_trigger": raw_trigger,
+        "rt_priority": rt_priority,
+        "load_average_end": list(os.getloadavg()),
         "wall_s": time.monotonic() - t0,
         "per_minute": rows,
         "messages_sent_after_warmup": sent,
@@ -152,11 +171,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=60.0, help="duration; the first minute is warm-up")
     ap.add_argument("--minute-s", type=float, default=60.0, help="length of one reported period, s")
     ap.add_argument("--out", type=pathlib.Path, default=ROOT / "out" / "soak" / "summary.json")
+    ap.add_argument(
+        "--raw-trigger", choices=("on", "off"), default="on", help="the node's raw_trigger parameter (A/B)"
+    )
+    ap.add_argument(
+        "--rt", type=int, default=0, metavar="PRIO",
+        help="run the node and the driver under SCHED_FIFO at this priority (0: the default scheduler)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     print("| minute | sent | loss | p50 ms | p99 ms | backlog ms | RSS MiB | node fallbacks |")
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="lnn_soak_") as tmp:
-        s = soak(args.minutes, pathlib.Path(tmp), args.minute_s)
+        s = soak(args.minutes, pathlib.Path(tmp), args.minute_s, args.raw_trigger == "on", args.rt)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     strict_json.write(args.out, s)
     print(

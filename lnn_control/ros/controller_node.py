@@ -289,7 +289,7 @@ class LnnController(LifecycleNode):
             # the trigger taken raw (serialised bytes) where its layout is fixed and verified
             # (lnn_control/ros/raw_inputs.py): rclpy's message conversion skipped on every step
             reader = None
-            if is_trigger:
+            if is_trigger and bool(self._p["raw_trigger"]):
                 parts = type_name.split("/")
                 reader = raw_inputs.raw_reader(f"{parts[0]}/msg/{parts[-1]}", cls)
                 self.raw_trigger = reader is not None

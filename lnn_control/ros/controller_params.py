@@ -82,6 +82,14 @@ NODE_PARAMS: dict[str, tuple[Any, str, float | None, float | None]] = {
         1,
         100,
     ),
+    "raw_trigger": (
+        True,
+        "Take the trigger message as serialised bytes where its layout is fixed and verified (Odometry, "
+        "JointState; rclpy's message conversion skipped, rclpy's own decoding the fallback for any message "
+        "the layout cannot read); false: rclpy message objects only (read on configure)",
+        None,
+        None,
+    ),
     "default_dt": (0.02, "Liquid-cell step (s) for the first message, before two stamps exist", 1e-5, 1.0),
     "max_dt": (
         0.5,

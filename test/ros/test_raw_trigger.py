@@ -57,10 +57,10 @@ def _odom(k: int) -> Odometry:
 class Rig:
     """The node, its callbacks called directly, and a reader collecting the commands."""
 
-    def __init__(self, model: pathlib.Path) -> None:
+    def __init__(self, model: pathlib.Path, *extra: str) -> None:
         self.ctx = Context()
         args = ["--ros-args", "--params-file", str(CONFIG), "-p", f"model_file:={model}"]
-        rclpy.init(context=self.ctx, args=args + ["-p", "sensor_timeout:=10.0"])
+        rclpy.init(context=self.ctx, args=[*args, "-p", "sensor_timeout:=10.0", *extra])
         self.node = LnnController(context=self.ctx)
         self.reader = rclpy.create_node("reader", context=self.ctx)
         self.ex = SingleThreadedExecutor(context=self.ctx)
@@ -132,6 +132,29 @@ def test_raw_trigger_gives_the_commands_of_the_message_path(rig: Rig) -> None:
     assert node.raw_counts["parsed"] == 40 and node.raw_counts["fallback"] == 0
     assert got == want  # float64 exact
     assert node.counters["fallbacks"] == fallbacks
+
+
+def test_raw_trigger_off_subscribes_message_objects_with_the_same_commands(model: pathlib.Path) -> None:
+    """``raw_trigger: false``: the trigger subscription hands over rclpy message objects (no raw
+    reader), and the commands are those of the raw path for the same messages."""
+    raw = Rig(model)
+    try:
+        assert raw.node.raw_trigger
+        want = raw.run(lambda k: serialize_message(_odom(k)), 30)
+        assert raw.node.raw_counts["parsed"] == 30
+    finally:
+        raw.close()
+    off = Rig(model, "-p", "raw_trigger:=false")
+    try:
+        node = off.node
+        assert node.raw_trigger is False
+        trigger = [s for s in node.input_subscriptions if s.topic_name == "/odom"]
+        assert len(trigger) == 1 and trigger[0].raw is False
+        assert off.run(_odom, 30) == want  # float64 exact
+        assert node.raw_counts == {"parsed": 0, "fallback": 0, "undecodable": 0}
+        assert node.counters["fallbacks"] == 0
+    finally:
+        off.close()
 
 
 def test_bytes_off_the_layout_take_the_checked_fallback(rig: Rig) -> None:
