@@ -62,3 +62,7 @@ def test_paths_rows_time_every_filter_path_against_the_optimal_median() -> None:
         assert r["ours_median_s"] <= r["ours_p99_s"] <= r["p999_s"] <= r["max_s"]
         assert isinstance(r["gc_collections"], int) and r["gc_collections"] >= 0
         assert "load average" in r["notes"] and len(r["machine"]["before"]["load"]) == 3
+        # the machine floor: constant work timed in the same blocks, its p99 at or above its median
+        assert 0 < r["floor_median_s"] <= r["floor_p99_s"]
+        assert r["floor_p99_over_median"] == r["floor_p99_s"] / r["floor_median_s"]
+        assert "machine floor" in r["notes"]
