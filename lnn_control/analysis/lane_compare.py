@@ -21,6 +21,7 @@ step (median of the runtime stepper over one recorded observation).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import pathlib
 import sys
@@ -32,7 +33,7 @@ import numpy as np
 __all__ = ["main", "train_models"]
 
 MODELS = (("conv_ncp", 19), ("conv_lstm", 64), ("conv_mlp", 64))
-CONDITIONS = ("clean", "noise_high", "irregular_wide", "distractors")
+CONDITIONS = ("hard", "lighting", "clean", "distractors", "noise_high", "irregular_wide")
 
 
 def train_models(log: Any = print) -> dict[str, Any]:
@@ -62,36 +63,122 @@ def train_models(log: Any = print) -> dict[str, Any]:
     return out
 
 
+def save_models(models: dict[str, Any], folder: pathlib.Path) -> dict[str, str]:
+    """Write the trained models to ``folder``: ``conv_ncp.npz`` in the project's model-file format
+    (:func:`lnn_control.runtime.model_file.save_policy`), the baselines as ``conv_lstm.npz`` /
+    ``conv_mlp.npz`` (float64 tensors and a ``__config__`` JSON of :class:`ConvBaseline`'s
+    arguments; :func:`load_baseline`). Returns {kind: path}."""
+    from lnn_control.runtime.model_file import save_policy
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for kind, model in models.items():
+        path = folder / f"{kind}.npz"
+        if kind == "conv_ncp":
+            out[kind] = save_policy(path, model.double(), comparison="lane_compare")
+            continue
+        cfg = {
+            "head": model.head.get_config(),
+            "core": model.core,
+            "hidden": int(model.policy.hidden),
+            "inputs": {"n_inputs": int(model.n_inputs), "image_offset": int(model.image_offset)},
+            "n_outputs": int(model.n_outputs),
+            "output_names": list(model.output_names),
+        }
+        state = {k: v.detach().cpu().double().numpy() for k, v in model.state_dict().items()}
+        np.savez_compressed(path, __config__=np.array(json.dumps(cfg)), **state)
+        out[kind] = str(path)
+    return out
+
+
+def load_baseline(path: str | pathlib.Path) -> Any:
+    """A :class:`~lnn_control.nn.vision.ConvBaseline` (float64, eval mode) from :func:`save_models`."""
+    import torch
+
+    from lnn_control.nn.vision import ConvBaseline
+
+    with np.load(path, allow_pickle=False) as z:
+        if "__config__" not in z.files:
+            raise ValueError(f"{path}: not a lane_compare baseline file (no __config__)")
+        cfg = json.loads(str(z["__config__"]))
+        state = {k: torch.from_numpy(np.array(z[k])) for k in z.files if k != "__config__"}
+    model = ConvBaseline(cfg["head"], cfg["core"], cfg["hidden"], cfg["inputs"], cfg["n_outputs"],
+                         output_names=cfg["output_names"]).double()  # fmt: skip
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def load_models(folder: pathlib.Path) -> dict[str, Any]:
+    """The three models saved by :func:`save_models` in ``folder`` (torch, float64)."""
+    from lnn_control.runtime.model_file import load_policy
+
+    out: dict[str, Any] = {}
+    for kind, _ in MODELS:
+        path = folder / f"{kind}.npz"
+        out[kind] = load_policy(path).double() if kind == "conv_ncp" else load_baseline(path)
+    return out
+
+
 def _centre_error(track: Any, gt: np.ndarray, fields: tuple[str, ...]) -> float:
     xy = gt[:, [fields.index("x"), fields.index("y")]]
     return float(np.mean([abs(track.project(p)[1]) for p in xy[::2]]))
 
 
+def _hard_start(track: Any, seed: int) -> np.ndarray:
+    """Episode ``seed``'s start on ``track`` (the draw of :func:`lnn_control.sim.episodes.draw`,
+    applied to the hard-family track: a sample on the centreline, +-5 cm, +-0.1 rad)."""
+    rng = np.random.default_rng([seed, 1])
+    i = int(rng.integers(len(track.s)))
+    d, dth = rng.uniform(-0.05, 0.05), rng.uniform(-0.1, 0.1)
+    xy = track.centre[i] + d * track.normal[i]
+    return np.array([xy[0], xy[1], math.atan2(track.tangent[i, 1], track.tangent[i, 0]) + dth])
+
+
 def evaluate(
-    models: dict[str, Any], episodes: int, seed: int, filters: tuple[bool, ...], log: Any = print
+    models: dict[str, Any],
+    episodes: int,
+    seed: int,
+    filters: tuple[bool, ...],
+    log: Any = print,
+    conditions: tuple[str, ...] = CONDITIONS,
+    on_row: Any = None,
 ) -> list:
+    """Rows (one per condition, filter and model, conditions outermost so a cut-short run has every
+    model on the conditions it reached); ``on_row(rows)`` after each row."""
     from lnn_control.config import config_path
     from lnn_control.sim import episodes as E
-    from lnn_control.sim.lane import LaneEnv, episode_track_seed
+    from lnn_control.sim.lane import LaneEnv, episode_track_seed, lane_map, make_track
     from lnn_control.sim.rollout import ClosedLoop, Condition, condition
 
-    rows = []
+    bad = [c for c in conditions if c not in CONDITIONS]
+    if bad:
+        raise ValueError(f"conditions {bad}: use some of {CONDITIONS}")
+    rows: list[dict[str, Any]] = []
     fields = E.GROUND_TRUTH_FIELDS["lane"]
-    for kind, model in models.items():
-        stepper = model.double().runtime() if kind == "conv_ncp" else model.runtime()
-        n_par = int(sum(p.numel() for p in model.parameters()))
+    steppers = {kind: model.double().runtime() for kind, model in models.items()}
+    for cname in conditions:
         for filt in filters:
-            for cname in CONDITIONS:
-                cond = Condition(filter=filt) if cname == "distractors" else condition(cname, "lane", filt)
+            for kind, model in models.items():
+                stepper = steppers[kind]
+                n_par = int(sum(p.numel() for p in model.parameters()))
+                own_scene = cname in ("distractors", "lighting", "hard")
+                cond = Condition(filter=filt) if own_scene else condition(cname, "lane", filt)
                 loop = ClosedLoop("lane", config_path("lane"), condition=cond)
                 t0 = time.time()
                 ok = dep = 0
                 errs = []
                 for s in range(seed, seed + episodes):
                     ts = episode_track_seed(s)
-                    if cname == "distractors":  # this loop's scene of the track (its own loop per condition)
+                    kw: dict[str, Any] = {}
+                    if cname == "distractors":  # this episode's scene (the loop picks its env by track)
                         loop._lane_envs[ts] = LaneEnv(ts, distractors=12, seed=s)
-                    r = loop.run(stepper, s, hold=0.0)
+                    elif cname == "lighting":
+                        loop._lane_envs[ts] = LaneEnv(ts, lighting=True, seed=s)
+                    elif cname == "hard":
+                        track = make_track(ts, family="hard")
+                        loop._lane_envs[ts] = LaneEnv(track, seed=s)
+                        kw = {"start": _hard_start(track, s), "goal": lane_map(track)}
+                    r = loop.run(stepper, s, hold=0.0, **kw)
                     ok += int(r.score.reached and not r.score.violated)
                     dep += int(r.score.violated)
                     errs.append(_centre_error(loop.env.track, r.ground_truth, fields))
@@ -108,12 +195,14 @@ def evaluate(
                     "episodes": episodes,
                     "laps": ok, "laps_ci95": [lo, hi], "departures": dep,
                     "centre_error_m": float(np.mean(errs)), "parameters": n_par,
-                    "us_per_step": float(np.median(times) * 1e6),
+                    "us_per_step": float(np.median(times) * 1e6), "wall_s": time.time() - t0,
                 }  # fmt: skip
                 rows.append(row)
                 log(f"{kind} filter {row['filter']} {cname}: laps {ok}/{episodes} [{lo:.2f}, {hi:.2f}], "
                     f"departures {dep}, centre error {row['centre_error_m']:.3f} m, "
                     f"{row['us_per_step']:.0f} us/step ({time.time() - t0:.0f} s)")  # fmt: skip
+                if on_row is not None:
+                    on_row(rows)
     return rows
 
 
@@ -140,21 +229,43 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=16)
     p.add_argument("--seed", type=int, default=100_000, help="first held-out episode seed")
     p.add_argument("--filter", choices=("off", "on", "both"), default="off")
+    p.add_argument("--conditions", default=",".join(CONDITIONS), help=f"comma-separated, of {CONDITIONS}")
+    p.add_argument("--models", type=pathlib.Path, default=None, help="saved models: load, or train and save")
+    p.add_argument("--train-only", action="store_true", help="train (and save with --models), no evaluation")
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/lane_compare"))
     a = p.parse_args(argv)
     if a.seed < 100_000:
         print("error: --seed must be >= 100000 (held-out tracks)", file=sys.stderr)
         return 2
+    if a.episodes < 1:
+        print("error: --episodes must be >= 1", file=sys.stderr)
+        return 2
+    conditions = tuple(c for c in a.conditions.split(",") if c)
+    bad = [c for c in conditions if c not in CONDITIONS]
+    if bad or not conditions:
+        print(f"error: --conditions {bad or a.conditions!r}: use some of {CONDITIONS}", file=sys.stderr)
+        return 2
     from lnn_control import strict_json
 
     a.out.mkdir(parents=True, exist_ok=True)
-    models = train_models(lambda m: print(m, flush=True))
+    say = lambda m: print(m, flush=True)  # noqa: E731
+    if a.models is not None and all((a.models / f"{k}.npz").is_file() for k, _ in MODELS):
+        models = load_models(a.models)
+        say(f"loaded {', '.join(models)} from {a.models}")
+    else:
+        models = train_models(say)
+        if a.models is not None:
+            say(f"saved {save_models(models, a.models)}")
+    if a.train_only:
+        return 0
     filters = {"off": (False,), "on": (True,), "both": (False, True)}[a.filter]
-    rows = evaluate(models, a.episodes, a.seed, filters, lambda m: print(m, flush=True))
-    text = table(rows)
-    strict_json.write(a.out / "summary.json", {"rows": rows, "seeds": [a.seed, a.seed + a.episodes - 1]})
-    (a.out / "table.md").write_text(text + "\n")
-    print(text)
+
+    def write(rows: list[dict[str, Any]]) -> None:
+        strict_json.write(a.out / "summary.json", {"rows": rows, "seeds": [a.seed, a.seed + a.episodes - 1]})
+        (a.out / "table.md").write_text(table(rows) + "\n")
+
+    rows = evaluate(models, a.episodes, a.seed, filters, say, conditions, on_row=write)
+    print(table(rows))
     return 0 if rows and all(math.isfinite(r["centre_error_m"]) for r in rows) else 1
 
 

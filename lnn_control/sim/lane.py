@@ -20,6 +20,14 @@ frame), pitched ``CAMERA_PITCH`` down, horizontal field of view ``CAMERA_HFOV``,
 this machine). A pixel is the hit geom's colour times a lighting factor that falls with distance
 (fog), times an optional per-episode brightness; misses are sky. rgb8 (H, W, 3) uint8, or mono8.
 
+Lighting/texture shift (``LaneEnv(lighting=True)``, an evaluation condition never used in
+training): each reset draws from the episode's generator a new appearance (:class:`Lighting`):
+surface colours (asphalt grey 0.2-0.5 with a tint, grass from green to dry, edge lines off-white,
+the centre line from yellow to white), a ground texture in world coordinates (two sinusoidal
+gratings and a tile pattern, up to +-45 % on grass and road), shadow bands across the ground whose
+orientation follows a drawn sun azimuth (0.45-0.75 of the light inside a band), and a global gain
+(0.6-1.4), contrast (0.6-1.3 about mid-grey) and colour cast (0.85-1.15 per channel).
+
 Ground truth (``ground_truth()``), float64 layout ``LANE_GROUND_TRUTH_FIELDS``:
 
     [0] lane_margin  m, smallest distance from the footprint disc to an edge line (negative
@@ -62,6 +70,8 @@ __all__ = [
     "LaneEnv",
     "LaneExpert",
     "LaneObservation",
+    "Lighting",
+    "TRACK_FAMILIES",
     "Track",
     "episode_track_seed",
     "lane_map",
@@ -119,7 +129,8 @@ class Track:
     centre: (N, 2) centreline points (m), in driving order; tangent, normal: (N, 2) unit vectors
     (normal = tangent turned left); s: (N,) arc length at each sample (m); length: lap length (m);
     half_width: (N,) road half-width (m); curvature: (N,) signed (1/m, > 0 turning left);
-    left, right: (N, 2) edge lines (centre +- half_width normal); seed: the seed it came from.
+    left, right: (N, 2) edge lines (centre +- half_width normal); seed: the seed it came from;
+    family: the layout family it was drawn from (:data:`TRACK_FAMILIES`).
     """
 
     seed: int
@@ -130,6 +141,7 @@ class Track:
     length: float
     half_width: np.ndarray
     curvature: np.ndarray
+    family: str = "standard"
 
     @property
     def left(self) -> np.ndarray:
@@ -169,26 +181,43 @@ def lane_map(track: Track) -> np.ndarray:
     return np.concatenate([track.left.reshape(-1), track.right.reshape(-1)]).astype(np.float64)
 
 
-def _candidate(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    r0 = rng.uniform(2.2, 3.2)
+#: layout families of :func:`make_track`: base radius (m), the shape harmonics' largest amplitudes
+#: (k = 2, 3, 4), the mean half-width range (m) and the smallest |curvature| (1/m) of each sign
+TRACK_FAMILIES: dict[str, dict[str, tuple[float, ...]]] = {
+    "standard": {"r0": (2.2, 3.2), "amp": (0.22, 0.12, 0.06), "w0": (0.32, 0.42), "kmin": (0.15,)},
+    "hard": {"r0": (1.5, 2.1), "amp": (0.26, 0.16, 0.09), "w0": (0.25, 0.29), "kmin": (0.5,)},
+}
+
+
+def _candidate(rng: np.random.Generator, fam: dict[str, tuple[float, ...]]) -> tuple[np.ndarray, np.ndarray]:
+    r0 = rng.uniform(fam["r0"][0], fam["r0"][1])
     k = np.arange(2, 5)
-    amp = rng.uniform(0.0, 1.0, 3) * np.array([0.22, 0.12, 0.06])
+    amp = rng.uniform(0.0, 1.0, 3) * np.array(fam["amp"])
     ph = rng.uniform(0, 2 * math.pi, 3)
     phi = np.linspace(0, 2 * math.pi, 4000, endpoint=False)
     r = r0 * (1 + (amp[:, None] * np.cos(k[:, None] * phi + ph[:, None])).sum(0))
     pts = np.stack([r * np.cos(phi), r * np.sin(phi)], 1)
     if rng.uniform() < 0.5:
         pts = pts[::-1]  # clockwise: curve signs flip
-    w0, w1 = rng.uniform(0.32, 0.42), rng.uniform(0.0, 0.07)
+    w0, w1 = rng.uniform(fam["w0"][0], fam["w0"][1]), rng.uniform(0.0, 0.07)
     return pts, np.array([w0, w1, rng.integers(1, 4), rng.uniform(0, 2 * math.pi)])
 
 
-def make_track(seed: int) -> Track:
-    """The track of ``seed`` (deterministic; see the module docstring)."""
+def make_track(seed: int, family: str = "standard") -> Track:
+    """The track of ``seed`` (deterministic; see the module docstring).
+
+    ``family``: ``"standard"`` (the training and held-out layouts) or ``"hard"`` (an evaluation
+    family never used in training: base radius 1.5-2.1 m instead of 2.2-3.2, larger shape
+    harmonics, so tighter and more varied curves, at least |kappa| 0.5 1/m each way, and a
+    narrower road, mean half-width 0.25-0.29 m instead of 0.32-0.42; the same drivability rule).
+    The same seed gives unrelated layouts in the two families."""
     track_split(seed)
-    rng = np.random.default_rng(seed)
+    if family not in TRACK_FAMILIES:
+        raise ValueError(f"family must be one of {sorted(TRACK_FAMILIES)}, got {family!r}")
+    fam = TRACK_FAMILIES[family]
+    rng = np.random.default_rng(seed if family == "standard" else [seed, 17])
     for _ in range(200):
-        dense, (w0, w1, m, c) = _candidate(rng)
+        dense, (w0, w1, m, c) = _candidate(rng, fam)
         seg = np.linalg.norm(np.roll(dense, -1, 0) - dense, axis=1)
         sd = np.concatenate([[0.0], np.cumsum(seg)])
         length = float(sd[-1])
@@ -207,11 +236,11 @@ def make_track(seed: int) -> Track:
         hw = w0 + w1 * np.sin(2 * math.pi * m * s / length + c)
         if (
             np.abs(curvature).max() * 2.0 * hw.max() <= 1.0
-            and curvature.min() < -0.15
-            and curvature.max() > 0.15
+            and curvature.min() < -fam["kmin"][0]
+            and curvature.max() > fam["kmin"][0]
         ):
-            return Track(int(seed), centre, tangent, normal, s, length, hw, curvature)
-    raise RuntimeError(f"no drivable track found for seed {seed}")  # pragma: no cover
+            return Track(int(seed), centre, tangent, normal, s, length, hw, curvature, family)
+    raise RuntimeError(f"no drivable {family} track found for seed {seed}")  # pragma: no cover
 
 
 def _strip_meshes(
@@ -308,6 +337,59 @@ def lane_mjcf(track: Track, distractors: Sequence[tuple[float, float, float, tup
 """
 
 
+@dataclass(frozen=True)
+class Lighting:
+    """One episode's appearance under the lighting/texture shift (module docstring).
+
+    colours: (4, 3) rgb of grass, road, edge lines, centre line; sky: sky scale; gain, contrast,
+    cast (3,): global photometric change; gratings: (2, 4) rows (kx, ky 1/m, phase, amplitude);
+    tiles: (size m, amplitude); shadow: (kx, ky 1/m, phase, threshold in (-1, 1), depth): light
+    times ``depth`` where sin(k . xy + phase) > threshold; sun_azimuth: rad (the bands run across
+    it).
+    """
+
+    colours: np.ndarray
+    sky: float
+    gain: float
+    contrast: float
+    cast: np.ndarray
+    gratings: np.ndarray
+    tiles: tuple[float, float]
+    shadow: tuple[float, float, float, float, float]
+    sun_azimuth: float
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> Lighting:
+        """A seeded appearance (ranges in the module docstring)."""
+        asphalt = rng.uniform(0.2, 0.5)
+        road = np.clip(asphalt + rng.uniform(-0.04, 0.04, 3), 0, 1)
+        dry = rng.uniform()
+        grass = (1 - dry) * np.array(_GRASS) + dry * np.array([0.55, 0.5, 0.28])
+        edge = np.clip(rng.uniform(0.75, 1.0) + np.array([0.0, 0.0, -rng.uniform(0, 0.2)]), 0, 1)
+        white = rng.uniform()
+        centre = (1 - white) * np.array(_CENTRE) + white * np.array(_EDGE)
+        g = np.empty((2, 4))
+        for i in range(2):
+            ang, k = rng.uniform(0, 2 * math.pi), rng.uniform(2.0, 12.0)
+            ph, amp = rng.uniform(0, 2 * math.pi), rng.uniform(0.05, 0.15)
+            g[i] = (k * math.cos(ang), k * math.sin(ang), ph, amp)
+        sun = rng.uniform(0, 2 * math.pi)
+        ks = rng.uniform(1.0, 4.0)
+        shadow = (ks * math.cos(sun), ks * math.sin(sun), rng.uniform(0, 2 * math.pi), rng.uniform(-0.2, 0.6),
+                  rng.uniform(0.45, 0.75))  # fmt: skip
+        return cls(
+            colours=np.stack([grass, road, edge, centre]),
+            sky=float(rng.uniform(0.7, 1.1)),
+            gain=float(rng.uniform(0.6, 1.4)),
+            contrast=float(rng.uniform(0.6, 1.3)),
+            cast=rng.uniform(0.85, 1.15, 3),
+            gratings=g,
+            tiles=(float(rng.uniform(0.2, 0.8)), float(rng.uniform(0.0, 0.15))),
+            shadow=tuple(float(v) for v in shadow),  # type: ignore[arg-type]
+            sun_azimuth=float(sun),
+        )
+
+
 @dataclass
 class LaneObservation:
     """Sensor readings: time (s), pose (3,) odometry x, y (m), theta (rad); twist (2,) v (m/s),
@@ -345,6 +427,8 @@ class LaneEnv:
         seed: seeds the noise / brightness generator.
         distractors: number of seeded distractor boxes on the grass off the road
             (:func:`distractor_boxes`, drawn from ``seed`` or 0).
+        lighting: the lighting/texture shift (module docstring): a new :class:`Lighting` drawn at
+            every reset (``self.lighting``; None when off).
     """
 
     def __init__(
@@ -356,6 +440,7 @@ class LaneEnv:
         odom_noise_std: float = 0.0,
         seed: int | None = None,
         distractors: int = 0,
+        lighting: bool = False,
     ) -> None:
         if pixel_noise_std < 0 or odom_noise_std < 0:
             raise ValueError(f"noise stds must be >= 0, got {pixel_noise_std}, {odom_noise_std}")
@@ -375,7 +460,8 @@ class LaneEnv:
         self._n = len(self._rays)
         self._geom = np.zeros(self._n, dtype=np.int32)
         self._dist = np.zeros(self._n)
-        self._colour = np.vstack([self.model.geom_rgba[:, :3], _SKY])  # index -1 -> sky
+        self._base_colour = np.vstack([self.model.geom_rgba[:, :3], _SKY])  # index -1 -> sky
+        self._colour = self._base_colour
         labels = []
         for g in range(self.model.ngeom):
             nm = mujoco.mj_id2name(self.model, mujoco.mjtObj.mjOBJ_GEOM, g) or ""
@@ -388,6 +474,8 @@ class LaneEnv:
         self._rng = np.random.default_rng(seed)
         self.dt = 0.005  # s, the time grid irregular control periods are rounded to (motion is exact)
         self.brightness = 1.0
+        self.shift_lighting = bool(lighting)
+        self.lighting: Lighting | None = None
         self.state = np.zeros(3)
         self.command = np.zeros(2)
         self.time = 0.0
@@ -413,6 +501,13 @@ class LaneEnv:
         self._s = tr.project(self.state[:2])[0]
         lo, hi = self.brightness_range
         self.brightness = float(self._rng.uniform(lo, hi))
+        if self.shift_lighting:  # drawn after the start and brightness: those stay as without it
+            self.lighting = Lighting.draw(self._rng)
+            colour = self._base_colour.copy()
+            for label in (1, 2, 3, 4):  # grass, road, edge lines, centre line
+                colour[self._geom_labels == label] = self.lighting.colours[label - 1]
+            colour[-1] = _SKY * self.lighting.sky
+            self._colour = colour
         self._sync()
         return self.observation()
 
@@ -467,12 +562,33 @@ class LaneEnv:
         )
         light = np.exp(-np.where(self._geom >= 0, self._dist, 0.0) / _FOG) * self.brightness
         rgb = self._colour[self._geom] * np.where(self._geom >= 0, light, self.brightness)[:, None]
+        if self.lighting is not None:
+            rgb = self._shift(rgb, pnt, vec.reshape(-1, 3))
         img = rgb.reshape(CAMERA_HEIGHT, CAMERA_WIDTH, 3) * 255.0
         if self.pixel_noise_std > 0:
             img = img + self._rng.normal(0.0, self.pixel_noise_std, img.shape)
         if self.mono:
             img = img @ np.array([0.299, 0.587, 0.114])
         return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+    def _shift(self, rgb: np.ndarray, pnt: np.ndarray, vec: np.ndarray) -> np.ndarray:
+        """The lighting/texture shift on shaded colours (N, 3) in [0, 1] (module docstring)."""
+        lt = self.lighting
+        assert lt is not None
+        flat = np.isin(self._geom_labels[self._geom], (1, 2, 3, 4))  # the ground and its markings
+        xy = pnt[:2] + np.where(flat, self._dist, 0.0)[:, None] * vec[:, :2]  # hit points
+        tex = np.ones(len(rgb))
+        for kx, ky, ph, amp in lt.gratings:
+            tex += amp * np.sin(kx * xy[:, 0] + ky * xy[:, 1] + ph)
+        size, amp = lt.tiles
+        tex += amp * np.sign(np.sin(math.pi * xy[:, 0] / size) * np.sin(math.pi * xy[:, 1] / size))
+        textured = np.isin(self._geom_labels[self._geom], (1, 2))  # grass and road, not the lines
+        kx, ky, ph, thr, depth = lt.shadow
+        shade = np.where(np.sin(kx * xy[:, 0] + ky * xy[:, 1] + ph) > thr, depth, 1.0)
+        f = np.where(textured, tex, 1.0) * np.where(flat, shade, 1.0)
+        out = rgb * f[:, None] * lt.gain
+        out = 0.5 + lt.contrast * (out - 0.5)
+        return np.clip(out * lt.cast, 0.0, 1.0)
 
     def pixel_labels(self) -> np.ndarray:
         """(H, W) int8 label per pixel of the last :meth:`image`: 0 sky, 1 grass, 2 road,
