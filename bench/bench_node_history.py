@@ -38,6 +38,42 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_BEFORE = "fe54820"
 
 
+def node_with_readers(node_cls: Any, args: list[str]) -> tuple[Any, Any, Any]:
+    """(context, node, reader): an ``LnnController`` made with ``args`` in a context of its own,
+    configured and activated, and a reader node matched to each of its three outputs (never
+    spun: messages wait in their queues), so every publish serialises and delivers for real
+    without a reader process. The caller destroys both nodes and shuts the context down."""
+    import time
+
+    import rclpy
+    from geometry_msgs.msg import Twist
+    from lnn_control.msg import SafetyStatus
+    from rclpy.context import Context
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import Float64MultiArray
+
+    ctx = Context()
+    rclpy.init(context=ctx, args=args)
+    node = node_cls(context=ctx)
+    reader = rclpy.create_node("bench_reader", context=ctx)
+    rel = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    for cls, topic in (
+        (Twist, "/cmd_vel"),
+        (Float64MultiArray, "/lnn_controller/nominal_command"),
+        (SafetyStatus, "/lnn_controller/safety_status"),
+    ):
+        reader.create_subscription(cls, topic, lambda m: None, rel)
+    reason = getattr(node, "last_reason", None)
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS, reason
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    outputs = [node._pubs[k] for k in ("command", "nominal", "status")]
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline and min(p.get_subscription_count() for p in outputs) < 1:
+        time.sleep(0.01)
+    return ctx, node, reader
+
+
 def _probe(tree: pathlib.Path, steps: int, raw: bool) -> list[float]:
     """Runs inside a subprocess with ``tree`` first on sys.path: seconds per step."""
     import gc
@@ -51,14 +87,8 @@ def _probe(tree: pathlib.Path, steps: int, raw: bool) -> list[float]:
     if installed and not (tree / "lnn_control" / "msg").is_dir():
         lnn_control.__path__.append(str(pathlib.Path(installed[0]) / "lnn_control"))
     import rclpy
-    from geometry_msgs.msg import Twist
-    from lnn_control.msg import SafetyStatus
     from nav_msgs.msg import Odometry
-    from rclpy.context import Context
-    from rclpy.lifecycle import TransitionCallbackReturn
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
     from rclpy.serialization import deserialize_message, serialize_message
-    from std_msgs.msg import Float64MultiArray
 
     br = importlib.import_module("bench.bench_ros")
     new_layout = (tree / "lnn_control" / "ros" / "controller_node.py").is_file()
@@ -72,24 +102,8 @@ def _probe(tree: pathlib.Path, steps: int, raw: bool) -> list[float]:
     args += ["-p", "sensor_timeout:=10.0"]
     if not raw and (tree / "lnn_control" / "ros" / "raw_inputs.py").is_file():
         args += ["-p", "raw_trigger:=false"]
-    ctx = Context()
-    rclpy.init(context=ctx, args=args)
-    node = node_mod.LnnController(context=ctx)
-    reader = rclpy.create_node("bench_reader", context=ctx)
-    rel = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    for cls, topic in (
-        (Twist, "/cmd_vel"),
-        (Float64MultiArray, "/lnn_controller/nominal_command"),
-        (SafetyStatus, "/lnn_controller/safety_status"),
-    ):
-        reader.create_subscription(cls, topic, lambda m: None, rel)
+    ctx, node, reader = node_with_readers(node_mod.LnnController, args)
     try:
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        outputs = [node._pubs[k] for k in ("command", "nominal", "status")]
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and min(p.get_subscription_count() for p in outputs) < 1:
-            time.sleep(0.01)
         sensors = br._Sensors()
         cb = node.callbacks
         cb["/goal_pose"](sensors.goal)
@@ -135,6 +149,71 @@ def _run_probe(tree: pathlib.Path, steps: int, raw: bool) -> np.ndarray:
     return np.array(json.loads(lines[-1][7:]))
 
 
+def _has_commit(rev: str) -> bool:
+    r = subprocess.run(
+        ["git", "-C", str(ROOT), "cat-file", "-e", f"{rev}^{{commit}}"], capture_output=True, check=False
+    )
+    return r.returncode == 0
+
+
+def measure(before_rev: str, rounds: int, steps: int) -> dict[str, list[np.ndarray]]:
+    """Per tree ("before", "now (raw trigger)", "now (message path)"): each round's step times."""
+    import os
+
+    os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))  # the probes' own domain
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    names = ("before", "now (raw trigger)", "now (message path)")
+    runs: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    with tempfile.TemporaryDirectory(prefix="lnn_before_") as tmp:
+        before = pathlib.Path(tmp) / "tree"
+        add = ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(before), before_rev]
+        subprocess.run(add, check=True, capture_output=True)
+        try:
+            for _ in range(rounds):
+                runs["before"].append(_run_probe(before, steps, raw=False))
+                runs["now (raw trigger)"].append(_run_probe(ROOT, steps, raw=True))
+                runs["now (message path)"].append(_run_probe(ROOT, steps, raw=False))
+        finally:
+            rm = ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)]
+            subprocess.run(rm, check=False, capture_output=True)
+    return runs
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    """``make bench`` rows: the step now (raw trigger; message path) against ``DEFAULT_BEFORE``.
+    Without that commit in this clone (a shallow one): this tree's two paths only, said so."""
+    from bench.common import row
+
+    rounds, steps = (1, 300) if quick else (3, 3000)
+    if not _has_commit(DEFAULT_BEFORE):
+        raw, msg = _run_probe(ROOT, steps, raw=True), _run_probe(ROOT, steps, raw=False)
+        note = f"{DEFAULT_BEFORE} is not in this clone (shallow?): this tree's message path as the reference"
+        return [row("ros", "node step in-process (raw trigger)", raw, msg, "message path", notes=note)]
+    runs = measure(DEFAULT_BEFORE, rounds, steps)
+    b = np.concatenate(runs["before"])
+    out = []
+    for name in ("now (raw trigger)", "now (message path)"):
+        t = np.concatenate(runs[name])
+        us_now = [round(float(np.median(x)) * 1e6, 1) for x in runs[name]]
+        us_before = [round(float(np.median(x)) * 1e6, 1) for x in runs["before"]]
+        r = row(
+            "ros",
+            f"node step in-process {name}: serialised /odom -> command published",
+            t,
+            b,
+            f"the node at {DEFAULT_BEFORE} (issue 15's main)",
+            "median <= 1/2 of the node at issue 15's main" if "raw" in name else "",
+            notes=(
+                f"{rounds} alternating round(s) of {steps} steps per tree in subprocesses (git worktree "
+                f"of {DEFAULT_BEFORE}); round medians now {us_now} us, before {us_before} us"
+            ),
+        )
+        if "raw" in name:
+            r["passed"] = bool(np.median(t) <= 0.5 * np.median(b))
+        out.append(r)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--before", default=DEFAULT_BEFORE, help="the earlier commit (default: issue 15's main)")
@@ -142,22 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--json", type=pathlib.Path, default=None)
     args = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="lnn_before_") as tmp:
-        before = pathlib.Path(tmp) / "tree"
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(before), args.before],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        try:
-            names = ("before", "now (raw trigger)", "now (message path)")
-            runs: dict[str, list[np.ndarray]] = {n: [] for n in names}
-            for _ in range(args.rounds):
-                runs["before"].append(_run_probe(before, args.steps, raw=False))
-                runs["now (raw trigger)"].append(_run_probe(ROOT, args.steps, raw=True))
-                runs["now (message path)"].append(_run_probe(ROOT, args.steps, raw=False))
-        finally:
-            rm = ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)]
-            subprocess.run(rm, check=False)
+    runs = measure(args.before, args.rounds, args.steps)
     res: dict[str, Any] = {"before_commit": args.before, "rounds": args.rounds, "steps": args.steps}
     b = np.concatenate(runs["before"])
     head = "node step in-process, serialised /odom -> command published"

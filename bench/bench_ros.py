@@ -140,48 +140,16 @@ class _Sensors:
 def _in_process(quick: bool, model_path: pathlib.Path, ncps_model: Any) -> list[dict[str, Any]]:
     import rclpy
     import torch
-    from geometry_msgs.msg import Twist
-    from lnn_control.msg import SafetyStatus
-    from rclpy.context import Context
-    from rclpy.lifecycle import TransitionCallbackReturn
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from std_msgs.msg import Float64MultiArray
 
+    from bench.bench_node_history import node_with_readers
     from lnn_control.ros.controller_node import LnnController
 
-    ctx = Context()
-    rclpy.init(
-        context=ctx,
-        # the watchdog is not what this row times: a load stall of the shared machine between two
-        # calls must not turn a step into a fallback (the watchdog has its own tests)
-        args=[
-            "--ros-args",
-            "--params-file",
-            str(CONFIG),
-            "-p",
-            f"model_file:={model_path}",
-            "-p",
-            "sensor_timeout:=10.0",  # the parameter's maximum
-        ],  # fmt: skip
-    )
-    node = LnnController(context=ctx)
-    # matched readers of the three outputs (never spun: messages wait in their queues), so each
-    # publish serialises and delivers for real; a reader process would compete for the 2 cores
-    reader = rclpy.create_node("bench_reader", context=ctx)
-    rel = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    for cls, topic in (
-        (Twist, "/cmd_vel"),
-        (Float64MultiArray, "/lnn_controller/nominal_command"),
-        (SafetyStatus, "/lnn_controller/safety_status"),
-    ):
-        reader.create_subscription(cls, topic, lambda m: None, rel)
+    # the watchdog is not what this row times: a load stall of the shared machine between two
+    # calls must not turn a step into a fallback (the watchdog has its own tests); 10 s is the
+    # parameter's maximum
+    args = ["--ros-args", "--params-file", str(CONFIG), "-p", f"model_file:={model_path}"]
+    ctx, node, reader = node_with_readers(LnnController, [*args, "-p", "sensor_timeout:=10.0"])
     try:
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS, node.last_reason
-        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        outputs = [node._pubs[k] for k in ("command", "nominal", "status")]
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and min(p.get_subscription_count() for p in outputs) < 1:
-            time.sleep(0.01)
         sensors = _Sensors()
         cb = node.callbacks
         k = [0]
