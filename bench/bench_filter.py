@@ -586,6 +586,9 @@ if __name__ == "__main__":
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--paths", action="store_true", help="only issue 15's per-path table")
     ap.add_argument("--fifo", action="store_true", help="--paths under SCHED_FIFO (when permitted)")
+    ap.add_argument(
+        "--cpu", type=int, default=None, help="--paths pinned to this CPU (a real-time loop on a core)"
+    )
     args = ap.parse_args()
     if args.paths:
         import os
@@ -598,6 +601,9 @@ if __name__ == "__main__":
                 sched = f"normal (SCHED_FIFO refused: {e})"
         else:
             sched = "normal"
+        if args.cpu is not None:
+            os.sched_setaffinity(0, {args.cpu})
+            sched += f", pinned to CPU {args.cpu}"
         rows = paths(2000 if args.quick else 20_000)
         print(f"scheduling: {sched}; {rows[0]['machine']['text']}")
         print(
