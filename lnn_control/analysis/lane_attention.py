@@ -193,7 +193,7 @@ def contact_sheet(ep: dict[str, Any], path: pathlib.Path, frames: int = 8, title
 
     T = len(ep["images"])
     idx = np.linspace(0, T - 1, frames).round().astype(int)
-    fig, axes = plt.subplots(3, frames, figsize=(1.7 * frames, 4.4), dpi=110)
+    fig, axes = plt.subplots(3, frames, figsize=(1.7 * frames, 4.4), dpi=80)
     for j, t in enumerate(idx):
         img = ep["images"][t]
         for r, (key, name) in enumerate(

@@ -27,6 +27,9 @@ the centre line from yellow to white), a ground texture in world coordinates (tw
 gratings and a tile pattern, up to +-45 % on grass and road), shadow bands across the ground whose
 orientation follows a drawn sun azimuth (0.45-0.75 of the light inside a band), and a global gain
 (0.6-1.4), contrast (0.6-1.3 about mid-grey) and colour cast (0.85-1.15 per channel).
+``lighting=strength`` in (0, 1] scales every drawn change towards the training appearance
+(:meth:`Lighting.scaled`: colours, gain, contrast, cast, texture amplitudes and shadow depth
+interpolated; 1.0 = ``True`` = the full shift).
 
 Ground truth (``ground_truth()``), float64 layout ``LANE_GROUND_TRUTH_FIELDS``:
 
@@ -358,6 +361,27 @@ class Lighting:
     shadow: tuple[float, float, float, float, float]
     sun_azimuth: float
 
+    def scaled(self, strength: float) -> Lighting:
+        """This shift ``strength`` of the way from the training appearance (0: none, 1: itself)."""
+        import dataclasses
+
+        k = float(strength)
+        base = np.array([_GRASS, _ROAD, _EDGE, _CENTRE])
+        kx, ky, ph, thr, depth = self.shadow
+        g = self.gratings.copy()
+        g[:, 3] *= k
+        return dataclasses.replace(
+            self,
+            colours=base + k * (self.colours - base),
+            sky=1 + k * (self.sky - 1),
+            gain=1 + k * (self.gain - 1),
+            contrast=1 + k * (self.contrast - 1),
+            cast=1 + k * (self.cast - 1),
+            gratings=g,
+            tiles=(self.tiles[0], k * self.tiles[1]),
+            shadow=(kx, ky, ph, thr, 1 - k * (1 - depth)),
+        )
+
     @classmethod
     def draw(cls, rng: np.random.Generator) -> Lighting:
         """A seeded appearance (ranges in the module docstring)."""
@@ -428,7 +452,8 @@ class LaneEnv:
         distractors: number of seeded distractor boxes on the grass off the road
             (:func:`distractor_boxes`, drawn from ``seed`` or 0).
         lighting: the lighting/texture shift (module docstring): a new :class:`Lighting` drawn at
-            every reset (``self.lighting``; None when off).
+            every reset (``self.lighting``; None when off); a number in [0, 1]: its strength
+            (True = 1, False = 0 = off).
     """
 
     def __init__(
@@ -440,7 +465,7 @@ class LaneEnv:
         odom_noise_std: float = 0.0,
         seed: int | None = None,
         distractors: int = 0,
-        lighting: bool = False,
+        lighting: bool | float = False,
     ) -> None:
         if pixel_noise_std < 0 or odom_noise_std < 0:
             raise ValueError(f"noise stds must be >= 0, got {pixel_noise_std}, {odom_noise_std}")
@@ -474,7 +499,10 @@ class LaneEnv:
         self._rng = np.random.default_rng(seed)
         self.dt = 0.005  # s, the time grid irregular control periods are rounded to (motion is exact)
         self.brightness = 1.0
-        self.shift_lighting = bool(lighting)
+        strength = float(lighting)
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"lighting must be a bool or a strength in [0, 1], got {lighting!r}")
+        self.shift_lighting = strength
         self.lighting: Lighting | None = None
         self.state = np.zeros(3)
         self.command = np.zeros(2)
@@ -502,7 +530,7 @@ class LaneEnv:
         lo, hi = self.brightness_range
         self.brightness = float(self._rng.uniform(lo, hi))
         if self.shift_lighting:  # drawn after the start and brightness: those stay as without it
-            self.lighting = Lighting.draw(self._rng)
+            self.lighting = Lighting.draw(self._rng).scaled(self.shift_lighting)
             colour = self._base_colour.copy()
             for label in (1, 2, 3, 4):  # grass, road, edge lines, centre line
                 colour[self._geom_labels == label] = self.lighting.colours[label - 1]

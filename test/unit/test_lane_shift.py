@@ -49,6 +49,29 @@ def test_lighting_shift_changes_colours_and_texture_but_not_geometry() -> None:
     assert 0.6 <= lt.gain <= 1.4 and 0.6 <= lt.contrast <= 1.3 and np.all(np.abs(lt.cast - 1) <= 0.15)
 
 
+def test_lighting_strength_interpolates_from_the_training_look() -> None:
+    seed, ts = 100_003, HELD_OUT_SEED_START + 3
+    frames = {}
+    for k in (0.0, 0.5, 1.0):
+        env = LaneEnv(ts, seed=seed, lighting=k)
+        frames[k] = env.reset(seed=seed).image.astype(int)
+        if k == 0.0:
+            assert env.lighting is None
+    plain = LaneEnv(ts, seed=seed).reset(seed=seed).image.astype(int)
+    np.testing.assert_array_equal(frames[0.0], plain)
+    d_half, d_full = np.abs(frames[0.5] - plain).mean(), np.abs(frames[1.0] - plain).mean()
+    assert 2.0 < d_half < d_full
+    lt = Lighting.draw(np.random.default_rng(0))
+    same = lt.scaled(1.0)
+    np.testing.assert_array_equal(same.colours, lt.colours)
+    np.testing.assert_allclose(same.shadow, lt.shadow, rtol=1e-12)
+    assert same.gain == pytest.approx(lt.gain, rel=1e-12)
+    none = lt.scaled(0.0)
+    assert none.gain == 1.0 and none.contrast == 1.0 and none.shadow[4] == 1.0 and none.tiles[1] == 0.0
+    with pytest.raises(ValueError, match="lighting"):
+        LaneEnv(ts, lighting=1.5)
+
+
 def test_lighting_is_seeded_per_episode_and_off_by_default() -> None:
     env = LaneEnv(HELD_OUT_SEED_START + 1, seed=3, lighting=True)
     first = env.reset(seed=100_001).image
