@@ -18,9 +18,16 @@ of pixels over the total, beside that class's share of the pixels (chance level)
 mask is widened by one pixel (8-neighbourhood): a 4 cm line is 1-2 pixels wide at 64x48.
 With ``distractors`` seeded boxes stand on the grass off the road (:func:`distractor_boxes`).
 
+Any lane model: the project's model file (``models/lane.npz``, conv+NCP) or the comparison's
+baselines saved by :mod:`lnn_control.analysis.lane_compare` (conv+LSTM, feed-forward CNN; the
+input gradient works for any torch model, VisualBackProp on their shared conv head).
+
 ``python -m lnn_control.analysis.lane_attention models/lane.npz --seed 100000 --out out/lane_attention``
 writes ``contact_sheet.png`` / ``contact_sheet_distractors.png`` (frames, VisualBackProp and
 gradient overlays), ``saliency*.npz`` (the per-frame maps and labels) and ``summary.json``.
+With several models (``... models/lane.npz models/lane_compare/conv_lstm.npz ...``): one folder
+per model, ``summary.json`` of all, and ``compare_sheet*.png``: every model's maps on the first
+model's frames (the same observations stepped through each model, its hidden state carried).
 """
 
 from __future__ import annotations
@@ -184,6 +191,18 @@ def episode_saliency(
     }
 
 
+def save_png(fig: Any, path: pathlib.Path) -> None:
+    """``fig`` as a 256-colour PNG (a third of the size of matplotlib's; Pillow ships with it)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    buf.seek(0)
+    Image.open(buf).convert("RGB").quantize(colors=256).save(path, format="PNG", optimize=True)
+
+
 def contact_sheet(ep: dict[str, Any], path: pathlib.Path, frames: int = 8, title: str = "") -> None:
     """Frames (top), VisualBackProp (middle) and input-gradient (bottom) overlays, evenly spaced."""
     import matplotlib
@@ -212,7 +231,7 @@ def contact_sheet(ep: dict[str, Any], path: pathlib.Path, frames: int = 8, title
                 ax.set_title(f"t = {t * 0.05:.1f} s", fontsize=7)
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    save_png(fig, path)
     plt.close(fig)
 
 
@@ -249,7 +268,7 @@ def compare_sheet(
                 ax.set_title(f"t = {t * 0.05:.1f} s", fontsize=6)
     fig.suptitle(title, fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
+    save_png(fig, path)
     plt.close(fig)
 
 

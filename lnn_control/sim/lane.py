@@ -7,6 +7,8 @@ has left and right curves (every track has some curvature of each sign); the hal
 along the lap, ``w(s) = w0 + w1 sin(2 pi m s / L + c)``. Seeds below ``HELD_OUT_SEED_START`` are
 training tracks, the others held out (:func:`track_split`). A seed is re-drawn internally until
 the layout is drivable (minimum radius of curvature >= 2 w_max, a right and a left curve).
+``make_track(seed, family="hard")`` draws from a second family used only for evaluation
+(:data:`TRACK_FAMILIES`: smaller base radius, larger shape harmonics, narrower road).
 
 Scene: grass floor, the road as thin grey boxes, white edge lines and a dashed yellow centre line
 as thin coloured boxes (static geoms of the world body). The vehicle is a kinematic unicycle,
