@@ -18,7 +18,12 @@ at half strength, 0.5). Per model and condition: laps without a departure (Wilso
 interval), departures, mean |lane-centre error| (m), parameters, and microseconds per control
 step (median of the runtime stepper over one recorded observation).
 
-``python -m lnn_control.analysis.lane_compare --episodes 16 --out out/lane_compare``
+``--models DIR`` loads the three models from DIR when they are there, else trains and saves them
+there (:func:`save_models`: conv_ncp in the model-file format, the baselines as float64 tensors
+with their constructor config); ``models/lane_compare/`` holds the ones of docs/lane/compare.md.
+Rows are written to ``OUT/summary.json`` and ``OUT/table.md`` after every cell.
+
+``python -m lnn_control.analysis.lane_compare --models models/lane_compare --episodes 30``
 """
 
 from __future__ import annotations
