@@ -218,21 +218,27 @@ def contact_sheet(ep: dict[str, Any], path: pathlib.Path, frames: int = 8, title
         for r, (key, name) in enumerate(
             ((None, "camera"), ("vbp", "VisualBackProp"), ("grad", "|d omega / d pixel|"))
         ):
-            ax = axes[r, j]
-            ax.imshow(img if key is None else img.mean(-1), cmap=None if key is None else "gray")
-            if key is not None:
-                m = ep[key][t]
-                ax.imshow(m / (m.max() + 1e-12), cmap="inferno", alpha=0.6)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(name, fontsize=7)
-            if r == 0:
-                ax.set_title(f"t = {t * 0.05:.1f} s", fontsize=7)
+            _cell(axes[r, j], img, None if key is None else ep[key][t], name if j == 0 else None,
+                  f"t = {t * 0.05:.1f} s" if r == 0 else None, 7)  # fmt: skip
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     save_png(fig, path)
     plt.close(fig)
+
+
+def _cell(
+    ax: Any, img: np.ndarray, m: np.ndarray | None, ylabel: str | None, title: str | None, size: int
+) -> None:
+    """One frame of a contact sheet: the camera image, or its grey version under the saliency ``m``."""
+    ax.imshow(img if m is None else img.mean(-1), cmap=None if m is None else "gray")
+    if m is not None:
+        ax.imshow(m / (m.max() + 1e-12), cmap="inferno", alpha=0.6)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if ylabel is not None:
+        ax.set_ylabel(ylabel, fontsize=size)
+    if title is not None:
+        ax.set_title(title, fontsize=size)
 
 
 def compare_sheet(
@@ -255,17 +261,8 @@ def compare_sheet(
     for j, t in enumerate(idx):
         img = images[t]
         for r, (name, label, k) in enumerate(rows):
-            ax = axes[r, j]
-            ax.imshow(img if name is None else img.mean(-1), cmap=None if name is None else "gray")
-            if name is not None:
-                m = maps[name][k][t]
-                ax.imshow(m / (m.max() + 1e-12), cmap="inferno", alpha=0.6)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(label, fontsize=6)
-            if r == 0:
-                ax.set_title(f"t = {t * 0.05:.1f} s", fontsize=6)
+            _cell(axes[r, j], img, None if name is None else maps[name][k][t], label if j == 0 else None,
+                  f"t = {t * 0.05:.1f} s" if r == 0 else None, 6)  # fmt: skip
     fig.suptitle(title, fontsize=7)
     fig.tight_layout()
     save_png(fig, path)
