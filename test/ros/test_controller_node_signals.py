@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -172,6 +173,45 @@ class Probe:
         rclpy.shutdown(context=self.ctx)
 
 
+def _diagnose(proc: subprocess.Popen[str], probe: Probe) -> str:
+    """What a node that never answered was doing: alive or not, what the probe's graph sees, and
+    (alive) every thread's stack (SIGUSR1 -> faulthandler); the process is killed afterwards."""
+    alive = proc.poll() is None
+    names = sorted(probe.node.get_node_names())
+    matched = probe.get_state.service_is_ready()  # a get_state server matched (not just our client)
+    if alive:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return (
+        f"process {'alive' if alive else f'exited {proc.returncode}'}; nodes seen {names}; "
+        f"get_state server matched {matched}; output:\n{_output(proc)[-3000:]}"
+    )
+
+
+def _start_answering(probe: Probe, model: pathlib.Path, tries: int = 2) -> subprocess.Popen[str]:
+    """Start ``lnn_controller`` and wait until it answers ``get_state``. In one CI run in about
+    thirty the first controller of this file never answered in 60 s with an empty log (before
+    its set-up, not in the signal handling under test): such a start is diagnosed (see
+    :func:`_diagnose`, printed and warned) and a fresh process is started once; a second
+    silent start fails the test."""
+    reports = []
+    for _ in range(tries):
+        proc = _start(
+            "lnn_control.ros.controller_node",
+            "--params-file", str(CONFIG), "-p", f"model_file:={model}", "-p", "sensor_timeout:=1.0",
+        )  # fmt: skip
+        try:
+            probe.ready(timeout=30.0)
+            return proc
+        except Exception:  # noqa: BLE001 - reported below with what the process was doing
+            reports.append(_diagnose(proc, probe))
+            print(reports[-1])
+            warnings.warn(f"lnn_controller did not answer get_state in 30 s: {reports[-1][:400]}", stacklevel=2)
+    raise AssertionError("lnn_controller never answered get_state:\n" + "\n---\n".join(reports))
+
+
 @pytest.fixture
 def probe() -> Any:
     p = Probe()
@@ -184,10 +224,7 @@ def probe() -> Any:
 def test_controller_exits_cleanly_on_signals_after_its_fallback(
     probe: Probe, model: pathlib.Path, sig: int, burst: bool
 ) -> None:
-    proc = _start(
-        "lnn_control.ros.controller_node",
-        "--params-file", str(CONFIG), "-p", f"model_file:={model}", "-p", "sensor_timeout:=1.0",
-    )  # fmt: skip
+    proc = _start_answering(probe, model)
     signalled = False
     try:
         assert probe.transition(Transition.TRANSITION_CONFIGURE)
