@@ -193,9 +193,10 @@ def _diagnose(proc: subprocess.Popen[str], probe: Probe) -> str:
 def _start_answering(probe: Probe, model: pathlib.Path, tries: int = 2) -> subprocess.Popen[str]:
     """Start ``lnn_controller`` and wait until it answers ``get_state``. In one CI run in about
     thirty the first controller of this file never answered in 60 s with an empty log (before
-    its set-up, not in the signal handling under test): such a start is diagnosed (see
-    :func:`_diagnose`, printed and warned) and a fresh process is started once; a second
-    silent start fails the test."""
+    the signal handling under test; likely the graph never reporting the service, which
+    ``wait_lifecycle_ready`` now works around): should it happen again the start is diagnosed
+    (:func:`_diagnose`, printed and warned) and a fresh process is started once; a second silent
+    start fails the test."""
     reports = []
     for _ in range(tries):
         proc = _start(
