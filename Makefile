@@ -3,7 +3,7 @@
 # `make test`  set up, then every test tier (unit, ros, lint).
 # `make bench` set up, then the benchmarks (BENCH_MODE=quick for the CI smoke run).
 # `make faults` fault injection over DDS: FAULT_MESSAGES (100000) fuzzed messages per robot + CPU hog.
-# `make soak`   the node at 1 kHz across processes for SOAK_MINUTES (60); SOAK_MINUTES=5 short.
+# `make soak`   the node at 1 kHz across processes for SOAK_MINUTES (60); `make bench` runs a 5-minute one.
 
 SHELL := /bin/bash
 PYTHON ?= python3

@@ -440,34 +440,36 @@ class _Driver:
         return cond()
 
     def call(self, srv_type: Any, name: str, req: Any, timeout: float = 30.0) -> Any:
-        """Call a service; clients are made once and kept (a reply to a client made just before
-        the call can be lost while the server's reply writer is still matching)."""
+        """Call a service (``lnn_control.ros.service_calls``); clients are made once and kept (a
+        reply to a client made just before the call can be lost while the server's reply writer
+        is still matching)."""
+        from lnn_control.ros.service_calls import call_service
+
         key = (srv_type, name)
         if key not in self.clients:
             self.clients[key] = self.node.create_client(srv_type, name)
-        cli = self.clients[key]
-        if not cli.wait_for_service(timeout_sec=timeout):
-            raise RuntimeError(f"service {name} not available")
-        fut = cli.call_async(req)
-        if not self.spin_until(fut.done, timeout):
-            raise RuntimeError(f"no reply from {name} within {timeout:.0f} s")
-        return fut.result()
+        return call_service(self.clients[key], req, lambda: self.spin(timeout_sec=0.01), timeout)
 
     def wait_ready(self, timeout: float = 60.0) -> str:
-        """Poll ``get_state`` until the node answers (a request sent before its service exists is
-        lost, and the graph can still list a node of the same name that has just gone)."""
+        """Ask ``get_state`` until the node answers (``lnn_control.ros.service_calls``)."""
         from lifecycle_msgs.srv import GetState
+
+        from lnn_control.ros.service_calls import wait_lifecycle_ready
 
         name = "/lnn_controller/get_state"
         cli = self.clients.setdefault((GetState, name), self.node.create_client(GetState, name))
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if cli.wait_for_service(timeout_sec=1.0):
-                fut = cli.call_async(GetState.Request())
-                if self.spin_until(fut.done, 1.0):
-                    return str(fut.result().current_state.label)
-                cli.remove_pending_request(fut)
-        raise RuntimeError(f"lnn_controller did not answer {name} within {timeout:.0f} s")
+        return wait_lifecycle_ready(cli, lambda: self.spin(timeout_sec=0.01), timeout)
+
+    def bring_up(self) -> None:
+        """unconfigured -> active, and wait until the node subscribes to ``/odom``."""
+        from lifecycle_msgs.msg import Transition
+
+        if self.wait_ready() != "unconfigured":
+            raise RuntimeError("lnn_controller did not start unconfigured")
+        self.transition(Transition.TRANSITION_CONFIGURE)
+        self.transition(Transition.TRANSITION_ACTIVATE)
+        if not self.spin_until(lambda: self.pubs["odom"].get_subscription_count() > 0, 10.0):
+            raise RuntimeError("controller did not subscribe to /odom")
 
     def transition(self, tid: int) -> None:
         from lifecycle_msgs.msg import Transition
@@ -619,12 +621,7 @@ def _across_processes(quick: bool, model_path: pathlib.Path) -> list[dict[str, A
                     "-p", f"executor:={executor}",
                 ]
             )  # fmt: skip
-            if d.wait_ready() != "unconfigured":
-                raise RuntimeError("lnn_controller did not start unconfigured")
-            d.transition(Transition.TRANSITION_CONFIGURE)
-            d.transition(Transition.TRANSITION_ACTIVATE)
-            if not d.spin_until(lambda: d.pubs["odom"].get_subscription_count() > 0, 10.0):
-                raise RuntimeError("controller did not subscribe to /odom")
+            d.bring_up()
             k = d.stream("odom", 1.0, k, scans=True, record=False)  # warm-up (first scan, goal)
             d.reset()
             d.diag = {}
