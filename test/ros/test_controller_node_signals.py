@@ -206,10 +206,12 @@ def _start_answering(probe: Probe, model: pathlib.Path, tries: int = 2) -> subpr
         try:
             probe.ready(timeout=30.0)
             return proc
-        except Exception:  # noqa: BLE001 - reported below with what the process was doing
+        except Exception:  # reported below with what the process was doing
             reports.append(_diagnose(proc, probe))
             print(reports[-1])
-            warnings.warn(f"lnn_controller did not answer get_state in 30 s: {reports[-1][:400]}", stacklevel=2)
+            warnings.warn(
+                f"lnn_controller did not answer get_state in 30 s: {reports[-1][:400]}", stacklevel=2
+            )
     raise AssertionError("lnn_controller never answered get_state:\n" + "\n---\n".join(reports))
 
 
