@@ -50,7 +50,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,9 +145,28 @@ def summarize(
         "max_dq_ratio": float(col["max_dq_ratio"].max()) if "max_dq_ratio" in col and len(gt) else math.nan,
         "interventions": int(sum(bool(s["intervened"]) for s in statuses)),
         "fallbacks": int(sum(bool(s["fallback_used"]) for s in statuses)),
+        "fallback_reasons": _reasons(statuses),
         "latency_p50_ms": float(np.percentile(lat, 50) * 1e3) if lat.size else math.nan,
         "latency_p99_ms": float(np.percentile(lat, 99) * 1e3) if lat.size else math.nan,
     }
+
+
+def _reasons(statuses: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """How many fallback statuses gave each reason (the filter's or the node's own words)."""
+    out: dict[str, int] = {}
+    for st in statuses:
+        if st["fallback_used"]:
+            r = str(st.get("fallback_reason") or "(no reason given)")
+            out[r] = out.get(r, 0) + 1
+    return out
+
+
+def _merged_reasons(parts: Iterable[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for part in parts:
+        for r, n in part.items():
+            out[r] = out.get(r, 0) + n
+    return out
 
 
 @dataclass
@@ -666,6 +685,7 @@ def _report(
         "max_dq_ratio": max((s["max_dq_ratio"] for s in per_ep), default=math.nan),
         "interventions": sum(s["interventions"] for s in per_ep),
         "fallbacks": sum(s["fallbacks"] for s in per_ep),
+        "fallback_reasons": _merged_reasons(s["fallback_reasons"] for s in per_ep),
         "steps": sum(len(ep.statuses) for ep in logs),
         "latency_p50_ms": float(np.percentile(lat, 50) * 1e3) if lat.size else math.nan,
         "latency_p99_ms": float(np.percentile(lat, 99) * 1e3) if lat.size else math.nan,
@@ -905,6 +925,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     text = table(summaries)
     print(text)
+    for s in summaries:
+        for r, n in sorted(s["fallback_reasons"].items(), key=lambda kv: -kv[1]):
+            print(f"{s['robot']}: {n} fallback(s): {r}")
     strict_json.write(
         a.out / "summary.json", {"filter": a.filter, "robots": {s["robot"]: s for s in summaries}}
     )

@@ -28,8 +28,13 @@ ARM_FIELDS = [
 DD_FIELDS = ["min_clearance", "collision", "goal_distance", "x", "y", "theta"]
 
 
-def _status(barriers: list[float], intervened: bool = False, fallback: bool = False) -> dict:
-    return {"barrier_values": barriers, "intervened": intervened, "fallback_used": fallback}
+def _status(barriers: list[float], intervened: bool = False, fallback: str = "") -> dict:
+    return {
+        "barrier_values": barriers,
+        "intervened": intervened,
+        "fallback_used": bool(fallback),
+        "fallback_reason": fallback,
+    }
 
 
 def test_summarize_arm_known_answers() -> None:
@@ -40,7 +45,7 @@ def test_summarize_arm_known_answers() -> None:
             [0.3, -0.01, 0.2, 1.2, 0.0, 0.5, 0.1],  # joint2 past its limit and torque over: 1 tick
         ]
     )
-    st = [_status([0.5, 0.2]), _status([0.1, 0.3], intervened=True), _status([0.05], fallback=True)]
+    st = [_status([0.5, 0.2]), _status([0.1, 0.3], intervened=True), _status([0.05], fallback="stale /scan")]
     s = demo.summarize("arm", gt, ARM_FIELDS, st, [0.001, 0.002, 0.003, 0.004], reached=True, duration=2.5)
     assert s["violations"] == 1
     assert s["violations_by"] == {"joint_position": 1, "joint_velocity": 0, "effort": 1, "floor_contact": 0}
@@ -49,6 +54,7 @@ def test_summarize_arm_known_answers() -> None:
     assert s["max_effort_ratio"] == 1.2  # from max_tau_ratio without commands
     assert s["max_dq_ratio"] == 0.5
     assert (s["interventions"], s["fallbacks"]) == (1, 1)
+    assert s["fallback_reasons"] == {"stale /scan": 1}
     assert s["latency_p50_ms"] == pytest.approx(2.5)
     assert s["latency_p99_ms"] == pytest.approx(3.97)
     assert s["reached"] and s["time_s"] == 2.5
