@@ -26,7 +26,7 @@ import numpy as np
 
 from bench.bench_ros import CONFIG, _backlog, _Driver, _make_model, _ros_env, _rss_kb
 
-__all__ = ["LOSS_LIMIT", "RSS_GROWTH_LIMIT_KB", "line", "run", "soak"]
+__all__ = ["HEADER", "LOSS_LIMIT", "RSS_GROWTH_LIMIT_KB", "line", "run", "soak"]
 
 RSS_GROWTH_LIMIT_KB = 1024
 LOSS_LIMIT = 0.01
@@ -147,6 +147,13 @@ def soak(
     if keep_latencies:
         summary["latencies_s"] = kept
     return summary
+
+
+#: the per-minute table's head (markdown), whose rows :func:`line` writes
+HEADER = (
+    "| minute | sent | loss | p50 ms | p99 ms | backlog ms | RSS MiB | node fallbacks |\n"
+    "|---|---|---|---|---|---|---|---|"
+)
 
 
 def line(r: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ import tempfile
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_soak import LOSS_LIMIT, RSS_GROWTH_LIMIT_KB, soak  # noqa: E402
+from bench.bench_soak import HEADER, LOSS_LIMIT, RSS_GROWTH_LIMIT_KB, soak  # noqa: E402
 
 __all__ = ["main"]
 
@@ -39,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         help="run the node and the driver under SCHED_FIFO at this priority (0: the default scheduler)",
     )  # fmt: skip
     args = ap.parse_args(argv)
-    print("| minute | sent | loss | p50 ms | p99 ms | backlog ms | RSS MiB | node fallbacks |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(HEADER)
     with tempfile.TemporaryDirectory(prefix="lnn_soak_") as tmp:
         s = soak(args.minutes, pathlib.Path(tmp), args.minute_s, args.raw_trigger == "on", args.rt)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,20 +154,8 @@ def summarize(
 
 def _reasons(statuses: Sequence[dict[str, Any]]) -> dict[str, int]:
     """How many fallback statuses gave each reason (the filter's or the node's own words)."""
-    out: dict[str, int] = {}
-    for st in statuses:
-        if st["fallback_used"]:
-            r = str(st.get("fallback_reason") or "(no reason given)")
-            out[r] = out.get(r, 0) + 1
-    return out
-
-
-def _merged_reasons(parts: Iterable[dict[str, int]]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for part in parts:
-        for r, n in part.items():
-            out[r] = out.get(r, 0) + n
-    return out
+    fell_back = (st for st in statuses if st["fallback_used"])
+    return dict(Counter(str(st.get("fallback_reason") or "(no reason given)") for st in fell_back))
 
 
 @dataclass
@@ -685,7 +674,7 @@ def _report(
         "max_dq_ratio": max((s["max_dq_ratio"] for s in per_ep), default=math.nan),
         "interventions": sum(s["interventions"] for s in per_ep),
         "fallbacks": sum(s["fallbacks"] for s in per_ep),
-        "fallback_reasons": _merged_reasons(s["fallback_reasons"] for s in per_ep),
+        "fallback_reasons": dict(sum((Counter(s["fallback_reasons"]) for s in per_ep), Counter())),
         "steps": sum(len(ep.statuses) for ep in logs),
         "latency_p50_ms": float(np.percentile(lat, 50) * 1e3) if lat.size else math.nan,
         "latency_p99_ms": float(np.percentile(lat, 99) * 1e3) if lat.size else math.nan,
@@ -926,7 +915,7 @@ def main(argv: list[str] | None = None) -> int:
     text = table(summaries)
     print(text)
     for s in summaries:
-        for r, n in sorted(s["fallback_reasons"].items(), key=lambda kv: -kv[1]):
+        for r, n in Counter(s["fallback_reasons"]).most_common():
             print(f"{s['robot']}: {n} fallback(s): {r}")
     strict_json.write(
         a.out / "summary.json", {"filter": a.filter, "robots": {s["robot"]: s for s in summaries}}
