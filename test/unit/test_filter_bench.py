@@ -10,6 +10,7 @@ from bench.bench_filter import (
     PATHS,
     _box_filter,
     _compare,
+    interruptions,
     make_filter_problems,
     paths,
     verdicts,
@@ -66,3 +67,37 @@ def test_paths_rows_time_every_filter_path_against_the_optimal_median() -> None:
         assert 0 < r["floor_median_s"] <= r["floor_p99_s"]
         assert r["floor_p99_over_median"] == r["floor_p99_s"] / r["floor_median_s"]
         assert "machine floor" in r["notes"]
+        # the CPU's gaps measured in the same run, and the share of this path's calls they hit
+        gaps = r["machine"]["interruptions"]
+        assert gaps["per_s"] >= 0 and gaps["median_s"] <= gaps["p99_s"]
+        assert r["hit_share"] == min(1.0, gaps["per_s"] * r["ours_median_s"])
+        assert "gaps/s" in r["notes"]
+
+
+def test_interruptions_sees_the_time_another_thread_takes() -> None:
+    """The gap probe counts the time its loop does not run: a second Python thread spinning
+    beside it takes the interpreter for one switch interval (5 ms) at a time, so the probe sees
+    gaps of about that length, several per 0.2 s; alone, it sees none that long."""
+    import sys
+    import threading
+    import time
+
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    th = threading.Thread(target=spin, daemon=True)
+    th.start()
+    try:
+        time.sleep(0.02)
+        busy = interruptions(seconds=0.2, threshold_s=1e-3)
+    finally:
+        stop.set()
+        th.join()
+    switch = sys.getswitchinterval()
+    assert busy["per_s"] >= 5  # at least one gap in 0.2 s
+    assert 0.5 * switch <= busy["median_s"] <= 20 * switch
+    alone = interruptions(seconds=0.2, threshold_s=0.5)  # nothing stops the loop for 0.5 s
+    assert alone["per_s"] == 0 and alone["median_s"] == 0.0
