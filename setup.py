@@ -30,6 +30,7 @@ setup(
         "bags": ["mcap>=1.1", "mcap-ros2-support>=0.5"],
         "analysis": ["scikit-learn>=1.3"],
         "export": ["onnx>=1.15", "onnxruntime>=1.17"],
+        "jit": ["numba>=0.60"],
         "test": ["pytest>=8", "pytest-timeout>=2.2", "hypothesis>=6.90", "ncps==1.0.1"],
     },
     entry_points={"console_scripts": ["lnn-control = lnn_control.cli:main"]},

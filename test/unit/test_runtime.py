@@ -25,6 +25,7 @@ pytestmark = pytest.mark.usefixtures("torch_float64_seeded")  # float64, seed 0 
 CONFIGS = {
     "cfc_ncp_default": dict(cell="cfc", wiring=AutoNCP(19, 2, seed=1)),
     "cfc_ncp_no_gate_gains": dict(cell="cfc", wiring=AutoNCP(19, 3, seed=2), mode="no_gate", n_gains=1),
+    "cfc_ncp_pure": dict(cell="cfc", wiring=AutoNCP(16, 2, seed=3), mode="pure"),
     "cfc_ncp_pure_mixed": dict(cell="cfc", wiring=AutoNCP(16, 2, seed=3), mode="pure", mixed_memory=True),
     "cfc_ncp_default_mixed": dict(cell="cfc", wiring=AutoNCP(16, 2, seed=3), mixed_memory=True),
     "cfc_ncp_ncps_synapses_proj": dict(
@@ -97,10 +98,17 @@ def test_stepper_matches_torch_over_1000_irregular_steps(name: str) -> None:
     assert _close(s.state, h[0].numpy())
 
 
-# which kernels run which configs (any other raises ValueError naming ``kernel``)
+# which kernels run which configs (any other raises ValueError naming ``kernel``); cfc_jit runs
+# float64 CfCs without a backbone or mixed memory, in every mode
 _FITS = {
     "ltc_ncp_fused": {"ltc_dense", "ltc_sparse", "ltc_split"},
     "ltc_ncp64_auto_sparse": {"ltc_dense", "ltc_sparse", "ltc_split"},
+    "cfc_ncp_default": {"cfc_default", "cfc_jit"},
+    "cfc_ncp_no_gate_gains": {"cfc_no_gate", "cfc_jit"},
+    "cfc_ncp_pure": {"cfc_pure", "cfc_jit"},
+    "cfc_ncp_ncps_synapses_proj": {"cfc_default", "cfc_jit"},
+    "cfc_fc_wired": {"cfc_default", "cfc_jit"},
+    "cfc_dense_silu_nobackbone": {"cfc_default", "cfc_jit"},
 }
 
 
@@ -142,7 +150,25 @@ def test_auto_kernel_follows_network_size() -> None:
     ncp = LiquidPolicy(8, cell="ltc", wiring=AutoNCP(64, 2, seed=5))
     dense = LiquidPolicy(8, cell="ltc", wiring=FullyConnected(64, 2))
     assert [q.runtime().kernel for q in (small, ncp, dense)] == ["ltc_dense", "ltc_split", "ltc_sparse"]
-    assert LiquidPolicy(8, cell="cfc", units=8, mode="pure").runtime().kernel == "cfc_pure"
+    assert LiquidPolicy(8, cell="cfc", units=8, mode="pure").runtime().kernel == "cfc_pure"  # backbone
+
+
+def test_auto_kernel_compiles_ncp_cfcs_unless_told_not_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto: the compiled kernel for an NCP CfC, the numpy kernel of its mode with
+    LNN_CONTROL_NO_JIT set or for float32; the same outputs either way (float64 round-off)."""
+    p = _trained_looking(CONFIGS["cfc_ncp_default"])
+    cfg, arrays = p.get_config(), p.numpy_state()
+    x, ts = _irregular(200, seed=7)
+    jit = PolicyStepper(cfg, arrays)
+    assert jit.kernel == "cfc_jit"
+    assert PolicyStepper(cfg, arrays, dtype=np.float32).kernel == "cfc_default"
+    monkeypatch.setenv("LNN_CONTROL_NO_JIT", "1")
+    plain = PolicyStepper(cfg, arrays)
+    assert plain.kernel == "cfc_default"
+    with pytest.raises(ValueError, match="LNN_CONTROL_NO_JIT is set"):
+        PolicyStepper(cfg, arrays, kernel="cfc_jit")
+    assert _close(_run(jit, x, ts), _run(plain, x, ts))
+    assert _close(jit.state, plain.state)
 
 
 def test_ltc_split_kernel_float32_matches_torch_on_large_ncp() -> None:
@@ -273,6 +299,7 @@ def test_runtime_package_exports_its_api_without_torch() -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [
         "['cfc_default',",
+        "'cfc_jit',",
         "'cfc_no_gate',",
         "'cfc_pure',",
         "'ltc_dense',",

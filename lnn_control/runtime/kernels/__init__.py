@@ -7,26 +7,29 @@ torch and with the reference kernel), with buffers laid out for one kind of netw
 ``cfc_default``           CfC, gated (``mode: default``)
 ``cfc_no_gate``           CfC without the 1 - t gate (``mode: no_gate``)
 ``cfc_pure``              CfC, direct ODE solution (``mode: pure``)
+``cfc_jit``               CfC, any mode, one numba-compiled call per step (float64, no
+                          backbone, no mixed memory; numba installed)
 ``ltc_dense``             LTC, one dense matmul per unfold (reference; small nets)
 ``ltc_sparse``            LTC, gather + segment sums over the synapse list (large nets)
 ``ltc_split``             LTC, free neurons in closed form (NCP wirings, fused solver)
 ========================  ==========================================================
 
-``auto`` (:func:`choose_kernel`): the CfC kernel of the policy's mode; for an LTC with S synapses
-and N neurons, ``ltc_split`` where S x 2N > 10k and the wiring allows it, else ``ltc_sparse``
-where S x 2N > 40k, else ``ltc_dense``.
+``auto`` (:func:`choose_kernel`): ``cfc_jit`` where it runs the policy, else the CfC kernel of
+the policy's mode; for an LTC with S synapses and N neurons, ``ltc_split`` where S x 2N > 10k
+and the wiring allows it, else ``ltc_sparse`` where S x 2N > 40k, else ``ltc_dense``.
 """
 
 from __future__ import annotations
 
 from lnn_control.runtime.kernels.base import KernelMismatch, PolicySpec, StepKernel
 from lnn_control.runtime.kernels.cfc import CfcDefault, CfcNoGate, CfcPure
+from lnn_control.runtime.kernels.cfc_jit import CfcJit
 from lnn_control.runtime.kernels.ltc import LtcDense, LtcSparse, LtcSplit, synapse_count
 
 __all__ = ["KERNELS", "KernelMismatch", "PolicySpec", "StepKernel", "build_kernel"]
 
 KERNELS: dict[str, type[StepKernel]] = {
-    k.name: k for k in (CfcDefault, CfcNoGate, CfcPure, LtcDense, LtcSparse, LtcSplit)
+    k.name: k for k in (CfcDefault, CfcNoGate, CfcPure, LtcDense, LtcSparse, LtcSplit, CfcJit)
 }
 #: reference kernel per cell: the one the others are tested against
 REFERENCE = {"cfc": "cfc_default", "ltc": "ltc_dense"}
@@ -45,7 +48,7 @@ def choose_kernel(spec: PolicySpec) -> list[str]:
         mode = str(spec.config.get("mode", "default"))
         if mode not in _CFC_MODES:
             raise ValueError(f"config mode {mode!r} is not a CfC mode; use one of {list(_CFC_MODES)}")
-        return [_CFC_MODES[mode]]
+        return [CfcJit.name, _CFC_MODES[mode]]
     if spec.cell == "ltc":
         n = spec.get("net.cell.cm").shape[0]
         size = synapse_count(spec) * 2 * n
