@@ -108,6 +108,11 @@ class PolicyStepper:
         self._y = np.zeros(n_out, dtype=self.dtype)
         self._y_gain = self._y[k:]
         self._half_gain = 0.5 * self.gain_scale
+        # a kernel that can fold this read-out into its own step (cfc_jit) does both in one call
+        bind = getattr(self._kernel, "bind_readout", None)
+        self._advance_readout = (
+            None if bind is None else bind(self._Wo, self._bo, self._y, k, self._half_gain)
+        )
 
     # --- state -------------------------------------------------------------------------
     @property
@@ -154,6 +159,9 @@ class PolicyStepper:
             raise ValueError(f"dt must be a number of seconds, got {dt!r}") from None
         if not (dt > 0.0 and dt < math.inf):
             raise ValueError(f"dt must be finite and > 0 seconds, got {dt}")
+        if self._advance_readout is not None:
+            self._advance_readout(dt)
+            return self._y.copy()
         self._kernel.advance(dt)
         y = self._y
         np.dot(self._out_view, self._Wo, out=y)

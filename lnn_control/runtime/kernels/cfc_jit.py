@@ -44,7 +44,7 @@ def _compiled() -> Any:
     from numba import njit
 
     @njit(cache=True, nogil=True)
-    def advance(u, Ws, lo, hi, hs, a, w_tau, P, dt, mode):  # type: ignore[no-untyped-def]  # pragma: no cover
+    def advance(u, Ws, lo, hi, hs, a, w_tau, P, dt, mode, out0, Wo, bo, y, n_cmd, half_gain):  # type: ignore[no-untyped-def]  # pragma: no cover
         off = 0  # first neuron of layer k in a / w_tau
         for k in range(len(Ws)):
             W = Ws[k]
@@ -76,6 +76,20 @@ def _compiled() -> Any:
                 else:  # no gate: h = ff1 + (1 + t) ff2 / 2
                     u[h0 + j] = f1 + (t + 1.0) * f2 * 0.5
             off += H
+        # the stepper's read-out (Wo with no rows: none): y = out @ Wo + bo, gains (1 + tanh) / 2 scaled
+        n_out = Wo.shape[1]
+        if Wo.shape[0] == 0:
+            return
+        for j in range(n_out):
+            y[j] = 0.0
+        for i in range(Wo.shape[0]):
+            oi = u[out0 + i]
+            for j in range(n_out):
+                y[j] += oi * Wo[i, j]
+        for j in range(n_out):
+            y[j] += bo[j]
+        for j in range(n_cmd, n_out):
+            y[j] = (math.tanh(y[j]) + 1.0) * half_gain
 
     return advance
 
@@ -119,10 +133,31 @@ class CfcJit(StepKernel):
         self._a = np.concatenate(a) if self._mode == 2 else np.zeros(1)
         self._w_tau = np.concatenate(w) if self._mode == 2 else np.zeros(1)
         self._P = np.zeros(max(W.shape[1] for W in self._Ws))
+        self._out0 = (self.out.ctypes.data - start) // self.out.itemsize
+        self._no_read = (np.zeros((0, 0)), np.zeros(0), np.zeros(0))
         self.advance(1.0)  # compile (or load) now, not on the first control step
         self.reset()
 
     def advance(self, dt: float) -> None:
+        Wo, bo, y = self._no_read
         self._advance(
-            self._u, self._Ws, self._lo, self._hi, self._hs, self._a, self._w_tau, self._P, dt, self._mode
-        )
+            self._u, self._Ws, self._lo, self._hi, self._hs, self._a, self._w_tau, self._P, dt, self._mode,
+            self._out0, Wo, bo, y, 0, 0.0,
+        )  # fmt: skip
+
+    def bind_readout(
+        self, Wo: np.ndarray, bo: np.ndarray, y: np.ndarray, n_commands: int, half_gain: float
+    ) -> Any:
+        """The stepper's read-out folded into the compiled call: returns ``advance_readout(dt)``,
+        which advances and writes ``y = out @ Wo + bo`` (outputs from ``n_commands`` on as gains,
+        ``(1 + tanh) * half_gain``), as the stepper's numpy read-out does."""
+        if Wo.shape[0] != self.out.size or Wo.dtype != np.float64 or not Wo.flags.c_contiguous:
+            return None
+        read = (Wo, bo, y, int(n_commands), float(half_gain))
+        args = (self._u, self._Ws, self._lo, self._hi, self._hs, self._a, self._w_tau, self._P)
+        mode, out0, fn = self._mode, self._out0, self._advance
+
+        def advance_readout(dt: float) -> None:
+            fn(*args, dt, mode, out0, *read)
+
+        return advance_readout
