@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from barriernet import scan_jit
 from barriernet.dynamics import ControlAffine, Kinematics
 
 __all__ = [
@@ -491,6 +492,13 @@ class LaserScan(_PointBarrier):
         self._gv = np.zeros(self.n_rows)
         # -dh/dp rows as complex numbers (the same memory): one division writes both columns
         self._ngrad_c = ngrad.view(np.complex128).reshape(-1) if ngrad.flags.c_contiguous else None
+        # the nearest rows in one compiled call where numba runs (barriernet.scan_jit), else numpy
+        self._jit = scan_jit.compiled() if self._ngrad_c is not None else None
+        self._sel_d, self._sel_i = np.zeros(self.n_rows), np.zeros(self.n_rows, dtype=np.int64)
+        if self._jit is not None:  # compile (or load) now, on scratch arrays, not in the first call
+            m = self.n_rows
+            self._jit(np.ones((m + 1, 2)), 0.0, 0.0, 0.0, 0.0, False, np.zeros(m), np.zeros(m),
+                      np.zeros((m, 2)), np.zeros(m), np.zeros(m), np.zeros(m, dtype=np.int64))  # fmt: skip
 
     def phi(self, p, v, env) -> None:  # type: ignore[no-untyped-def]
         pts = None if env is None else env.get(self.env_key)
@@ -501,17 +509,26 @@ class LaserScan(_PointBarrier):
             raise InputError(f"env[{self.env_key!r}]: expected an (N, 2) array, got shape {pts.shape}")
         n, m = pts.shape[0], self.n_rows
         if n > m and self._ngrad_c is not None:
-            # nearest m of n points, in the complex plane: z = s - p, |z| by hypot; no-return
-            # points (nan / inf) sort after every finite distance, so if the m selected
-            # distances are finite they are the m nearest finite points
+            # the m nearest finite points, nearest first (ties: lower index first)
             if not pts.flags.c_contiguous:
                 pts = np.ascontiguousarray(pts)
+            jit = self._jit
+            if jit is not None:
+                vx, vy = (0.0, 0.0) if v is None else (float(v[0]), float(v[1]))
+                args = (self.R, self.hv, self.ngrad, self.curv, self._sel_d, self._sel_i)
+                if jit(pts, float(p[0]), float(p[1]), vx, vy, v is not None, *args):
+                    return
+            # in the complex plane: z = s - p, |z| by hypot; no-return points (nan / inf) sort
+            # after every finite distance, so if the m selected distances are finite they are
+            # the m nearest finite points
             z = pts.view(np.complex128).reshape(-1)
             z = z - complex(p[0], p[1])
             dist_all = np.abs(z)
             idx = dist_all.argpartition(m - 1)[:m]  # the method: no dispatch layer on the hot path
             dist = dist_all[idx]
             if _isfinite(dist[m - 1]):  # the m-th smallest, the largest selected (nan sorts last)
+                order = np.lexsort((idx, dist))  # nearest first, ties by index (as the compiled call)
+                idx, dist = idx[order], dist[order]
                 np.divide(z[idx], dist, out=self._ngrad_c)  # (s - p) / |s - p| = -dh/dp
                 np.subtract(dist, self.R, out=self.hv)
                 if v is not None:

@@ -175,10 +175,13 @@ def scan_reference(
     return dist[o] - r, ng, curv
 
 
+@pytest.mark.parametrize("path", ["compiled", "numpy"])
 @pytest.mark.parametrize("dyn_type", ["diff_drive", "unicycle"])
-def test_scan_rows_equal_brute_force_nearest_points(dyn_type: str) -> None:
-    """The scan barrier's selection (complex-plane distances, non-finite points left to sort
-    last) against a brute-force reference, with no-return points, few points, odd layouts."""
+def test_scan_rows_equal_brute_force_nearest_points(dyn_type: str, path: str) -> None:
+    """The scan barrier's selection (compiled, barriernet.scan_jit; or numpy: complex-plane
+    distances, non-finite points left to sort last) against a brute-force reference, with
+    no-return points, few points, odd layouts; with more points than rows, nearest first."""
+    from barriernet import scan_jit
     from barriernet.barriers import LaserScan, PointGroup
     from barriernet.dynamics import make_dynamics
 
@@ -188,6 +191,10 @@ def test_scan_rows_equal_brute_force_nearest_points(dyn_type: str) -> None:
                       "gains": [1.0] * dyn.point_order}, "scan")  # fmt: skip
     scan.bind(dyn)
     grp = PointGroup([scan], np.zeros(m))
+    if path == "numpy":
+        scan._jit = None
+    else:
+        assert scan._jit is scan_jit.compiled() is not None  # numba is installed here
     kin = dyn.new_kinematics()
     rng = np.random.default_rng(23)
     infl = dyn.point_inflation
@@ -207,6 +214,8 @@ def test_scan_rows_equal_brute_force_nearest_points(dyn_type: str) -> None:
         scan.phi(kin.p, v, {"scan_points": pts})
         hv, ng, curv = scan_reference(np.asarray(pts), kin.p, v, m, r + infl)
         k = len(hv)
+        if n > m and k == m:  # more finite points than rows: the rows come nearest first
+            assert (np.diff(grp.hv) >= 0).all(), grp.hv
         o = np.argsort(grp.hv[:k], kind="stable")
         np.testing.assert_allclose(grp.hv[:k][o], hv, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(grp.ngrad[:k][o], ng, rtol=1e-12, atol=1e-12)
