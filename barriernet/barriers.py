@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from barriernet import scan_jit
+from barriernet import compiled
 from barriernet.dynamics import ControlAffine, Kinematics
 
 __all__ = [
@@ -492,8 +492,8 @@ class LaserScan(_PointBarrier):
         self._gv = np.zeros(self.n_rows)
         # -dh/dp rows as complex numbers (the same memory): one division writes both columns
         self._ngrad_c = ngrad.view(np.complex128).reshape(-1) if ngrad.flags.c_contiguous else None
-        # the nearest rows in one compiled call where numba runs (barriernet.scan_jit), else numpy
-        self._jit = scan_jit.compiled() if self._ngrad_c is not None else None
+        # the nearest rows in one compiled call where numba runs (barriernet.compiled), else numpy
+        self._jit = compiled.nearest_rows() if self._ngrad_c is not None else None
         self._sel_d, self._sel_i = np.zeros(self.n_rows), np.zeros(self.n_rows, dtype=np.int64)
         if self._jit is not None:  # compile (or load) now, on scratch arrays, not in the first call
             m = self.n_rows

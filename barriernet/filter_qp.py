@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from barriernet import compiled
 from barriernet.filter_rows import INF, VERIFY_TOL, QPRows
 from barriernet.qp import solve_qp
 
@@ -31,6 +32,7 @@ _SLACK_REG = 1e-6  # quadratic weight on slack (keeps the relaxed QP strictly co
 _LEVEL_RATIO = 1e3  # slack weight ratio between consecutive priority levels
 _MAX_WEIGHT_SPAN = 1e9  # the largest slack weight over the smallest, at most
 _isfinite = math.isfinite
+_CHECK_FAILED = "relaxed solution failed the independent constraint check"
 
 
 def _daqp_model(
@@ -143,6 +145,14 @@ class RelaxedQP:
         self.hi = np.concatenate([hi, np.full(m, np.inf)])
         self.lo_l, self.hi_l, self.prio_l = lo.tolist(), hi.tolist(), qp.priorities.tolist()
         self._model: Any = None
+        # the check in one compiled call where numba runs (barriernet.compiled), else plain floats
+        self._check = compiled.relaxed_check()
+        self._lo_a, self._hi_a = lo.astype(np.float64), hi.astype(np.float64)
+        self._prio_a = qp.priorities.astype(np.int64)
+        self._u_b, self._res_b, self._viol_b = np.zeros(n), np.zeros(m), np.zeros(m)
+        if self._check is not None:  # compile (or load) now, not in the first relaxed call
+            self._check(np.zeros(nz), qp.G, self.h, self._lo_a, self._hi_a, self._prio_a, VERIFY_TOL,
+                        self._u_b, self._res_b, self._viol_b)  # fmt: skip
 
     def solve(self, f: np.ndarray) -> tuple[np.ndarray | None, str]:
         """The relaxed QP at the current rows and the nominal QP's linear term ``f``: (z, status)."""
@@ -171,15 +181,25 @@ class RelaxedQP:
         r = solve_qp(self.H, self.f, self.A, qp.h, self.lo, self.hi, solver=self.solver_name)
         return r.x, r.status
 
-    def command(self, f: np.ndarray) -> tuple[np.ndarray, list[float], list[float], list[float]] | str:
-        """Solve and check: ``(u, u as a list, per-row violation, G u - h)`` or the reason it failed.
+    def command(self, f: np.ndarray) -> tuple[np.ndarray, list[float], np.ndarray, np.ndarray, float] | str:
+        """Solve and check: ``(u, u as a list, per-row violation, G u - h, total violation)`` or
+        the reason it failed.
 
         The rows above the highest priority level left with slack are hard and must hold at
-        the clipped u; the others report their violation (plain floats: m is small)."""
+        the clipped u; the others report their violation."""
         n = self.n
         z, status = self.solve(f)
         if z is None:
             return "relaxed QP hit the iteration cap" if status == "iteration_cap" else "relaxed QP failed"
+        chk = self._check
+        if chk is not None:
+            ok, total = chk(z, self.qp.G, self.h, self._lo_a, self._hi_a, self._prio_a, VERIFY_TOL,
+                            self._u_b, self._res_b, self._viol_b)  # fmt: skip
+            if not ok:
+                return _CHECK_FAILED
+            u = self._u_b.copy()
+            return u, u.tolist(), self._viol_b.copy(), self._res_b.copy(), total
+        # plain floats (m is small): the same comparisons in the same order
         zl = z.tolist()
         hl = self.qp.h.tolist()
         tol = [VERIFY_TOL * (1.0 + abs(b)) for b in hl]
@@ -199,5 +219,5 @@ class RelaxedQP:
                 else:
                     viol[i] = r_i
         if not ok:
-            return "relaxed solution failed the independent constraint check"
-        return u, ul, viol, res
+            return _CHECK_FAILED
+        return u, ul, np.array(viol), np.array(res), sum(viol)

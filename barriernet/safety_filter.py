@@ -388,16 +388,8 @@ class SafetyFilter:
         out = self._relax.command(self._qp.f)
         if isinstance(out, str):
             return self._fallback(x, out, "solver_error", u_nom, self._hv.copy(), t0)
-        u, ul, viol, res = out
-        return u, self._report(
-            t0,
-            "relaxed",
-            self._hv.copy(),
-            np.array(res),
-            differs(ul, u_nom.tolist()),
-            np.array(viol),
-            sum(viol),
-        )
+        u, ul, viol, res, total = out
+        return u, self._report(t0, "relaxed", self._hv.copy(), res, differs(ul, u_nom.tolist()), viol, total)
 
     def _gain_vector(self, gains: Any) -> np.ndarray:
         """(n_gains,) from an array ordered as :attr:`gain_names`, or a mapping name -> gain

@@ -178,10 +178,10 @@ def scan_reference(
 @pytest.mark.parametrize("path", ["compiled", "numpy"])
 @pytest.mark.parametrize("dyn_type", ["diff_drive", "unicycle"])
 def test_scan_rows_equal_brute_force_nearest_points(dyn_type: str, path: str) -> None:
-    """The scan barrier's selection (compiled, barriernet.scan_jit; or numpy: complex-plane
+    """The scan barrier's selection (compiled, barriernet.compiled; or numpy: complex-plane
     distances, non-finite points left to sort last) against a brute-force reference, with
     no-return points, few points, odd layouts; with more points than rows, nearest first."""
-    from barriernet import scan_jit
+    from barriernet import compiled
     from barriernet.barriers import LaserScan, PointGroup
     from barriernet.dynamics import make_dynamics
 
@@ -194,7 +194,7 @@ def test_scan_rows_equal_brute_force_nearest_points(dyn_type: str, path: str) ->
     if path == "numpy":
         scan._jit = None
     else:
-        assert scan._jit is scan_jit.compiled() is not None  # numba is installed here
+        assert scan._jit is compiled.nearest_rows() is not None  # numba is installed here
     kin = dyn.new_kinematics()
     rng = np.random.default_rng(23)
     infl = dyn.point_inflation

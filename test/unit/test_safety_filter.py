@@ -459,12 +459,8 @@ def sequential_relaxation(filt: SafetyFilter, x: np.ndarray, u_nom: np.ndarray) 
     raise AssertionError("the sequential relaxation found no solution")
 
 
-@pytest.mark.parametrize("seed", range(8))
-def test_one_qp_relaxation_keeps_the_priority_order_of_the_sequential_method(seed: int) -> None:
-    """Seeded infeasible problems (walls of three priority levels and a disc, fast towards
-    them): the one-QP relaxation keeps every row the sequential method keeps hard, relaxes no
-    level above it, relaxes its top level no more, and equals it when one level suffices."""
-    rng = np.random.default_rng(seed)
+def priority_cfg(rng: np.random.Generator) -> dict[str, Any]:
+    """Walls of three priority levels and a disc of a random level, weighted controls, slack on."""
     walls = [
         {"type": "half_space", "name": f"w{i}", "normal": rng.standard_normal(2).tolist(),
          "offset": float(rng.uniform(0.3, 1.0)), "gains": rng.uniform(0.5, 3.0, 2).tolist(),
@@ -473,13 +469,60 @@ def test_one_qp_relaxation_keeps_the_priority_order_of_the_sequential_method(see
     ]  # fmt: skip
     disc = {"type": "circle_obstacle", "name": "disc", "center": rng.uniform(-0.5, 0.5, 2).tolist(),
             "radius": 0.15, "gains": [2.0, 2.0], "priority": int(rng.integers(0, 3))}  # fmt: skip
-    cfg = {
+    return {
         "dynamics": {"type": "double_integrator", "dim": 2},
         "controls": {"lower": [-1.0, -1.0], "upper": [1.0, 1.0], "weights": [1.0, 2.0]},
         "barriers": walls + [disc],
         "slack": {"enabled": True, "penalty": 1e4},
     }
-    filt = SafetyFilter.from_config(cfg)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_relaxed_check_compiled_equals_plain_floats(seed: int) -> None:
+    """The relaxed answer's check as one compiled call (barriernet.compiled.relaxed_check) and
+    in plain floats give the same command and status, and slack and total to round-off, call
+    for call; the compiled check fails an answer that breaks a hard row."""
+    from barriernet import compiled
+
+    rng = np.random.default_rng(seed)
+    cfg = priority_cfg(rng)
+    jit, plain = SafetyFilter.from_config(cfg), SafetyFilter.from_config(cfg)
+    assert jit._relax._check is compiled.relaxed_check() is not None  # numba is installed here
+    plain._relax._check = None
+    n_relaxed = 0
+    for _ in range(400):
+        x = np.concatenate([rng.uniform(-0.4, 0.4, 2), rng.uniform(-3.0, 3.0, 2)])
+        u_nom = rng.uniform(-1.5, 1.5, 2)
+        (u1, r1), (u2, r2) = jit.filter(x, u_nom), plain.filter(x, u_nom)
+        assert r1.status == r2.status and r1.fallback_reason == r2.fallback_reason
+        assert np.array_equal(u1, u2)  # the clip is exact
+        # G u: a loop here, BLAS (which may fuse multiply-adds) there: equal to round-off
+        np.testing.assert_allclose(r1.slack, r2.slack, rtol=1e-13, atol=1e-15)
+        assert r1.total_slack == pytest.approx(r2.total_slack, rel=1e-13, abs=1e-15)
+        assert np.array_equal(r1.active, r2.active)
+        n_relaxed += r1.status == "relaxed"
+    assert n_relaxed >= 40
+    # a solver answer that breaks a hard row (all slack on the lowest level, the top row moved)
+    R = jit._relax
+    z = np.zeros(R.n + jit.n_rows)
+    z[R.n] = 1.0  # slack on row 0 only
+    hard = [i for i in range(jit.n_rows) if jit.priorities[i] > jit.priorities[0]]
+    if hard:
+        R.qp.G[:] = 0.0
+        R.qp.G[hard[0]] = [1.0, 0.0]
+        R.h[:] = 0.0
+        z[0] = 0.5  # G u - h = 0.5 on a hard row
+        out = R._check(z, R.qp.G, R.h, R._lo_a, R._hi_a, R._prio_a, 1e-9, R._u_b, R._res_b, R._viol_b)
+        assert out[0] is False
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_one_qp_relaxation_keeps_the_priority_order_of_the_sequential_method(seed: int) -> None:
+    """Seeded infeasible problems (walls of three priority levels and a disc, fast towards
+    them): the one-QP relaxation keeps every row the sequential method keeps hard, relaxes no
+    level above it, relaxes its top level no more, and equals it when one level suffices."""
+    rng = np.random.default_rng(seed)
+    filt = SafetyFilter.from_config(priority_cfg(rng))
     seen: set[str] = set()
     n_cases = 0
     while n_cases < 40:
