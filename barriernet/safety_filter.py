@@ -216,6 +216,7 @@ class SafetyFilter:
         self._relax = RelaxedQP(qp, self.slack_penalty, solver, kern.constant_G)
         self._report = ReportFactory(self.constraint_names, solver).make  # every report comes from here
         self._xshape, self._ushape = (self.n_state,), (n,)
+        self._gshape = (self.n_gains,)
         self._lo_l, self._hi_l = lo.tolist(), hi.tolist()
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -344,7 +345,10 @@ class SafetyFilter:
                 return self._fallback(x, "u_nom has non-finite values", "invalid_input", u_nom, None, t0)
         gv = None
         if gains is not None:
-            gv = self._gain_vector(gains)
+            if type(gains) is np.ndarray and gains.shape == self._gshape and gains.dtype == np.float64:
+                gv = gains  # a policy's gain outputs as they come (the common case)
+            else:
+                gv = self._gain_vector(gains)
             if not all(0.0 < g < math.inf for g in gv.tolist()):  # nan fails too
                 reason = f"gains must be finite and > 0, got {gv.tolist()}"
                 return self._fallback(x, reason, "invalid_input", u_nom, None, t0)
