@@ -9,6 +9,9 @@
   numpy path then handles the missing returns.
 - :func:`relaxed_check`: the independent check of the relaxed QP's answer
   (:meth:`barriernet.filter_qp.RelaxedQP.command`), the same comparisons in the same order.
+- :func:`residuals`: ``A u - b`` over the box and barrier rows (``u`` clipped into the box
+  first for the check of a solver's answer), with the finiteness of their sum and their
+  largest value: :meth:`barriernet.filter_kernels.RowKernel.rows` and ``verify``.
 
 Each getter is None with ``LNN_CONTROL_NO_JIT`` set; the first use in a process compiles
 (about 1 s each) or loads numba's on-disk cache.
@@ -20,7 +23,7 @@ import functools
 import os
 from typing import Any
 
-__all__ = ["nearest_rows", "relaxed_check"]
+__all__ = ["nearest_rows", "relaxed_check", "residuals"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -132,3 +135,43 @@ def relaxed_check() -> Any:
         return ok, total
 
     return check
+
+
+@functools.lru_cache(maxsize=1)
+def residuals() -> Any:
+    """The compiled residuals, or None.
+
+    ``residuals(v, lo, hi, clip, A, b, u, res) -> (finite, largest)``: u = v, clipped into
+    [lo, hi] when ``clip`` (nan stays nan); res = A u - b; ``finite``: their sum (in order, as
+    Python's ``sum``) is finite; ``largest``: max(res)."""
+    import math
+
+    jit = _njit()
+    if jit is None:
+        return None
+
+    @jit
+    def residuals(v, lo, hi, clip, A, b, u, res):  # type: ignore[no-untyped-def]  # pragma: no cover
+        n = u.shape[0]
+        for j in range(n):
+            x = v[j]
+            if clip:
+                if x > hi[j]:
+                    x = hi[j]
+                if x < lo[j]:
+                    x = lo[j]
+            u[j] = x
+        total = 0.0
+        largest = -math.inf
+        for i in range(A.shape[0]):
+            g = 0.0
+            for j in range(n):
+                g += A[i, j] * u[j]
+            r = g - b[i]
+            res[i] = r
+            total += r
+            if r > largest:
+                largest = r
+        return math.isfinite(total), largest
+
+    return residuals

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from barriernet import compiled
 from barriernet.barriers import (
     CircleObstacle,
     HalfSpace,
@@ -76,6 +77,12 @@ class RowKernel:
         self.nominal: tuple[np.ndarray, np.ndarray] = (qp.hv.copy(), qp.res_rows.copy())
         self.A, self.b, self.res, self.hv = qp.A, qp.b, qp.res, qp.hv
         self.res_rows, self.lower, self.upper = qp.res_rows, qp.lower, qp.upper
+        # A u - b in one compiled call where numba runs (barriernet.compiled), else numpy
+        self._resid = compiled.residuals()
+        self._u = np.zeros(qp.n_controls)
+        if self._resid is not None:  # compile (or load) now, not in the first call
+            self._resid(np.zeros(qp.n_controls), self.lower, self.upper, True, self.A, self.b, self._u,
+                        np.zeros(self.res.size))  # fmt: skip
 
     def fill(self, x: np.ndarray, gains: np.ndarray | None, env: Mapping[str, Any] | None) -> None:
         """G, h, h(x) at ``x`` into the buffers (gains: None for the YAML gains, else (n_gains,) > 0)."""
@@ -92,11 +99,16 @@ class RowKernel:
         """The rows at ``x`` (``ul``: ``u_nom`` as a list) and the excess max(A u_nom - b)."""
         self.fill(x, gains, env)
         res = self.res
-        _dot(self.A, u_nom, out=res)
-        res -= self.b
-        rl = res.tolist()
-        if _isfinite(sum(rl)):
-            excess = max(rl)
+        resid = self._resid
+        if resid is not None and u_nom.flags.c_contiguous:  # (one compiled layout)
+            finite, excess = resid(u_nom, self.lower, self.upper, False, self.A, self.b, self._u, res)
+        else:
+            _dot(self.A, u_nom, out=res)
+            res -= self.b
+            rl = res.tolist()
+            finite = _isfinite(sum(rl))
+            excess = max(rl) if finite else math.nan
+        if finite:
             if excess <= 0.0:
                 self.nominal = (self.hv.copy(), self.res_rows.copy())
             return excess
@@ -112,13 +124,20 @@ class RowKernel:
 
     def verify(self, sol: np.ndarray, ul: list[float]) -> tuple[np.ndarray, np.ndarray, bool] | None:
         """``sol`` clipped into the box (exact bounds), every row checked at the clipped u."""
-        u = _minimum(sol, self.upper)
-        _maximum(u, self.lower, out=u)
         res = self.res
-        _dot(self.A, u, out=res)
-        res -= self.b
-        rl = res.tolist()
-        if not (_isfinite(sum(rl)) and max(rl) <= VERIFY_TOL) and not self.qp.rows_hold(res):
+        resid = self._resid
+        if resid is not None and sol.flags.c_contiguous and sol.dtype == np.float64:
+            finite, largest = resid(sol, self.lower, self.upper, True, self.A, self.b, self._u, res)
+            u = self._u.copy()
+        else:
+            u = _minimum(sol, self.upper)
+            _maximum(u, self.lower, out=u)
+            _dot(self.A, u, out=res)
+            res -= self.b
+            rl = res.tolist()
+            finite = _isfinite(sum(rl))
+            largest = max(rl) if finite else math.nan
+        if not (finite and largest <= VERIFY_TOL) and not self.qp.rows_hold(res):
             return None
         return u, self.res_rows.copy(), differs(u.tolist(), ul)
 

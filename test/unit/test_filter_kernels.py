@@ -8,6 +8,7 @@ through every path (QP, relaxation, fallbacks) in any order of calls."""
 
 from __future__ import annotations
 
+import pathlib
 from typing import Any
 
 import numpy as np
@@ -285,3 +286,40 @@ def test_copies_and_pickles_are_working_filters(which: str) -> None:
             assert (ra.status, ra.intervened) == (rb.status, rb.intervened)
             kinds.add(ra.status + ("+cut" if ra.intervened else ""))
     assert "optimal+cut" in kinds, kinds
+
+
+@pytest.mark.parametrize("case", ["scan", "affine"])
+def test_compiled_residuals_equal_numpy(case: str) -> None:
+    """A u - b and the check of the solver's answer as one compiled call (barriernet.compiled
+    .residuals) and in numpy give the same command, status and rows, call for call: on the
+    diff_drive config (scan rows, generic kernel) and on an affine double integrator, with
+    nominal commands inside, at and beyond the box and non-finite ones."""
+    from barriernet import compiled
+    from lnn_control.config import load_filter_config
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    cfg = (
+        load_filter_config(root / "config" / "diff_drive.yaml")
+        if case == "scan"
+        else linear_cfg(3, 4, seed=5)
+    )
+    jit, plain = SafetyFilter.from_config(cfg), SafetyFilter.from_config(cfg)
+    assert jit._kernel._resid is compiled.residuals() is not None  # numba is installed here
+    plain._kernel._resid = None
+    rng = np.random.default_rng(31)
+    statuses = set()
+    for i in range(300):
+        x = rng.uniform(-2.0, 2.0, jit.n_state)
+        env = None
+        if case == "scan":
+            ang, rad = rng.uniform(-np.pi, np.pi, 72), rng.uniform(0.3, 3.0, 72)
+            env = {"scan_points": x[:2] + np.column_stack([rad * np.cos(ang), rad * np.sin(ang)])}
+        u_nom = rng.uniform(2.0 * jit.lower, 2.0 * jit.upper)
+        if i % 50 == 7:
+            u_nom[0] = np.nan
+        (u1, r1), (u2, r2) = jit.filter(x, u_nom, env=env), plain.filter(x, u_nom, env=env)
+        assert r1.status == r2.status and r1.fallback_reason == r2.fallback_reason
+        np.testing.assert_allclose(u1, u2, rtol=1e-12, atol=1e-12)
+        assert np.array_equal(r1.active, r2.active) and r1.intervened == r2.intervened
+        statuses.add((r1.status, r1.intervened))
+    assert {("optimal", True), ("optimal", False), ("invalid_input", True)} <= statuses, statuses
