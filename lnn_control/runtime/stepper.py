@@ -65,6 +65,7 @@ class PolicyStepper:
             raise ValueError(f"kernel must be 'auto' or one of {list(KERNELS)}, got {kernel!r}")
         self.dtype = np.dtype(dtype)
         self.config = dict(config)
+        self._arrays, self._kernel_arg = arrays, kernel  # for __reduce__: a copy is rebuilt from these
         self.observation: dict[str, Any] | None = None
         self.metadata: dict[str, Any] = {}
         spec = PolicySpec(self.config, arrays, self.dtype)
@@ -113,6 +114,15 @@ class PolicyStepper:
         self._advance_readout = (
             None if bind is None else bind(self._Wo, self._bo, self._y, k, self._half_gain)
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle / deepcopy as (config, arrays, dtype, kernel as asked, hidden state, file
+        sections): the copy is rebuilt, so its buffers alias as the kernel laid them out (a
+        pickled view of the kernel's buffer would not: such a copy computed other outputs) and
+        ``auto`` chooses again where it is unpickled (numba there or not)."""
+        extra = {"observation": self.observation, "metadata": self.metadata}
+        args = (self.config, self._arrays, self.dtype.str, self._kernel_arg, self.state, extra)
+        return (_rebuild, args)
 
     # --- state -------------------------------------------------------------------------
     @property
@@ -172,3 +182,13 @@ class PolicyStepper:
             g += 1.0
             g *= self._half_gain
         return y.copy()
+
+
+def _rebuild(
+    config: dict[str, Any], arrays: dict[str, np.ndarray], dtype: str, kernel: str, state: np.ndarray,
+    extra: dict[str, Any],
+) -> PolicyStepper:  # fmt: skip
+    s = PolicyStepper(config, arrays, dtype=np.dtype(dtype), kernel=kernel)
+    s.state = state
+    s.observation, s.metadata = extra["observation"], extra["metadata"]
+    return s

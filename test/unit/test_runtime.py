@@ -349,3 +349,23 @@ def test_bad_arrays_fail_at_construction() -> None:
         PolicyStepper(dict(p.get_config(), cell="gru"), arrays)
     with pytest.raises(ValueError, match="policy config is missing"):
         PolicyStepper({"cell": "ltc"}, arrays)
+
+
+@pytest.mark.parametrize("kernel", ["auto", "cfc_no_gate"])
+def test_pickled_and_copied_steppers_continue_where_the_original_is(kernel: str) -> None:
+    """pickle and deepcopy rebuild the stepper (its buffers alias as laid out, the compiled
+    kernel is compiled or loaded anew) with the same hidden state: the copies give the
+    original's next outputs exactly, and the file sections come along."""
+    import copy
+    import pickle
+
+    p = _trained_looking(CONFIGS["cfc_ncp_no_gate_gains"])
+    s = PolicyStepper(p.get_config(), p.numpy_state(), kernel=kernel)
+    s.observation, s.metadata = {"features": ["a"]}, {"epochs": 3}
+    x, ts = _irregular(30, seed=11)
+    _run(s, x[:, :10], ts[:, :10])
+    copies = [pickle.loads(pickle.dumps(s)), copy.deepcopy(s)]
+    want = _run(s, x[:, 10:], ts[:, 10:])
+    for c in copies:
+        assert c.kernel == s.kernel and c.observation == s.observation and c.metadata == s.metadata
+        assert np.array_equal(_run(c, x[:, 10:], ts[:, 10:]), want)
