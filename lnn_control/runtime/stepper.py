@@ -39,9 +39,10 @@ class PolicyStepper:
         arrays: state-dict name -> numpy array (float64 recommended).
         dtype: ``np.float64`` (matches torch float64 to ~1e-12) or ``np.float32`` (faster on
             large networks, ~1e-6 relative).
-        kernel: ``"auto"`` (the fastest for this network) or a name in :data:`KERNELS`
-            (``cfc_default``, ``cfc_no_gate``, ``cfc_pure``, ``ltc_dense``, ``ltc_sparse``,
-            ``ltc_split``); one that cannot run the policy raises ValueError naming ``kernel``.
+        kernel: ``"auto"`` (the fastest for this network: ``cfc_jit`` where numba runs it) or a
+            name in :data:`KERNELS` (``cfc_default``, ``cfc_no_gate``, ``cfc_pure``,
+            ``cfc_jit``, ``ltc_dense``, ``ltc_sparse``, ``ltc_split``); one that cannot run the
+            policy raises ValueError naming ``kernel``.
     Attributes:
         kernel (the name in use), n_inputs, n_outputs, n_commands, n_gains, input_names,
         output_names, gain_names, units, state_size, cell, dtype, config, observation (mapping
