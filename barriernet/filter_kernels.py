@@ -98,16 +98,7 @@ class RowKernel:
     ) -> float:
         """The rows at ``x`` (``ul``: ``u_nom`` as a list) and the excess max(A u_nom - b)."""
         self.fill(x, gains, env)
-        res = self.res
-        resid = self._resid
-        if resid is not None and u_nom.flags.c_contiguous:  # (one compiled layout)
-            finite, excess = resid(u_nom, self.lower, self.upper, False, self.A, self.b, self._u, res)
-        else:
-            _dot(self.A, u_nom, out=res)
-            res -= self.b
-            rl = res.tolist()
-            finite = _isfinite(sum(rl))
-            excess = max(rl) if finite else math.nan
+        finite, excess = self._residuals(u_nom, False)
         if finite:
             if excess <= 0.0:
                 self.nominal = (self.hv.copy(), self.res_rows.copy())
@@ -124,22 +115,28 @@ class RowKernel:
 
     def verify(self, sol: np.ndarray, ul: list[float]) -> tuple[np.ndarray, np.ndarray, bool] | None:
         """``sol`` clipped into the box (exact bounds), every row checked at the clipped u."""
-        res = self.res
-        resid = self._resid
-        if resid is not None and sol.flags.c_contiguous and sol.dtype == np.float64:
-            finite, largest = resid(sol, self.lower, self.upper, True, self.A, self.b, self._u, res)
-            u = self._u.copy()
-        else:
-            u = _minimum(sol, self.upper)
-            _maximum(u, self.lower, out=u)
-            _dot(self.A, u, out=res)
-            res -= self.b
-            rl = res.tolist()
-            finite = _isfinite(sum(rl))
-            largest = max(rl) if finite else math.nan
-        if not (finite and largest <= VERIFY_TOL) and not self.qp.rows_hold(res):
+        finite, largest = self._residuals(sol, True)
+        if not (finite and largest <= VERIFY_TOL) and not self.qp.rows_hold(self.res):
             return None
+        u = self._u.copy()
         return u, self.res_rows.copy(), differs(u.tolist(), ul)
+
+    def _residuals(self, v: np.ndarray, clip: bool) -> tuple[bool, float]:
+        """``res`` = A u - b at u = ``v``, clipped into the box first when ``clip`` (u then in
+        ``_u``): (their sum is finite, their largest). One compiled call where numba runs and
+        ``v`` has its one compiled layout, else numpy."""
+        res, resid = self.res, self._resid
+        if resid is not None and v.flags.c_contiguous and v.dtype == np.float64:
+            return resid(v, self.lower, self.upper, clip, self.A, self.b, self._u, res)  # type: ignore[no-any-return]
+        u = v
+        if clip:
+            u = _minimum(v, self.upper, out=self._u)
+            _maximum(u, self.lower, out=u)
+        _dot(self.A, u, out=res)
+        res -= self.b
+        rl = res.tolist()
+        finite = _isfinite(sum(rl))
+        return finite, (max(rl) if finite else math.nan)
 
 
 class GenericRows(RowKernel):

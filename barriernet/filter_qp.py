@@ -147,11 +147,9 @@ class RelaxedQP:
         self._model: Any = None
         # the check in one compiled call where numba runs (barriernet.compiled), else plain floats
         self._check = compiled.relaxed_check()
-        self._lo_a, self._hi_a = lo.astype(np.float64), hi.astype(np.float64)
-        self._prio_a = qp.priorities.astype(np.int64)
         self._u_b, self._res_b, self._viol_b = np.zeros(n), np.zeros(m), np.zeros(m)
         if self._check is not None:  # compile (or load) now, not in the first relaxed call
-            self._check(np.zeros(nz), qp.G, self.h, self._lo_a, self._hi_a, self._prio_a, VERIFY_TOL,
+            self._check(np.zeros(nz), qp.G, self.h, lo, hi, qp.priorities, VERIFY_TOL,
                         self._u_b, self._res_b, self._viol_b)  # fmt: skip
 
     def solve(self, f: np.ndarray) -> tuple[np.ndarray | None, str]:
@@ -193,7 +191,8 @@ class RelaxedQP:
             return "relaxed QP hit the iteration cap" if status == "iteration_cap" else "relaxed QP failed"
         chk = self._check
         if chk is not None:
-            ok, total = chk(z, self.qp.G, self.h, self._lo_a, self._hi_a, self._prio_a, VERIFY_TOL,
+            qp = self.qp
+            ok, total = chk(z, qp.G, self.h, qp.lower, qp.upper, qp.priorities, VERIFY_TOL,
                             self._u_b, self._res_b, self._viol_b)  # fmt: skip
             if not ok:
                 return _CHECK_FAILED

@@ -24,7 +24,8 @@ order on a topic the campaign left silent for longer than ``sensor_timeout`` (be
 going back, after a future one; measured between publishes) is the node's new-time-base rule,
 counted as ``new_time_base_after_silence``, not as a missed fallback. Future stamps in a row on
 one topic are in order among themselves: their fallback is due at the message after the last of
-them (2026-12-03: every "missed" future stamp in three 100k runs was the first of such a pair).
+them (2026-12-03: in a 100k run that named its misses, every "missed" future stamp was the
+first of such a pair).
 Kinds marked
 ``any`` are data the node may use (wrong frame_id, zero quaternion, huge finite values, NaN in
 fields the mapping does not read); the summary says what the node did with each.
@@ -427,6 +428,11 @@ def _field(paths: list[str], value: Callable[[np.random.Generator], Any]) -> Mut
     return lambda rng, m, p: _set(m, str(rng.choice(paths)), value(rng))
 
 
+def _goes_back(kind: str) -> bool:
+    """A stamp kind that sets the stamp at or before the previous one (back, equal, past)."""
+    return kind.split("_")[-1] in ("back", "equal", "past")
+
+
 def _stamps(how: str) -> Mutator:
     def mutate(rng: np.random.Generator, m: dict[str, Any], prev: int) -> None:
         t = _t(m)
@@ -689,7 +695,7 @@ class Fuzzer:
             )
             prev = self.accepted.get(topic, self.traj.t_ns)
             mutate(self.rng, base, prev)
-            self._stamp_kind = kind.split("_")[-1] in ("back", "equal", "past")
+            self._stamp_kind = _goes_back(kind)
             self.bad += 1
             self.per_kind[kind]["sent"] += 1
             t0, st = self.step(bad=(topic, base))
@@ -731,8 +737,7 @@ class Fuzzer:
                 # out of order as a new time base (a restarted simulator or bag), no fallback.
                 # The silence that counts: before a stamp going back, after a future one
                 topic = self.kinds[kind][0]
-                back = kind.split("_")[-1] in ("back", "equal", "past")
-                silence = gaps[i].get(topic, 0.0) if back else gaps[i + 1].get(topic, 0.0)
+                silence = gaps[i].get(topic, 0.0) if _goes_back(kind) else gaps[j + 1].get(topic, 0.0)
                 new_base = silence > self.spec.sensor_timeout
                 pk["new_time_base" if new_base else "missed"] += 1
                 if not new_base:

@@ -493,7 +493,7 @@ class LnnController(LifecycleNode):
                             frame,
                             out.status,
                             out.reason,
-                        )  # fmt: skip
+                        )
                     )
             return False
         if stamp is None:

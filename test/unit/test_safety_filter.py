@@ -512,7 +512,8 @@ def test_relaxed_check_compiled_equals_plain_floats(seed: int) -> None:
         R.qp.G[hard[0]] = [1.0, 0.0]
         R.h[:] = 0.0
         z[0] = 0.5  # G u - h = 0.5 on a hard row
-        out = R._check(z, R.qp.G, R.h, R._lo_a, R._hi_a, R._prio_a, 1e-9, R._u_b, R._res_b, R._viol_b)
+        qp = R.qp
+        out = R._check(z, qp.G, R.h, qp.lower, qp.upper, qp.priorities, 1e-9, R._u_b, R._res_b, R._viol_b)
         assert out[0] is False
 
 
