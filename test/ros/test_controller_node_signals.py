@@ -167,6 +167,16 @@ class Probe:
                 return True
         return False
 
+    def settle(self, quiet_s: float = 0.3, timeout: float = 5.0) -> None:
+        """Spin until no command has come for ``quiet_s``: the answers to sensor messages still in
+        flight when :meth:`drive` returned are in (drive stops at the first filtered status, and
+        under load it has published again by then)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            n = len(self.cmds)
+            if not self.spin_until(lambda n=n: len(self.cmds) > n, quiet_s):
+                return
+
     def close(self) -> None:
         self.ex.shutdown()
         self.node.destroy_node()
@@ -233,6 +243,7 @@ def test_controller_exits_cleanly_on_signals_after_its_fallback(
         assert probe.transition(Transition.TRANSITION_CONFIGURE)
         assert probe.transition(Transition.TRANSITION_ACTIVATE)
         assert probe.drive(lambda: any(not s.fallback_used for s in probe.status)), "no filtered command"
+        probe.settle()
         n_cmds = len(probe.cmds)
         _signal(proc, sig, burst)
         signalled = True
